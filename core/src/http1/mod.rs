@@ -325,6 +325,12 @@ impl Connection {
         self.transmit.pop()
     }
 
+    /// How many received bytes are buffered and not yet handed out; bounded by
+    /// [`Config::max_head_size`] plus one read, whatever the peer sends.
+    pub fn buffered_len(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Whether bytes are waiting in [`Connection::poll_transmit`].
     pub fn has_transmit(&self) -> bool {
         !self.transmit.is_empty()
