@@ -347,6 +347,16 @@ impl Connection {
         }
     }
 
+    /// Abandons the connection at once: nothing more is read or written except what
+    /// [`Connection::poll_transmit`] still holds, and the next event is [`Event::Closed`].
+    /// For drivers that cannot finish a response they started (a failed file read): the
+    /// peer sees a truncated message, which its framing reveals, never a wrong one.
+    pub fn abort(&mut self) {
+        self.read = Read::Closed;
+        self.write = Write::Complete;
+        self.timer = None;
+    }
+
     /// The next read-side event; `now` arms the deadlines of what comes next.
     ///
     /// An `Err` means the peer broke a rule: the connection has already queued the error

@@ -1,0 +1,80 @@
+//! The whole verify → parse → dispatch-decision path for the signed
+//! `command_echo.json`, beside `ed25519-dalek`'s `verify_strict` alone on the
+//! same message, in the same run.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use ed25519_dalek::{Signature, Signer, SigningKey};
+use yuyo_core::endpoint::{Endpoint, EndpointConfig, Finished, Handlers, Reply, Verifier};
+
+const TIMESTAMP: &[u8] = b"1700000000";
+
+fn bench(c: &mut Criterion) {
+    let body = Bytes::from(
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/interactions/command_echo.json"
+        ))
+        .unwrap(),
+    );
+    let signing_key = SigningKey::from_bytes(&[7; 32]);
+    let message = [TIMESTAMP, &body].concat();
+    let signature = signing_key.sign(&message);
+    let verifying_key = signing_key.verifying_key();
+
+    let mut handlers = Handlers::new();
+    handlers
+        .set_command(|_ctx| async { Ok(Some(Reply::message("hi"))) })
+        .unwrap();
+    let verifier = Verifier::from_bytes(verifying_key.as_bytes()).unwrap();
+    let endpoint = Endpoint::new(EndpointConfig::new(verifier), handlers);
+    let (head, ()) = http::Request::post("/")
+        .header("host", "bot.example.com")
+        .header(
+            "user-agent",
+            "Discord-Interactions/1.0 (+https://discord.com)",
+        )
+        .header("content-type", "application/json")
+        .header("content-length", body.len())
+        .header("x-signature-ed25519", hex::encode(signature.to_bytes()))
+        .header("x-signature-timestamp", "1700000000")
+        .body(())
+        .unwrap()
+        .into_parts();
+    assert!(matches!(
+        endpoint.receive(&head, [body.clone()], 1_700_000_000),
+        Finished::Dispatch(_)
+    ));
+
+    let mut group = c.benchmark_group("command_echo");
+    group.bench_function("verify_strict alone", |b| {
+        b.iter(|| {
+            verifying_key
+                .verify_strict(black_box(&message), black_box(&signature))
+                .unwrap();
+        });
+    });
+    group.bench_function("exchange: head+verify+parse+dispatch decision", |b| {
+        b.iter(|| {
+            let finished =
+                endpoint.receive(black_box(&head), [black_box(body.clone())], 1_700_000_000);
+            black_box(matches!(finished, Finished::Dispatch(_)))
+        });
+    });
+    group.bench_function("typed parse alone", |b| {
+        b.iter(|| {
+            serde_json::from_slice::<twilight_model::application::interaction::Interaction>(
+                black_box(&body),
+            )
+            .unwrap()
+        });
+    });
+    let _: &Signature = &signature;
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,422 @@
+//! One served connection: the [`http1::Connection`] wired to the interaction
+//! [`Endpoint`], still sans-IO.
+//!
+//! Every runtime adapter (smol, tokio, blocking threads) drives a [`Session`] per accepted
+//! socket with the same loop, so they differ only in how they read, write, wait and run
+//! futures — never in a protocol decision:
+//!
+//! ```text
+//! loop {
+//!     write every chunk session.poll_transmit() yields      // before every poll
+//!     match session.poll(now) {
+//!         Action::Read             => read the socket into session.receive(now, bytes)
+//!                                     (or session.receive_eof()), or, when
+//!                                     session.poll_timeout() passes, session.handle_timeout(now)
+//!         Action::Handle(handler)  => session.complete(handler.await)   // panics are caught
+//!         Action::StreamFile(file) => session.send_file_data(chunk) for each chunk read,
+//!                                     then session.finish_file()
+//!                                     (or session.abort_file() if reading fails)
+//!         Action::RunAfter(work)   => spawn(work): the response is already written
+//!         Action::Close            => close the socket; done
+//!     }
+//! }
+//! ```
+//!
+//! A session also records a `tracing` span per request (method, path, interaction id
+//! and kind, status, duration); drivers instrument handler futures with
+//! [`Session::span`].
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::Response;
+use tracing::field;
+
+use crate::endpoint::{
+    BoxFuture, Endpoint, Exchange, Finished, HandlerFuture, HandlerResult, Responding, ResponseBody,
+};
+use crate::http1::{self, BodyLength, Connection, Event};
+use crate::multipart::{FileSource, Segment};
+
+/// The time as a session needs it: a monotonic instant for deadlines, and Unix seconds
+/// for the optional signature-timestamp window. Drivers read both clocks; the core none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time, for deadlines.
+    pub instant: Instant,
+    /// Seconds since the Unix epoch, for the timestamp window.
+    pub unix_secs: u64,
+}
+
+/// What the driver must do next; returned by [`Session::poll`].
+#[must_use]
+pub enum Action {
+    /// Read from the socket, or wait for [`Session::poll_timeout`].
+    Read,
+    /// Await this handler (it catches panics) and pass its outcome to [`Session::complete`].
+    Handle(HandlerFuture),
+    /// Stream this file into the response with [`Session::send_file_data`] and
+    /// [`Session::finish_file`].
+    StreamFile(FileSource),
+    /// Write out [`Session::poll_transmit`] (it holds the finished response), then run
+    /// this after-response work, e.g. by spawning it; then poll again.
+    RunAfter(BoxFuture<()>),
+    /// Flush [`Session::poll_transmit`] and close the socket.
+    Close,
+}
+
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Read => f.write_str("Read"),
+            Self::Handle(_) => f.write_str("Handle(..)"),
+            Self::StreamFile(source) => f.debug_tuple("StreamFile").field(source).finish(),
+            Self::RunAfter(_) => f.write_str("RunAfter(..)"),
+            Self::Close => f.write_str("Close"),
+        }
+    }
+}
+
+/// The driver called a session method that does not fit its state (a driver bug).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// [`Session::complete`] without a handler running.
+    NotHandling,
+    /// File data or a file end without a file being streamed.
+    NotStreaming,
+    /// More or fewer file bytes than the file's declared length.
+    FileLength {
+        /// The declared length.
+        declared: u64,
+        /// The bytes supplied (so far, for too many).
+        supplied: u64,
+    },
+}
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotHandling => f.write_str("no handler is running on this session"),
+            Self::NotStreaming => f.write_str("no file is being streamed on this session"),
+            Self::FileLength { declared, supplied } => write!(
+                f,
+                "file declared {declared} bytes but {supplied} were supplied"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DriverError {}
+
+/// Where the request in flight stands.
+enum Stage {
+    /// No request, or one already answered (remaining body events are ignored).
+    Idle,
+    /// The endpoint accumulates the body.
+    Body(Exchange),
+    /// The handler runs in the driver.
+    Handling(Responding),
+    /// A multipart response is being written; `file` is the file the driver streams.
+    Streaming {
+        rest: VecDeque<Segment>,
+        file: Option<StreamedFile>,
+        after: Option<BoxFuture<()>>,
+    },
+}
+
+struct StreamedFile {
+    declared: Option<u64>,
+    supplied: u64,
+}
+
+/// One served connection; see the [module docs](self).
+pub struct Session {
+    conn: Connection,
+    endpoint: Endpoint,
+    stage: Stage,
+    after: Option<BoxFuture<()>>,
+    span: tracing::Span,
+    started: Option<Instant>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("conn", &self.conn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A session for a connection accepted at `now`. The connection's body limit is the
+    /// endpoint's `max_body_size`, so both layers refuse at the same size.
+    pub fn new(endpoint: Endpoint, mut config: http1::Config, now: Instant) -> Self {
+        config.max_body_size = endpoint.config().get_max_body_size() as u64;
+        Self {
+            conn: Connection::new(config, now),
+            endpoint,
+            stage: Stage::Idle,
+            after: None,
+            span: tracing::Span::none(),
+            started: None,
+        }
+    }
+
+    /// Hands the session bytes read from the socket.
+    pub fn receive(&mut self, now: Instant, data: &[u8]) {
+        self.conn.receive(now, data);
+    }
+
+    /// Tells the session the peer closed its sending side.
+    pub fn receive_eof(&mut self) {
+        self.conn.receive_eof();
+    }
+
+    /// When [`Session::handle_timeout`] is next due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conn.poll_timeout()
+    }
+
+    /// Fires the connection's deadline if it is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.conn.handle_timeout(now);
+    }
+
+    /// The next bytes to write to the socket.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.conn.poll_transmit()
+    }
+
+    /// Graceful shutdown: finish the request in flight, then close.
+    pub fn close(&mut self) {
+        self.conn.close();
+    }
+
+    /// The span of the request in flight (disabled between requests).
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// What the driver must do next. Write everything [`Session::poll_transmit`] yields
+    /// before calling it, so after-response work starts only once its response is out.
+    pub fn poll(&mut self, now: Now) -> Action {
+        if let Some(after) = self.after.take() {
+            return Action::RunAfter(after);
+        }
+        loop {
+            let event = match self.conn.next_event(now.instant) {
+                Ok(event) => event,
+                // Already answered on the wire (and logged at debug level by the connection).
+                Err(_) => {
+                    self.stage = Stage::Idle;
+                    continue;
+                }
+            };
+            match event {
+                Event::Head(parts) => {
+                    self.span = tracing::debug_span!(
+                        "request",
+                        method = %parts.method,
+                        path = parts.uri.path(),
+                        interaction.id = field::Empty,
+                        interaction.kind = field::Empty,
+                        status = field::Empty,
+                        duration_us = field::Empty,
+                    );
+                    self.started = Some(now.instant);
+                    match self.endpoint.begin(&parts) {
+                        Ok(exchange) => self.stage = Stage::Body(exchange),
+                        Err(rejection) => self.respond(now, rejection.into_response(), None),
+                    }
+                }
+                Event::Data(chunk) => {
+                    if let Stage::Body(exchange) = std::mem::replace(&mut self.stage, Stage::Idle) {
+                        match exchange.push(chunk) {
+                            Ok(exchange) => self.stage = Stage::Body(exchange),
+                            Err(rejection) => self.respond(now, rejection.into_response(), None),
+                        }
+                    }
+                }
+                Event::End => {
+                    if let Stage::Body(exchange) = std::mem::replace(&mut self.stage, Stage::Idle) {
+                        match exchange.finish(now.unix_secs) {
+                            Finished::Respond(immediate) => {
+                                self.respond(now, immediate.into_response(), None);
+                            }
+                            Finished::Dispatch(dispatch) => {
+                                let interaction = dispatch.context().interaction();
+                                self.span.record("interaction.id", interaction.id.get());
+                                self.span
+                                    .record("interaction.kind", dispatch.kind().to_string());
+                                let (responding, handler) = dispatch.start();
+                                self.stage = Stage::Handling(responding);
+                                return Action::Handle(handler);
+                            }
+                        }
+                    }
+                }
+                Event::NeedData => return Action::Read,
+                Event::Paused => match &self.stage {
+                    Stage::Streaming { file: None, .. } => {
+                        if let Some(action) = self.stream() {
+                            return action;
+                        }
+                    }
+                    // Polled while a handler or a file is still owed: a driver bug. Closing
+                    // is the only answer that cannot send a wrong response.
+                    Stage::Streaming { file: Some(_), .. }
+                    | Stage::Handling(_)
+                    | Stage::Idle
+                    | Stage::Body(_) => {
+                        tracing::error!("session polled while the driver owes it a result");
+                        self.abort_file();
+                        return Action::Close;
+                    }
+                },
+                Event::Closed => return Action::Close,
+            }
+            if let Some(after) = self.after.take() {
+                return Action::RunAfter(after);
+            }
+        }
+    }
+
+    /// Turns the handler's outcome into the response.
+    pub fn complete(&mut self, now: Now, outcome: HandlerResult) -> Result<(), DriverError> {
+        let Stage::Handling(responding) = std::mem::replace(&mut self.stage, Stage::Idle) else {
+            return Err(DriverError::NotHandling);
+        };
+        let completed = responding.complete(outcome);
+        self.respond(now, completed.response, completed.after);
+        Ok(())
+    }
+
+    /// Supplies the next bytes of the file being streamed.
+    pub fn send_file_data(&mut self, data: Bytes) -> Result<(), DriverError> {
+        let Stage::Streaming {
+            file: Some(file), ..
+        } = &mut self.stage
+        else {
+            return Err(DriverError::NotStreaming);
+        };
+        file.supplied += data.len() as u64;
+        if let Some(declared) = file.declared
+            && file.supplied > declared
+        {
+            let supplied = file.supplied;
+            self.abort_file();
+            return Err(DriverError::FileLength { declared, supplied });
+        }
+        self.conn
+            .send_data(data)
+            .map_err(|_| DriverError::NotStreaming)
+    }
+
+    /// Ends the file being streamed; the response continues with its next segment.
+    pub fn finish_file(&mut self) -> Result<(), DriverError> {
+        let Stage::Streaming { file, .. } = &mut self.stage else {
+            return Err(DriverError::NotStreaming);
+        };
+        let Some(done) = file.take() else {
+            return Err(DriverError::NotStreaming);
+        };
+        if let Some(declared) = done.declared
+            && declared != done.supplied
+        {
+            self.abort_file();
+            return Err(DriverError::FileLength {
+                declared,
+                supplied: done.supplied,
+            });
+        }
+        Ok(())
+    }
+
+    /// The file could not be read: the response cannot be completed, so the connection
+    /// closes (the peer sees a truncated response, never a wrong one).
+    pub fn abort_file(&mut self) {
+        tracing::error!(parent: &self.span, "could not stream a reply file; closing the connection");
+        self.stage = Stage::Idle;
+        self.after = None;
+        self.conn.abort();
+    }
+
+    fn respond(
+        &mut self,
+        now: Now,
+        response: Response<ResponseBody>,
+        after: Option<BoxFuture<()>>,
+    ) {
+        let (parts, body) = response.into_parts();
+        self.span.record("status", parts.status.as_u16());
+        if let Some(started) = self.started.take() {
+            let took = now.instant.saturating_duration_since(started);
+            self.span.record(
+                "duration_us",
+                u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            );
+        }
+        // These calls cannot fail: a request is in flight and no response has started.
+        let sent = match body {
+            ResponseBody::Empty => self
+                .conn
+                .send_response(parts, BodyLength::Empty)
+                .and_then(|()| self.conn.send_end()),
+            ResponseBody::Full(bytes) => self.conn.send_full_response(parts, bytes),
+            ResponseBody::Multipart(multipart) => {
+                let length = multipart
+                    .content_length()
+                    .map_or(BodyLength::Unknown, BodyLength::Known);
+                let sent = self.conn.send_response(parts, length);
+                if sent.is_ok() {
+                    // The segments are written from `poll`, which hands files to the driver.
+                    self.stage = Stage::Streaming {
+                        rest: multipart.into_segments().into(),
+                        file: None,
+                        after,
+                    };
+                    return;
+                }
+                sent
+            }
+        };
+        if let Err(error) = sent {
+            tracing::error!(%error, "could not send a response");
+        }
+        self.after = after;
+    }
+
+    /// Writes the in-memory segments of a multipart body up to the next file.
+    fn stream(&mut self) -> Option<Action> {
+        let Stage::Streaming { rest, file, after } = &mut self.stage else {
+            return None;
+        };
+        while let Some(segment) = rest.pop_front() {
+            match segment {
+                Segment::Bytes(bytes) => {
+                    if let Err(error) = self.conn.send_data(bytes) {
+                        tracing::error!(%error, "could not send a response segment");
+                    }
+                }
+                Segment::File { source, .. } => {
+                    *file = Some(StreamedFile {
+                        declared: source.known_len(),
+                        supplied: 0,
+                    });
+                    return Some(Action::StreamFile(source));
+                }
+            }
+        }
+        let after = after.take();
+        self.stage = Stage::Idle;
+        if let Err(error) = self.conn.send_end() {
+            tracing::error!(%error, "could not end a response");
+        }
+        self.after = after;
+        None
+    }
+}

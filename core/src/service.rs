@@ -1,0 +1,209 @@
+//! What every server adapter serves: the [`Endpoint`] (config + handler registry), the
+//! [`Lifespan`] with its callbacks, and the serving options — yuyo's `AsgiAdapter` surface
+//! in one runtime-independent value, so the adapters share it instead of re-implementing it.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::endpoint::{Endpoint, Handlers};
+use crate::http1;
+use crate::lifespan::{
+    CallbackError, CallbackId, FinishError, Lifespan, TransitionError, UnknownCallback,
+};
+
+/// How a server adapter serves connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// HTTP/1.1 limits and deadlines (the body limit is taken from the endpoint).
+    pub http: http1::Config,
+    /// Most connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long in-flight requests (and after-response work) may run after shutdown was
+    /// requested (hikari's `shutdown_timeout`).
+    pub grace_period: Duration,
+    /// Shut down gracefully on Ctrl-C / SIGTERM where the runtime offers signals.
+    pub handle_signals: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            http: http1::Config::default(),
+            max_connections: 1024,
+            grace_period: Duration::from_secs(60),
+            handle_signals: false,
+        }
+    }
+}
+
+/// Why serving ended with an error.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A startup callback failed: nothing was served. Holds every callback's message.
+    Startup(FinishError),
+    /// A shutdown callback failed (after serving stopped).
+    Shutdown(FinishError),
+    /// The lifespan was not in a state to start or stop (e.g. served twice).
+    Lifespan(TransitionError),
+    /// The listener failed.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Startup(e) => write!(f, "startup failed: {e}"),
+            Self::Shutdown(e) => write!(f, "shutdown failed: {e}"),
+            Self::Lifespan(e) => write!(f, "lifespan: {e}"),
+            Self::Io(e) => write!(f, "listener: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Startup(e) | Self::Shutdown(e) => Some(e),
+            Self::Lifespan(e) => Some(e),
+            Self::Io(e) => Some(e),
+        }
+    }
+}
+
+impl From<std::io::Error> for ServeError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// An endpoint with its lifespan and serving options: what an adapter serves.
+#[derive(Debug)]
+pub struct Service {
+    endpoint: Endpoint,
+    lifespan: Lifespan,
+    options: ServeOptions,
+}
+
+impl Service {
+    /// A service for `endpoint` with no lifespan callbacks and default options.
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            lifespan: Lifespan::new(),
+            options: ServeOptions::default(),
+        }
+    }
+
+    /// The endpoint (yuyo's `server` property: config and handler registry).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The handler registry.
+    pub fn handlers(&self) -> &Handlers {
+        self.endpoint.handlers()
+    }
+
+    /// The lifespan state machine and its callbacks.
+    pub fn lifespan(&self) -> &Lifespan {
+        &self.lifespan
+    }
+
+    /// The lifespan, mutably (to add or remove callbacks).
+    pub fn lifespan_mut(&mut self) -> &mut Lifespan {
+        &mut self.lifespan
+    }
+
+    /// The serving options.
+    pub fn options(&self) -> &ServeOptions {
+        &self.options
+    }
+
+    /// The serving options, mutably.
+    pub fn options_mut(&mut self) -> &mut ServeOptions {
+        &mut self.options
+    }
+
+    /// Replaces the serving options (builder form).
+    #[must_use]
+    pub fn with_options(mut self, options: ServeOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Adds a callback run (concurrently with the others) before connections are accepted.
+    pub fn add_startup_callback<F, Fut>(&mut self, callback: F) -> CallbackId
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
+    {
+        self.lifespan.add_startup_callback(callback)
+    }
+
+    /// Adds a callback run after serving stopped.
+    pub fn add_shutdown_callback<F, Fut>(&mut self, callback: F) -> CallbackId
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
+    {
+        self.lifespan.add_shutdown_callback(callback)
+    }
+
+    /// Builder form of [`Service::add_startup_callback`] (yuyo's chained calls).
+    #[must_use]
+    pub fn with_startup_callback<F, Fut>(mut self, callback: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
+    {
+        self.lifespan.add_startup_callback(callback);
+        self
+    }
+
+    /// Builder form of [`Service::add_shutdown_callback`].
+    #[must_use]
+    pub fn with_shutdown_callback<F, Fut>(mut self, callback: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
+    {
+        self.lifespan.add_shutdown_callback(callback);
+        self
+    }
+
+    /// Removes a startup callback; an unknown id is an error (yuyo's `ValueError`).
+    pub fn remove_startup_callback(&mut self, id: CallbackId) -> Result<(), UnknownCallback> {
+        self.lifespan.remove_startup_callback(id)
+    }
+
+    /// Removes a shutdown callback; an unknown id is an error.
+    pub fn remove_shutdown_callback(&mut self, id: CallbackId) -> Result<(), UnknownCallback> {
+        self.lifespan.remove_shutdown_callback(id)
+    }
+
+    /// Runs the startup callbacks concurrently on the caller's runtime (no runtime of
+    /// its own). Any failure fails startup with every message.
+    pub async fn startup(&mut self) -> Result<(), ServeError> {
+        let phase = self
+            .lifespan
+            .begin_startup()
+            .map_err(ServeError::Lifespan)?;
+        let results = phase.run().await;
+        self.lifespan
+            .finish_startup(results)
+            .map_err(ServeError::Startup)
+    }
+
+    /// Runs the shutdown callbacks concurrently.
+    pub async fn shutdown(&mut self) -> Result<(), ServeError> {
+        let phase = self
+            .lifespan
+            .begin_shutdown()
+            .map_err(ServeError::Lifespan)?;
+        let results = phase.run().await;
+        self.lifespan
+            .finish_shutdown(results)
+            .map_err(ServeError::Shutdown)
+    }
+}
