@@ -1,0 +1,2 @@
+//! The `yuyo` command.
+fn main() {}

@@ -1,0 +1,2 @@
+//! Demo handlers and the black-box conformance suite every yuyo adapter passes
+#![deny(missing_docs)]

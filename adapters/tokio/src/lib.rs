@@ -1,0 +1,2 @@
+//! yuyo on tokio: a Discord interactions server
+#![deny(missing_docs)]

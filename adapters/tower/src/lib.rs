@@ -1,0 +1,2 @@
+//! yuyo as a tower::Service, to mount in axum or serve with hyper
+#![deny(missing_docs)]
