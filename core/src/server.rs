@@ -7,20 +7,25 @@
 //!
 //! ```text
 //! loop {
-//!     write every chunk session.poll_transmit() yields      // before every poll
-//!     match session.poll(now) {
+//!     let action = session.poll(now);
+//!     write every chunk session.poll_transmit() yields      // after EVERY poll, first
+//!     match action {
 //!         Action::Read             => read the socket into session.receive(now, bytes)
 //!                                     (or session.receive_eof()), or, when
 //!                                     session.poll_timeout() passes, session.handle_timeout(now)
-//!         Action::Handle(handler)  => session.complete(handler.await)   // panics are caught
+//!         Action::Handle(handler)  => session.complete(now, handler.await)  // panics are caught
 //!         Action::StreamFile(file) => session.send_file_data(chunk) for each chunk read,
 //!                                     then session.finish_file()
 //!                                     (or session.abort_file() if reading fails)
-//!         Action::RunAfter(work)   => spawn(work): the response is already written
+//!         Action::RunAfter(work)   => spawn(work): its response is already written
 //!         Action::Close            => close the socket; done
 //!     }
 //! }
 //! ```
+//!
+//! Invariant: `poll` may queue responses (a PONG, a rejection) and then return
+//! [`Action::Read`] for the next request, so the transmit queue must be written out after
+//! every `poll`, before the driver waits on anything.
 //!
 //! A session also records a `tracing` span per request (method, path, interaction id
 //! and kind, status, duration); drivers instrument handler futures with
@@ -59,8 +64,8 @@ pub enum Action {
     /// Stream this file into the response with [`Session::send_file_data`] and
     /// [`Session::finish_file`].
     StreamFile(FileSource),
-    /// Write out [`Session::poll_transmit`] (it holds the finished response), then run
-    /// this after-response work, e.g. by spawning it; then poll again.
+    /// Run this after-response work (e.g. spawn it) once [`Session::poll_transmit`] has been
+    /// written out: it holds the finished response.
     RunAfter(BoxFuture<()>),
     /// Flush [`Session::poll_transmit`] and close the socket.
     Close,
@@ -202,7 +207,7 @@ impl Session {
     }
 
     /// What the driver must do next. Write everything [`Session::poll_transmit`] yields
-    /// before calling it, so after-response work starts only once its response is out.
+    /// after every call, before acting on the result (see the module docs).
     pub fn poll(&mut self, now: Now) -> Action {
         if let Some(after) = self.after.take() {
             return Action::RunAfter(after);
