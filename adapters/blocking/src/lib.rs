@@ -1,2 +1,361 @@
-//! yuyo on std threads: a Discord interactions server with no async runtime
+//! yuyo on std threads: a Discord interactions server with no async runtime.
+//!
+//! [`Server::serve`] runs the service's startup callbacks, then accepts connections on
+//! a `std::net::TcpListener`, one thread per connection up to
+//! [`ServeOptions::max_connections`] (further connections wait in the listen backlog).
+//! Each connection thread drives a [`yuyo_core::server::Session`]: it reads and writes
+//! the socket, runs handler futures to completion with `futures_lite::future::block_on`,
+//! and streams reply files from disk with `std::fs`. After-response work runs on a
+//! thread of its own.
+//!
+//! Sockets are non-blocking and waited on with `mio`, so a [`ShutdownHandle`] (or
+//! Ctrl-C/SIGTERM with [`ServeOptions::handle_signals`]) wakes the accept loop and every
+//! connection at once: accepting stops, idle connections close, busy ones close after
+//! their response, and connections and after-response work get
+//! [`ServeOptions::grace_period`] to finish before the shutdown callbacks run.
+//!
+//! ```no_run
+//! use yuyo_blocking::{Server, Service};
+//! # fn endpoint() -> yuyo_core::endpoint::Endpoint { unimplemented!() }
+//! let server = Server::new(Service::new(endpoint()));
+//! let handle = server.shutdown_handle(); // e.g. for another thread
+//! server.serve(std::net::TcpListener::bind("127.0.0.1:8080")?)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
+
+mod connection;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::thread;
+use std::time::Instant;
+
+use futures_lite::future::block_on;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+pub use yuyo_core::service::{ServeError, ServeOptions, Service};
+
+const LISTENER: Token = Token(0);
+const WAKE: Token = Token(1);
+
+/// A server for one [`Service`], on std threads.
+#[derive(Debug)]
+pub struct Server {
+    service: Service,
+    shared: Arc<Shared>,
+}
+
+/// Requests a graceful shutdown of a [`Server`]; cheap to clone, usable from any thread.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    shared: Arc<Shared>,
+}
+
+impl ShutdownHandle {
+    /// Requests a graceful shutdown: stop accepting, close idle connections, let busy
+    /// ones finish. Idempotent and non-blocking; before `serve` it makes `serve` stop
+    /// right after startup.
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+    }
+}
+
+impl Server {
+    /// A server for `service`.
+    #[must_use]
+    pub fn new(service: Service) -> Self {
+        Self {
+            service,
+            shared: Arc::new(Shared::default()),
+        }
+    }
+
+    /// The service: endpoint (handler registry and config), lifespan and options.
+    #[must_use]
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// The service, mutably (e.g. to add lifespan callbacks or change options).
+    pub fn service_mut(&mut self) -> &mut Service {
+        &mut self.service
+    }
+
+    /// A handle that shuts this server down gracefully.
+    #[must_use]
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Serves `listener` until shut down; see the [crate docs](crate).
+    ///
+    /// # Errors
+    /// [`ServeError::Startup`] if a startup callback failed (nothing was served),
+    /// [`ServeError::Shutdown`] if a shutdown callback failed, [`ServeError::Io`] if the
+    /// listener failed (connections were still shut down gracefully).
+    pub fn serve(mut self, listener: TcpListener) -> Result<(), ServeError> {
+        block_on(self.service.startup())?;
+        if self.service.options().handle_signals {
+            signals::watch(&self.shared);
+        }
+        let accepted = self.accept_loop(listener);
+        self.shared.shutdown();
+        self.drain();
+        let stopped = block_on(self.service.shutdown());
+        accepted.map_err(ServeError::Io)?;
+        stopped
+    }
+
+    /// Accepts connections until shutdown; the listener is closed when this returns.
+    fn accept_loop(&self, listener: TcpListener) -> io::Result<()> {
+        let mut poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        *lock(&self.shared.accept_waker) = Some(Arc::clone(&waker));
+        listener.set_nonblocking(true)?;
+        let mut listener = mio::net::TcpListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut events = Events::with_capacity(16);
+        let max = self.service.options().max_connections.max(1);
+        loop {
+            if self.shared.is_stopping() {
+                return Ok(());
+            }
+            // Edge-triggered: accept until the backlog is empty, or until the cap (a
+            // finishing connection wakes this loop to go on).
+            while self.shared.connections() < max {
+                match listener.accept() {
+                    Ok((stream, _peer)) => self.spawn_connection(stream),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if is_transient(&e) => {}
+                    Err(e) if is_resource_exhaustion(&e) => {
+                        // Wait for a connection to end (it wakes us) or a new arrival.
+                        tracing::warn!(error = %e, "cannot accept a connection");
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            match poll.poll(&mut events, None) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn spawn_connection(&self, stream: mio::net::TcpStream) {
+        if self.shared.is_stopping() {
+            return; // dropped: closed unanswered, like a connection never accepted
+        }
+        let _ = stream.set_nodelay(true);
+        let guard = TaskGuard::connection(&self.shared);
+        let endpoint = self.service.endpoint().clone();
+        let http = self.service.options().http.clone();
+        let shared = Arc::clone(&self.shared);
+        let spawned = thread::Builder::new()
+            .name("yuyo-connection".to_owned())
+            .spawn(move || {
+                let _guard = guard;
+                connection::run(stream, endpoint, http, &shared);
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start a connection thread");
+        }
+    }
+
+    /// Waits for connections and after-response work, at most the grace period.
+    fn drain(&self) {
+        let deadline = Instant::now() + self.service.options().grace_period;
+        let mut tasks = lock(&self.shared.tasks);
+        while tasks.connections + tasks.after > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    connections = tasks.connections,
+                    after_work = tasks.after,
+                    "grace period over; shutting down with work still running"
+                );
+                return;
+            }
+            tasks = self
+                .shared
+                .tasks_done
+                .wait_timeout(tasks, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::PermissionDenied
+    )
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM.
+    matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12)) || e.kind() == io::ErrorKind::OutOfMemory
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// State shared by the server, its handles and its threads.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    stopping: AtomicBool,
+    accept_waker: Mutex<Option<Arc<Waker>>>,
+    /// Wakers of live connections, to wake them for shutdown.
+    connection_wakers: Mutex<HashMap<u64, Arc<Waker>>>,
+    next_id: AtomicU64,
+    tasks: Mutex<Tasks>,
+    tasks_done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Tasks {
+    connections: usize,
+    after: usize,
+}
+
+impl Shared {
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(waker) = lock(&self.accept_waker).as_ref() {
+            wake(waker);
+        }
+        for waker in lock(&self.connection_wakers).values() {
+            wake(waker);
+        }
+    }
+
+    fn connections(&self) -> usize {
+        lock(&self.tasks).connections
+    }
+
+    /// Registers a connection's waker; the id unregisters it.
+    pub(crate) fn add_connection_waker(&self, waker: Arc<Waker>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.connection_wakers).insert(id, waker);
+        id
+    }
+
+    pub(crate) fn remove_connection_waker(&self, id: u64) {
+        lock(&self.connection_wakers).remove(&id);
+    }
+
+    /// Runs after-response work on a thread of its own, tracked for shutdown.
+    pub(crate) fn spawn_after(self: &Arc<Self>, work: yuyo_core::endpoint::BoxFuture<()>) {
+        let guard = TaskGuard::after(self);
+        let spawned = thread::Builder::new()
+            .name("yuyo-after".to_owned())
+            .spawn(move || {
+                let _guard = guard;
+                block_on(work);
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start a thread for after-response work; dropped");
+        }
+    }
+}
+
+fn wake(waker: &Waker) {
+    if let Err(error) = waker.wake() {
+        tracing::error!(%error, "cannot wake a server thread");
+    }
+}
+
+/// Counts a connection or after-response work until dropped (also when it panics).
+struct TaskGuard {
+    shared: Arc<Shared>,
+    connection: bool,
+}
+
+impl TaskGuard {
+    fn connection(shared: &Arc<Shared>) -> Self {
+        lock(&shared.tasks).connections += 1;
+        Self {
+            shared: Arc::clone(shared),
+            connection: true,
+        }
+    }
+
+    fn after(shared: &Arc<Shared>) -> Self {
+        lock(&shared.tasks).after += 1;
+        Self {
+            shared: Arc::clone(shared),
+            connection: false,
+        }
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        {
+            let mut tasks = lock(&self.shared.tasks);
+            if self.connection {
+                tasks.connections -= 1;
+            } else {
+                tasks.after -= 1;
+            }
+        }
+        self.shared.tasks_done.notify_all();
+        if self.connection
+            && let Some(waker) = lock(&self.shared.accept_waker).as_ref()
+        {
+            // The accept loop may be waiting at the connection cap.
+            wake(waker);
+        }
+    }
+}
+
+/// Ctrl-C / SIGTERM: one process-wide handler that shuts down every serving server that
+/// asked for signals.
+mod signals {
+    use super::*;
+
+    static TARGETS: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
+
+    pub(super) fn watch(shared: &Arc<Shared>) {
+        {
+            let mut targets = lock(&TARGETS);
+            targets.retain(|target| target.strong_count() > 0);
+            targets.push(Arc::downgrade(shared));
+        }
+        let installed = *INSTALLED.get_or_init(|| {
+            match ctrlc::set_handler(|| {
+                tracing::info!("signal received; shutting down gracefully");
+                for target in lock(&TARGETS).iter().filter_map(Weak::upgrade) {
+                    target.shutdown();
+                }
+            }) {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot handle Ctrl-C/SIGTERM");
+                    false
+                }
+            }
+        });
+        if !installed {
+            tracing::warn!("signals are not handled; use the shutdown handle");
+        }
+    }
+}

@@ -1,2 +1,168 @@
-//! Demo handlers and the black-box conformance suite every yuyo adapter passes
+//! Demo handlers and the black-box conformance suite every yuyo adapter passes.
+//!
+//! - [`demo`]: the handlers `yuyo serve` runs (and the suite tests), the demo key pair
+//!   and request signing.
+//! - [`fixtures`]: the Discord request bodies of `core/fixtures/interactions`.
+//! - [`client`]: a small, bounded HTTP/1.1 client over `std::net` for tests.
+//! - [`cases`]: the conformance cases, each generic over a [`Harness`];
+//!   [`suite!`] turns them into one `#[test]` each:
+//!
+//! ```ignore
+//! // adapters/<name>/tests/conformance.rs
+//! struct MyHarness;
+//! impl yuyo_conformance::Harness for MyHarness {
+//!     fn spawn(service: Service, listener: std::net::TcpListener) -> yuyo_conformance::Running {
+//!         /* serve on a background thread */
+//!     }
+//! }
+//! yuyo_conformance::suite!(MyHarness);
+//! ```
 #![deny(missing_docs)]
+
+pub mod cases;
+pub mod client;
+pub mod demo;
+pub mod fixtures;
+mod gate;
+
+use std::net::{SocketAddr, TcpListener};
+
+use yuyo_core::service::{ServeError, Service};
+
+pub use gate::Gate;
+
+/// What an adapter provides to run the suite against it.
+pub trait Harness {
+    /// Serves `service` on `listener` (already bound to `127.0.0.1:0`) on a background
+    /// thread and returns at once. [`Running::stop`] requests a graceful shutdown and
+    /// joins, returning what serving returned.
+    fn spawn(service: Service, listener: TcpListener) -> Running;
+}
+
+type Trigger = Box<dyn FnOnce() + Send>;
+type Join = Box<dyn FnOnce() -> Result<(), ServeError> + Send>;
+
+/// A server started by a [`Harness`]: its address, a shutdown trigger and a join.
+///
+/// Dropping it without joining triggers the shutdown (so a failed test does not leave a
+/// server behind) but does not wait for it.
+pub struct Running {
+    /// The address the server listens on.
+    pub addr: SocketAddr,
+    trigger: Option<Trigger>,
+    join: Option<Join>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// A running server at `addr`: `trigger` requests a graceful shutdown (it must not
+    /// block), `join` waits for serving to end and returns its result.
+    pub fn new(
+        addr: SocketAddr,
+        trigger: impl FnOnce() + Send + 'static,
+        join: impl FnOnce() -> Result<(), ServeError> + Send + 'static,
+    ) -> Self {
+        Self {
+            addr,
+            trigger: Some(Box::new(trigger)),
+            join: Some(Box::new(join)),
+        }
+    }
+
+    /// Requests a graceful shutdown (once; later calls do nothing).
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(trigger) = self.trigger.take() {
+            trigger();
+        }
+    }
+
+    /// Waits for serving to end, without requesting it.
+    pub fn join(mut self) -> Result<(), ServeError> {
+        // The server ends on its own (startup failure) or after `trigger_shutdown`; a
+        // trigger left here is dropped unused.
+        self.trigger = None;
+        match self.join.take() {
+            Some(join) => join(),
+            None => Ok(()),
+        }
+    }
+
+    /// Requests a graceful shutdown and waits for it: [`Running::trigger_shutdown`] then
+    /// [`Running::join`].
+    pub fn stop(mut self) -> Result<(), ServeError> {
+        self.trigger_shutdown();
+        self.join()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.trigger_shutdown();
+    }
+}
+
+/// Expands to one `#[test]` per conformance case (see [`cases`]) for the [`Harness`]
+/// `$harness`.
+#[macro_export]
+macro_rules! suite {
+    ($harness:ty) => {
+        $crate::suite!(@cases $harness;
+            status_404_not_found,
+            status_405_method_not_allowed,
+            status_415_unsupported_media_type,
+            status_401_signature_headers,
+            status_400_content_length,
+            status_413_declared_length_without_body,
+            status_413_streamed_chunked_body,
+            status_400_empty_body,
+            status_401_bad_signature,
+            status_400_not_json,
+            status_400_bad_type,
+            status_200_ping,
+            status_501_unknown_type,
+            status_501_no_handler,
+            status_500_unreadable_interaction,
+            demo_none_204,
+            demo_echo_200,
+            demo_echo_default_text,
+            demo_ephemeral,
+            demo_defer,
+            demo_file_multipart,
+            demo_boom_500,
+            demo_autocomplete,
+            demo_button,
+            demo_modal,
+            unknown_command,
+            pipelined_requests_in_order,
+            expect_100_continue,
+            chunked_request_body,
+            body_timeout_408,
+            idle_connections_do_not_starve,
+            startup_failure,
+            lifespan_order,
+            shutdown_callback_failure,
+            graceful_shutdown_finishes_in_flight,
+            panicking_handler_500_then_next_request,
+            after_work_runs_after_response,
+            shutdown_waits_for_after_work,
+            file_from_disk_known_length,
+            file_from_disk_unknown_length,
+            file_from_disk_missing_closes,
+        );
+    };
+    (@cases $harness:ty; $($case:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::cases::$case::<$harness>();
+            }
+        )+
+    };
+}

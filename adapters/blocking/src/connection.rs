@@ -1,0 +1,249 @@
+//! One connection thread: the core's session loop over a non-blocking socket waited on
+//! with `mio` (so a shutdown wakes it), handlers run with `block_on`.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::future::block_on;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tracing::Instrument;
+use yuyo_core::endpoint::Endpoint;
+use yuyo_core::http1;
+use yuyo_core::multipart::FileSource;
+use yuyo_core::server::{Action, Now, Session};
+
+use crate::Shared;
+
+const SOCKET: Token = Token(0);
+const WAKE: Token = Token(1);
+/// Bytes read from the socket at once.
+const READ_SIZE: usize = 16 * 1024;
+/// Bytes of a reply file read at once.
+const FILE_CHUNK: usize = 64 * 1024;
+
+fn now() -> Now {
+    Now {
+        instant: Instant::now(),
+        unix_secs: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs()),
+    }
+}
+
+/// The socket with its own poller and the waker shutdown uses.
+struct Io {
+    stream: mio::net::TcpStream,
+    poll: Poll,
+    events: Events,
+}
+
+enum Received {
+    Data(usize),
+    Eof,
+    Timeout,
+    /// Shutdown was requested while waiting.
+    Stopping,
+}
+
+impl Io {
+    /// Reads once, waiting until data, EOF, `deadline`, or (unless `closing`) shutdown.
+    fn read(
+        &mut self,
+        buf: &mut [u8],
+        deadline: Option<Instant>,
+        shared: &Shared,
+        closing: bool,
+    ) -> io::Result<Received> {
+        loop {
+            match self.stream.read(buf) {
+                Ok(0) => return Ok(Received::Eof),
+                Ok(n) => return Ok(Received::Data(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if !closing && shared.is_stopping() {
+                return Ok(Received::Stopping);
+            }
+            let timeout = match deadline {
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Ok(Received::Timeout);
+                    }
+                    Some(deadline - now)
+                }
+                None => None,
+            };
+            self.wait(timeout)?;
+        }
+    }
+
+    /// Writes all of `data`, waiting for the socket to take it.
+    fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            match self.stream.write(data) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(None)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn wait(&mut self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, timeout) {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes everything the session has to send.
+    fn flush(&mut self, session: &mut Session) -> io::Result<()> {
+        while let Some(bytes) = session.poll_transmit() {
+            self.write_all(&bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// Serves one accepted connection until it closes.
+pub(crate) fn run(
+    stream: mio::net::TcpStream,
+    endpoint: Endpoint,
+    http: http1::Config,
+    shared: &Arc<Shared>,
+) {
+    let Some((mut io, waker)) = setup(stream) else {
+        return;
+    };
+    let id = shared.add_connection_waker(waker);
+    if let Err(error) = serve(&mut io, endpoint, http, shared) {
+        tracing::debug!(%error, "connection ended with an IO error");
+    }
+    shared.remove_connection_waker(id);
+    let _ = io.stream.shutdown(Shutdown::Write);
+}
+
+fn setup(mut stream: mio::net::TcpStream) -> Option<(Io, Arc<Waker>)> {
+    let prepared = (|| -> io::Result<(Io, Arc<Waker>)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        poll.registry()
+            .register(&mut stream, SOCKET, Interest::READABLE | Interest::WRITABLE)?;
+        Ok((
+            Io {
+                stream,
+                poll,
+                events: Events::with_capacity(4),
+            },
+            waker,
+        ))
+    })();
+    match prepared {
+        Ok(prepared) => Some(prepared),
+        Err(error) => {
+            tracing::error!(%error, "cannot set up a connection; closing it");
+            None
+        }
+    }
+}
+
+fn serve(
+    io: &mut Io,
+    endpoint: Endpoint,
+    http: http1::Config,
+    shared: &Arc<Shared>,
+) -> io::Result<()> {
+    let mut session = Session::new(endpoint, http, Instant::now());
+    let mut closing = false;
+    let mut buf = vec![0_u8; READ_SIZE];
+    loop {
+        io.flush(&mut session)?;
+        if !closing && shared.is_stopping() {
+            session.close();
+            closing = true;
+        }
+        match session.poll(now()) {
+            Action::Read => {
+                // `poll` may have queued a response (e.g. a rejection) before asking to read.
+                io.flush(&mut session)?;
+                let deadline = session.poll_timeout();
+                match io.read(&mut buf, deadline, shared, closing)? {
+                    Received::Data(n) => session.receive(Instant::now(), &buf[..n]),
+                    Received::Eof => session.receive_eof(),
+                    Received::Timeout => session.handle_timeout(Instant::now()),
+                    Received::Stopping => {} // closed at the top of the loop
+                }
+            }
+            Action::Handle(handler) => {
+                let outcome = block_on(handler.instrument(session.span().clone()));
+                if let Err(error) = session.complete(now(), outcome) {
+                    tracing::error!(%error, "driver error; closing the connection");
+                    io.flush(&mut session)?;
+                    return Ok(());
+                }
+            }
+            Action::StreamFile(source) => stream_file(io, &mut session, &source)?,
+            Action::RunAfter(work) => {
+                io.flush(&mut session)?;
+                shared.spawn_after(work);
+            }
+            Action::Close => return io.flush(&mut session),
+        }
+    }
+}
+
+/// Streams a reply file into the session, writing as it goes (memory stays bounded).
+fn stream_file(io: &mut Io, session: &mut Session, source: &FileSource) -> io::Result<()> {
+    let FileSource::Path { path, .. } = source else {
+        tracing::error!(
+            ?source,
+            "the blocking adapter only streams files from paths"
+        );
+        session.abort_file();
+        return Ok(());
+    };
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) => {
+            tracing::error!(%error, path = %path.display(), "cannot open a reply file");
+            session.abort_file();
+            return Ok(());
+        }
+    };
+    loop {
+        let mut chunk = BytesMut::zeroed(FILE_CHUNK);
+        match file.read(&mut chunk) {
+            Ok(0) => {
+                if let Err(error) = session.finish_file() {
+                    tracing::error!(%error, path = %path.display(), "reply file changed size");
+                }
+                return Ok(());
+            }
+            Ok(n) => {
+                chunk.truncate(n);
+                if let Err(error) = session.send_file_data(Bytes::from(chunk)) {
+                    tracing::error!(%error, path = %path.display(), "reply file changed size");
+                    return Ok(());
+                }
+                if let Err(error) = io.flush(session) {
+                    session.abort_file();
+                    return Err(error);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                tracing::error!(%error, path = %path.display(), "cannot read a reply file");
+                session.abort_file();
+                return Ok(());
+            }
+        }
+    }
+}
