@@ -1,2 +1,131 @@
-//! The `yuyo` command.
-fn main() {}
+//! The `yuyo` command: serve a demo interactions endpoint, check an endpoint the way
+//! Discord does when its URL is saved, and sign requests to try an endpoint with curl.
+//!
+//! ```text
+//! yuyo serve [--bind 127.0.0.1:8080] [--runtime smol|tokio|blocking|tower] [--public-key HEX]
+//! yuyo check URL [--secret-key HEX] [--public-key HEX]
+//! yuyo sign [--secret-key HEX] [--timestamp T] [--url URL] (--body JSON | --file PATH)
+//! ```
+#![deny(missing_docs)]
+
+mod check;
+mod client;
+mod keys;
+mod serve;
+mod sign;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Discord HTTP interactions: a demo server, an endpoint checker and a request signer.
+#[derive(Debug, Parser)]
+#[command(name = "yuyo", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the demo interactions endpoint (commands echo, ephemeral, defer, file, none,
+    /// boom; autocomplete; buttons; modals) until Ctrl-C / SIGTERM.
+    Serve(ServeArgs),
+    /// Probe an endpoint like Discord does when its interactions endpoint URL is saved:
+    /// a signed PING must get 200 {"type":1}, a corrupted signature must get 401.
+    Check(CheckArgs),
+    /// Print the signature headers for a request body (and a curl command using them).
+    Sign(SignArgs),
+}
+
+/// Which runtime adapter serves the demo endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Runtime {
+    /// `yuyo-smol`: async-io sockets on a smol executor, one thread per core.
+    Smol,
+    /// `yuyo-tokio`: a multi-threaded tokio runtime.
+    Tokio,
+    /// `yuyo-blocking`: std threads, no async runtime.
+    Blocking,
+    /// `yuyo-tower`: the tower service, served by hyper on tokio.
+    Tower,
+}
+
+/// Arguments of `yuyo serve`.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+    /// Runtime adapter to serve with.
+    #[arg(long, value_enum, default_value_t = Runtime::Smol)]
+    runtime: Runtime,
+    /// Your application's public key (64 hex digits); default: the built-in demo key.
+    #[arg(long, value_name = "HEX")]
+    public_key: Option<String>,
+}
+
+/// Arguments of `yuyo check`.
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// The interactions endpoint URL (http:// only).
+    url: String,
+    /// The secret key (32-byte seed as 64 hex digits) to sign with; default: the demo key.
+    #[arg(long, value_name = "HEX")]
+    secret_key: Option<String>,
+    /// The public key the endpoint is configured with; checked against the secret key.
+    #[arg(long, value_name = "HEX")]
+    public_key: Option<String>,
+}
+
+/// Arguments of `yuyo sign`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["body", "file"])))]
+struct SignArgs {
+    /// The secret key (32-byte seed as 64 hex digits); default: the demo key.
+    #[arg(long, value_name = "HEX")]
+    secret_key: Option<String>,
+    /// The `X-Signature-Timestamp` to sign with; default: the current Unix time.
+    #[arg(long, value_name = "T")]
+    timestamp: Option<String>,
+    /// The request body to sign.
+    #[arg(long, value_name = "JSON")]
+    body: Option<String>,
+    /// A file holding the request body to sign.
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// The endpoint URL used in the printed curl command.
+    #[arg(long, default_value = "http://127.0.0.1:8080/")]
+    url: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(&args),
+        Command::Check(args) => check::run(&args),
+        Command::Sign(args) => sign::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Unix time now, in seconds, as the timestamp header value.
+fn unix_now() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .to_string()
+}
+
+/// `text` quoted for a POSIX shell.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}

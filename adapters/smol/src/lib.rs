@@ -1,2 +1,665 @@
-//! yuyo on smol/async-io: a Discord interactions server
+//! yuyo on smol/async-io: a Discord interactions server.
+//!
+//! A thin driver around [`yuyo_core::server::Session`]: sockets come from `async-io`
+//! (through `async-net`), connections run as tasks on an [`async_executor::Executor`],
+//! reply files are read on the `blocking` thread pool, and deadlines are
+//! [`async_io::Timer`]s armed from [`Session::poll_timeout`]. Every protocol decision is
+//! the core's.
+//!
+//! By default [`Server::serve`] runs its own executor on one thread per core
+//! ([`std::thread::available_parallelism`], see [`Server::with_threads`]);
+//! [`Server::serve_on`] spawns onto an executor the caller runs instead.
+//!
+//! ```no_run
+//! use yuyo_core::endpoint::{Endpoint, EndpointConfig, Handlers, Reply, Verifier};
+//! use yuyo_smol::{Server, Service};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let verifier = Verifier::from_hex("ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c")?;
+//! let mut handlers = Handlers::new();
+//! handlers.set_command(|_ctx| async { Ok(Some(Reply::message("pong!"))) })?;
+//! let service = Service::new(Endpoint::new(EndpointConfig::new(verifier), handlers));
+//!
+//! async_io::block_on(async {
+//!     let listener = async_net::TcpListener::bind("127.0.0.1:8080").await?;
+//!     Server::new(service).serve(listener).await?;
+//!     Ok(())
+//! })
+//! # }
+//! ```
 #![deny(missing_docs)]
+
+use std::future::Future;
+use std::io;
+use std::net::Shutdown;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_executor::Executor;
+use async_io::Timer;
+use async_lock::Semaphore;
+use async_net::{TcpListener, TcpStream};
+use bytes::Bytes;
+use event_listener::{Event, EventListener};
+use futures_lite::future;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::Instrument;
+use yuyo_core::endpoint::Endpoint;
+use yuyo_core::http1;
+use yuyo_core::multipart::FileSource;
+use yuyo_core::server::{Action, Now, Session};
+
+pub use yuyo_core::service::{ServeError, ServeOptions, Service};
+
+/// Bytes read from a socket at once; the buffer is reused for the connection's life.
+const READ_BUFFER: usize = 16 * 1024;
+/// Largest piece of a reply file read (on the blocking pool) and written at once.
+const FILE_CHUNK: usize = 64 * 1024;
+/// How long tasks get to unwind once the grace period expired and they were cancelled.
+const CANCEL_WAIT: Duration = Duration::from_secs(1);
+/// Pause after an accept error that is not the peer's (e.g. out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A one-way flag that async code can wait for.
+#[derive(Debug, Default)]
+struct Flag {
+    set: AtomicBool,
+    event: Event,
+}
+
+impl Flag {
+    fn set(&self) {
+        if !self.set.swap(true, Ordering::SeqCst) {
+            self.event.notify(usize::MAX);
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
+    }
+
+    async fn wait(&self) {
+        loop {
+            if self.is_set() {
+                return;
+            }
+            let listener = self.event.listen();
+            if self.is_set() {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Requests a graceful shutdown of a [`Server`]; cheap to clone, usable from any thread.
+#[derive(Debug, Clone, Default)]
+pub struct ShutdownHandle {
+    flag: Arc<Flag>,
+}
+
+impl ShutdownHandle {
+    /// Stops accepting connections and lets in-flight requests finish (idempotent,
+    /// non-blocking). `serve` returns once they did or the grace period ran out.
+    pub fn shutdown(&self) {
+        self.flag.set();
+    }
+
+    /// Whether shutdown was requested.
+    #[must_use]
+    pub fn is_shutdown(&self) -> bool {
+        self.flag.is_set()
+    }
+}
+
+/// A server for one [`Service`] on smol.
+#[derive(Debug)]
+pub struct Server {
+    service: Service,
+    threads: NonZeroUsize,
+    shutdown: ShutdownHandle,
+}
+
+impl Server {
+    /// A server for `service`, running one executor thread per core by default.
+    pub fn new(service: Service) -> Self {
+        let threads = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
+        Self {
+            service,
+            threads,
+            shutdown: ShutdownHandle::default(),
+        }
+    }
+
+    /// Sets how many threads run the server's own executor in [`Server::serve`]
+    /// (default: [`std::thread::available_parallelism`]).
+    #[must_use]
+    pub fn with_threads(mut self, threads: NonZeroUsize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// How many threads [`Server::serve`] runs its executor on.
+    #[must_use]
+    pub fn threads(&self) -> NonZeroUsize {
+        self.threads
+    }
+
+    /// The service served.
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// The service served, mutably (callbacks, options).
+    pub fn service_mut(&mut self) -> &mut Service {
+        &mut self.service
+    }
+
+    /// A handle that shuts this server down gracefully.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Serves `listener` on the server's own executor, run on [`Server::threads`] threads
+    /// (the accept loop runs in the caller's task). Runs the startup callbacks first, and
+    /// the shutdown callbacks after a graceful shutdown.
+    pub async fn serve(self, listener: TcpListener) -> Result<(), ServeError> {
+        let executor = Arc::new(Executor::new());
+        let workers = Workers::start(&executor, self.threads.get())?;
+        let result = self.serve_on(&executor, listener).await;
+        drop(workers);
+        result
+    }
+
+    /// Like [`Server::serve`], but spawns connections and after-response work onto
+    /// `executor`, which the caller must be running (e.g. `executor.run(..)` on threads
+    /// of its own); [`Server::threads`] is not used.
+    pub async fn serve_on(
+        mut self,
+        executor: &Arc<Executor<'static>>,
+        listener: TcpListener,
+    ) -> Result<(), ServeError> {
+        self.service.startup().await?;
+
+        let options = self.service.options().clone();
+        let shared = Arc::new(Shared {
+            executor: executor.clone(),
+            stop: self.shutdown.flag.clone(),
+            cancel: Flag::default(),
+            active: AtomicUsize::new(0),
+            drained: Event::new(),
+        });
+        let signals = Signals::new(options.handle_signals);
+
+        accept_loop(&shared, &listener, &signals, &self.service, &options).await;
+        drop(listener);
+        shared.stop.set();
+
+        let drained = future::or(
+            async {
+                shared.wait_drained().await;
+                true
+            },
+            future::or(
+                async {
+                    Timer::after(options.grace_period).await;
+                    false
+                },
+                async {
+                    signals.wait().await;
+                    tracing::warn!("second signal: not waiting for in-flight requests");
+                    false
+                },
+            ),
+        )
+        .await;
+        if !drained {
+            tracing::warn!(
+                remaining = shared.active.load(Ordering::SeqCst),
+                "grace period over: cancelling in-flight connections and after-response work"
+            );
+            shared.cancel.set();
+            future::or(shared.wait_drained(), async {
+                Timer::after(CANCEL_WAIT).await;
+            })
+            .await;
+        }
+        drop(signals);
+        self.service.shutdown().await
+    }
+}
+
+/// The server's own executor threads; stopped when dropped.
+struct Workers {
+    stop: Arc<Flag>,
+}
+
+impl Workers {
+    fn start(executor: &Arc<Executor<'static>>, threads: usize) -> io::Result<Self> {
+        let stop = Arc::new(Flag::default());
+        for index in 0..threads {
+            let executor = executor.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("yuyo-smol-{index}"))
+                .spawn(move || async_io::block_on(executor.run(stop.wait())))?;
+        }
+        Ok(Self { stop })
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        // Threads stuck in a blocking handler are not joined; they exit when it returns.
+        self.stop.set();
+    }
+}
+
+/// Ctrl-C / SIGTERM, when the options ask for them.
+struct Signals {
+    #[cfg(any(unix, windows))]
+    inner: Option<async_signal::Signals>,
+}
+
+impl Signals {
+    fn new(enabled: bool) -> Self {
+        #[cfg(any(unix, windows))]
+        {
+            use async_signal::Signal;
+            let inner = if enabled {
+                match async_signal::Signals::new([Signal::Int, Signal::Term]) {
+                    Ok(signals) => Some(signals),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot listen for signals");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            Self { inner }
+        }
+        #[cfg(not(any(unix, windows)))]
+        {
+            let _ = enabled;
+            Self {}
+        }
+    }
+
+    /// Resolves on the next signal (never without signals).
+    async fn wait(&self) {
+        #[cfg(any(unix, windows))]
+        if let Some(signals) = &self.inner {
+            use futures_lite::StreamExt;
+            let mut signals = signals;
+            match signals.next().await {
+                Some(Ok(signal)) => {
+                    tracing::info!(?signal, "signal received: shutting down");
+                    return;
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "cannot read signals; use the shutdown handle");
+                }
+                None => {}
+            }
+        }
+        future::pending::<()>().await;
+    }
+}
+
+/// State shared by the accept loop and every task it spawned.
+struct Shared {
+    executor: Arc<Executor<'static>>,
+    /// Graceful shutdown requested.
+    stop: Arc<Flag>,
+    /// The grace period is over: tasks stop where they are.
+    cancel: Flag,
+    /// Connections and after-response work still running.
+    active: AtomicUsize,
+    drained: Event,
+}
+
+/// Counts one task as active until dropped.
+struct Tracked(Arc<Shared>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.drained.notify(usize::MAX);
+        }
+    }
+}
+
+impl Shared {
+    /// Spawns `task`, tracked (shutdown waits for it) and cancellable after the grace period.
+    fn spawn(self: &Arc<Self>, task: impl Future<Output = ()> + Send + 'static) {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let tracked = Tracked(self.clone());
+        self.executor
+            .spawn(async move {
+                let tracked = tracked;
+                future::or(task, tracked.0.cancel.wait()).await;
+            })
+            .detach();
+    }
+
+    async fn wait_drained(&self) {
+        loop {
+            if self.active.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            let listener = self.drained.listen();
+            if self.active.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Accepts connections, at most `max_connections` at once, until shutdown.
+async fn accept_loop(
+    shared: &Arc<Shared>,
+    listener: &TcpListener,
+    signals: &Signals,
+    service: &Service,
+    options: &ServeOptions,
+) {
+    let limit = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let stopped = || {
+        future::or(shared.stop.wait(), async {
+            signals.wait().await;
+        })
+    };
+    loop {
+        // The stop condition is polled first, so a flood of connections cannot hide it.
+        let Some(permit) = future::or(
+            async {
+                stopped().await;
+                None
+            },
+            async { Some(limit.acquire_arc().await) },
+        )
+        .await
+        else {
+            return;
+        };
+        let accepted = future::or(
+            async {
+                stopped().await;
+                None
+            },
+            async { Some(listener.accept().await) },
+        )
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok((stream, peer))) => {
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, %peer, "cannot set TCP_NODELAY");
+                }
+                let endpoint = service.endpoint().clone();
+                let config = options.http.clone();
+                let conn_shared = shared.clone();
+                shared.spawn(async move {
+                    let _permit = permit;
+                    serve_connection(stream, endpoint, config, conn_shared).await;
+                });
+            }
+            Some(Err(error)) => match error.kind() {
+                io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::Interrupted
+                | io::ErrorKind::WouldBlock => {
+                    tracing::debug!(%error, "accept failed");
+                }
+                _ => {
+                    tracing::error!(%error, "accept failed; retrying shortly");
+                    Timer::after(ACCEPT_BACKOFF).await;
+                }
+            },
+        }
+    }
+}
+
+fn now() -> Now {
+    Now {
+        instant: Instant::now(),
+        unix_secs: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    }
+}
+
+/// What woke a connection waiting to read.
+enum Woke {
+    Read(io::Result<usize>),
+    Deadline,
+    Shutdown,
+}
+
+/// Writes everything the session has to send.
+async fn flush(session: &mut Session, stream: &mut TcpStream) -> io::Result<()> {
+    while let Some(chunk) = session.poll_transmit() {
+        stream.write_all(&chunk).await?;
+    }
+    Ok(())
+}
+
+/// Runs one connection's [`Session`] loop until it closes.
+async fn serve_connection(
+    mut stream: TcpStream,
+    endpoint: Endpoint,
+    config: http1::Config,
+    shared: Arc<Shared>,
+) {
+    let mut session = Session::new(endpoint, config, Instant::now());
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut timer = Timer::never();
+    let mut armed: Option<Instant> = None;
+    let mut stop_listener: Option<EventListener> = None;
+    let mut closing = false;
+    let mut eof = false;
+    loop {
+        if !closing && shared.stop.is_set() {
+            stop_listener = None;
+            session.close();
+            closing = true;
+        }
+        let action = session.poll(now());
+        // `poll` itself queues answers it decides alone (rejections, PONG, 100 Continue,
+        // a finished response before `RunAfter`): write them before acting.
+        if let Err(error) = flush(&mut session, &mut stream).await {
+            tracing::debug!(%error, "write failed; dropping the connection");
+            return;
+        }
+        match action {
+            Action::Read => {
+                if eof {
+                    // The session asked for more after the peer's EOF: nothing will come.
+                    break;
+                }
+                let deadline = session.poll_timeout();
+                if let Some(at) = deadline
+                    && at <= Instant::now()
+                {
+                    session.handle_timeout(Instant::now());
+                    continue;
+                }
+                if !closing && stop_listener.is_none() {
+                    // One listener per connection, re-armed only after it fired.
+                    stop_listener = Some(shared.stop.event.listen());
+                    if shared.stop.is_set() {
+                        stop_listener = None;
+                        session.close();
+                        closing = true;
+                        continue;
+                    }
+                }
+                if deadline != armed {
+                    match deadline {
+                        Some(at) => timer.set_at(at),
+                        None => timer = Timer::never(),
+                    }
+                    armed = deadline;
+                }
+                let woke = future::or(
+                    async { Woke::Read(stream.read(&mut buf).await) },
+                    future::or(
+                        async {
+                            (&mut timer).await;
+                            Woke::Deadline
+                        },
+                        async {
+                            match stop_listener.as_mut() {
+                                Some(listener) => listener.await,
+                                None => future::pending::<()>().await,
+                            }
+                            Woke::Shutdown
+                        },
+                    ),
+                )
+                .await;
+                match woke {
+                    Woke::Read(Ok(0)) => {
+                        eof = true;
+                        session.receive_eof();
+                    }
+                    Woke::Read(Ok(n)) => session.receive(Instant::now(), &buf[..n]),
+                    Woke::Read(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
+                    Woke::Read(Err(error)) => {
+                        tracing::debug!(%error, "read failed; dropping the connection");
+                        return;
+                    }
+                    Woke::Deadline => {
+                        armed = None;
+                        session.handle_timeout(Instant::now());
+                    }
+                    Woke::Shutdown => {
+                        stop_listener = None;
+                        session.close();
+                        closing = true;
+                    }
+                }
+            }
+            Action::Handle(handler) => {
+                let outcome = handler.instrument(session.span().clone()).await;
+                if let Err(error) = session.complete(now(), outcome) {
+                    tracing::error!(%error, "driver error");
+                    break;
+                }
+            }
+            Action::StreamFile(source) => {
+                let written = match source {
+                    FileSource::Path { path, .. } => {
+                        stream_file(&mut session, &mut stream, path).await
+                    }
+                    FileSource::Later { id, .. } => {
+                        tracing::error!(id, "this adapter has no source for `Later` files");
+                        session.abort_file();
+                        Ok(())
+                    }
+                };
+                if let Err(error) = written {
+                    tracing::debug!(%error, "write failed; dropping the connection");
+                    return;
+                }
+            }
+            Action::RunAfter(work) => shared.spawn(work),
+            Action::Close => break,
+        }
+    }
+    if flush(&mut session, &mut stream).await.is_ok() {
+        // The peer may already be gone; nothing to do about it.
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// Streams the file at `path` into the response, read in chunks on the blocking pool and
+/// written out chunk by chunk. A read error aborts the response; a write error is
+/// returned (the connection is gone).
+async fn stream_file(
+    session: &mut Session,
+    stream: &mut TcpStream,
+    path: PathBuf,
+) -> io::Result<()> {
+    let opened = blocking::unblock(move || std::fs::File::open(path)).await;
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(error) => {
+            tracing::error!(%error, "cannot open a reply file");
+            session.abort_file();
+            return Ok(());
+        }
+    };
+    loop {
+        let (back, read) = blocking::unblock(move || {
+            use std::io::Read as _;
+            let mut chunk = vec![0u8; FILE_CHUNK];
+            let read = loop {
+                match file.read(&mut chunk) {
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                    other => break other,
+                }
+            };
+            (
+                file,
+                read.map(|n| {
+                    chunk.truncate(n);
+                    chunk
+                }),
+            )
+        })
+        .await;
+        file = back;
+        match read {
+            Ok(chunk) if chunk.is_empty() => {
+                if let Err(error) = session.finish_file() {
+                    tracing::error!(%error, "reply file ended badly");
+                }
+                return Ok(());
+            }
+            Ok(chunk) => {
+                if let Err(error) = session.send_file_data(Bytes::from(chunk)) {
+                    tracing::error!(%error, "reply file changed while streaming");
+                    return Ok(());
+                }
+                flush(session, stream).await?;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot read a reply file");
+                session.abort_file();
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn serve_futures_are_send() {
+        let executor = Arc::new(Executor::new());
+        let service = Service::new(Endpoint::new(
+            yuyo_core::endpoint::EndpointConfig::new(
+                yuyo_core::endpoint::Verifier::from_hex(
+                    "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c",
+                )
+                .unwrap(),
+            ),
+            yuyo_core::endpoint::Handlers::new(),
+        ));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::try_from(listener).unwrap();
+        let future = Server::new(service).serve_on(&executor, listener);
+        assert_send(&future);
+    }
+}

@@ -1,0 +1,242 @@
+//! `yuyo serve`: the demo endpoint on the chosen runtime adapter.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+use yuyo_conformance::demo;
+use yuyo_core::service::{ServeError, Service};
+
+use crate::{Runtime, ServeArgs, keys, shell_quote, sign, unix_now};
+
+/// Runs `yuyo serve` until Ctrl-C / SIGTERM.
+pub fn run(args: &ServeArgs) -> Result<ExitCode, String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let (verifier, public_key) = keys::verifier(args.public_key.as_deref())?;
+    let demo_key = args.public_key.is_none();
+    let mut service = demo::demo_service(verifier);
+    service.options_mut().handle_signals = true;
+
+    let announce = |addr: SocketAddr| announce(addr, &public_key, demo_key, args.runtime);
+    let served = match args.runtime {
+        Runtime::Smol => smol(service, args.bind, announce),
+        Runtime::Tokio => tokio(service, args.bind, announce),
+        Runtime::Blocking => blocking(service, args.bind, announce),
+        Runtime::Tower => tower(service, args.bind, announce),
+    };
+    served.map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Why serving failed: binding, or the server.
+#[derive(Debug)]
+enum Failed {
+    Bind(SocketAddr, std::io::Error),
+    Serve(ServeError),
+    Other(String),
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            Self::Serve(e) => write!(f, "{e}"),
+            Self::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<ServeError> for Failed {
+    fn from(e: ServeError) -> Self {
+        Self::Serve(e)
+    }
+}
+
+/// Prints the bound address (first stdout line), the key and how to try the endpoint.
+fn announce(addr: SocketAddr, public_key: &str, demo_key: bool, runtime: Runtime) {
+    let url = format!("http://{addr}/");
+    let mut out = std::io::stdout().lock();
+    // Nothing sensible to do if stdout is gone; serving goes on.
+    let _ = writeln!(out, "listening on http://{addr}");
+    let runtime = clap::ValueEnum::to_possible_value(&runtime)
+        .map_or_else(|| format!("{runtime:?}"), |v| v.get_name().to_owned());
+    let _ = writeln!(out, "runtime: {runtime}");
+    let _ = writeln!(out, "public key: {public_key}");
+    if demo_key {
+        let timestamp = unix_now();
+        let body = r#"{"type":1}"#;
+        let signature = demo::sign(&demo::DEMO_SECRET_SEED, &timestamp, body.as_bytes());
+        let _ = writeln!(
+            out,
+            "(the built-in demo key pair: never use it for a real application)\n\n\
+             try it:\n  yuyo check {url}\n  yuyo sign --url {url} --body {}\n  {}",
+            shell_quote(body),
+            sign::curl_line(&url, &signature, &timestamp, &shell_quote(body)),
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "\ntry it (with your application's secret key):\n  \
+             yuyo check {url} --secret-key SECRET_HEX\n  \
+             yuyo sign --secret-key SECRET_HEX --url {url} --body '{{\"type\":1}}'"
+        );
+    }
+    let _ = out.flush();
+}
+
+fn smol(
+    service: Service,
+    bind: SocketAddr,
+    announce: impl FnOnce(SocketAddr),
+) -> Result<(), Failed> {
+    async_io::block_on(async {
+        let listener = async_net::TcpListener::bind(bind)
+            .await
+            .map_err(|e| Failed::Bind(bind, e))?;
+        let addr = listener.local_addr().map_err(|e| Failed::Bind(bind, e))?;
+        announce(addr);
+        yuyo_smol::Server::new(service).serve(listener).await?;
+        Ok(())
+    })
+}
+
+fn tokio_runtime() -> Result<tokio::runtime::Runtime, Failed> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failed::Other(format!("cannot start a tokio runtime: {e}")))
+}
+
+fn tokio(
+    service: Service,
+    bind: SocketAddr,
+    announce: impl FnOnce(SocketAddr),
+) -> Result<(), Failed> {
+    tokio_runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(|e| Failed::Bind(bind, e))?;
+        let addr = listener.local_addr().map_err(|e| Failed::Bind(bind, e))?;
+        announce(addr);
+        yuyo_tokio::Server::new(service).serve(listener).await?;
+        Ok(())
+    })
+}
+
+fn blocking(
+    service: Service,
+    bind: SocketAddr,
+    announce: impl FnOnce(SocketAddr),
+) -> Result<(), Failed> {
+    let listener = std::net::TcpListener::bind(bind).map_err(|e| Failed::Bind(bind, e))?;
+    let addr = listener.local_addr().map_err(|e| Failed::Bind(bind, e))?;
+    announce(addr);
+    yuyo_blocking::Server::new(service).serve(listener)?;
+    Ok(())
+}
+
+/// The tower service served by hyper (HTTP/1.1) on a multi-threaded tokio runtime: the
+/// host loop a user of `yuyo-tower` writes (connection cap, head timeout, signals and
+/// graceful connection shutdown are the host's).
+fn tower(
+    service: Service,
+    bind: SocketAddr,
+    announce: impl FnOnce(SocketAddr),
+) -> Result<(), Failed> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    tokio_runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(|e| Failed::Bind(bind, e))?;
+        let addr = listener.local_addr().map_err(|e| Failed::Bind(bind, e))?;
+        let options = service.options().clone();
+        let interactions = yuyo_tower::InteractionService::new(service);
+        interactions.start().await?;
+        announce(addr);
+
+        let handle = interactions.shutdown_handle();
+        let signals = tokio::spawn(async move {
+            if wait_for_signal().await {
+                tracing::info!("signal received: shutting down");
+                handle.shutdown();
+            }
+        });
+        let limit =
+            std::sync::Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let stop = interactions.shutdown_requested();
+        tokio::pin!(stop);
+        loop {
+            let permit = tokio::select! {
+                permit = limit.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                () = &mut stop => break,
+            };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut stop => break,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(options.http.head_timeout)
+                .serve_connection(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(interactions.clone()),
+                );
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+        drop(listener);
+        signals.abort();
+        let (_, closed) = tokio::join!(
+            tokio::time::timeout(options.grace_period, graceful.shutdown()),
+            interactions.close(),
+        );
+        closed?;
+        Ok(())
+    })
+}
+
+/// Waits for Ctrl-C or (on Unix) SIGTERM; `false` if signals cannot be listened for.
+async fn wait_for_signal() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return tokio::signal::ctrl_c().await.is_ok();
+        };
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.is_ok(),
+            received = term.recv() => received.is_some(),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.is_ok()
+    }
+}
