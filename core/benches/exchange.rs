@@ -50,21 +50,21 @@ fn bench(c: &mut Criterion) {
     ));
 
     let mut group = c.benchmark_group("command_echo");
-    group.bench_function("verify_strict alone", |b| {
+    group.bench_function("verify_strict", |b| {
         b.iter(|| {
             verifying_key
                 .verify_strict(black_box(&message), black_box(&signature))
                 .unwrap();
         });
     });
-    group.bench_function("exchange: head+verify+parse+dispatch decision", |b| {
+    group.bench_function("exchange_full_path", |b| {
         b.iter(|| {
             let finished =
                 endpoint.receive(black_box(&head), [black_box(body.clone())], 1_700_000_000);
             black_box(matches!(finished, Finished::Dispatch(_)))
         });
     });
-    group.bench_function("typed parse alone", |b| {
+    group.bench_function("typed_parse", |b| {
         b.iter(|| {
             serde_json::from_slice::<twilight_model::application::interaction::Interaction>(
                 black_box(&body),

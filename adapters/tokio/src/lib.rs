@@ -1,2 +1,478 @@
-//! yuyo on tokio: a Discord interactions server
+//! yuyo on tokio: a Discord interactions server.
+//!
+//! A thin driver over the sans-IO [`yuyo_core::server::Session`]: it accepts
+//! connections from a [`tokio::net::TcpListener`], runs one task per connection that
+//! moves bytes and time between the socket and the session, awaits handler futures,
+//! streams reply files from disk on tokio's blocking pool and spawns after-response
+//! work. Every protocol decision is the core's. It works on both the current-thread and
+//! the multi-thread runtime.
+//!
+//! ```no_run
+//! # async fn run(service: yuyo_tokio::Service) -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let server = yuyo_tokio::Server::new(service);
+//! let handle = server.shutdown_handle(); // call handle.shutdown() to stop gracefully
+//! server.serve(listener).await?;
+//! # drop(handle);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Serving
+//! [`Server::serve`] runs the startup callbacks before accepting anything (a failure is
+//! returned and nothing is served), then accepts at most
+//! [`ServeOptions::max_connections`] connections at once (further ones wait in the listen
+//! backlog). On shutdown — [`ShutdownHandle::shutdown`], or Ctrl-C / SIGTERM when
+//! [`ServeOptions::handle_signals`] is set — it stops accepting, asks every connection to
+//! close after its request in flight, waits up to [`ServeOptions::grace_period`] for
+//! connections and after-response work (then cancels what is left), runs the shutdown
+//! callbacks and returns their result.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use yuyo_core::endpoint::Endpoint;
+use yuyo_core::http1;
+use yuyo_core::multipart::FileSource;
+use yuyo_core::server::{Action, Now, Session};
+
+pub use yuyo_core::service::{ServeError, ServeOptions, Service};
+
+/// Bytes read from a socket at once (one buffer per connection, reused).
+const READ_BUFFER: usize = 16 * 1024;
+/// Bytes of a reply file read at once on the blocking pool.
+const FILE_CHUNK: usize = 64 * 1024;
+/// File chunks read ahead of the socket.
+const FILE_READ_AHEAD: usize = 2;
+
+/// A server for one [`Service`] on tokio.
+#[derive(Debug)]
+pub struct Server {
+    service: Service,
+    shutdown: CancellationToken,
+    runtime: Option<Handle>,
+}
+
+/// Requests a graceful shutdown of a [`Server`]; cheap to clone and usable from any thread.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    token: CancellationToken,
+}
+
+impl ShutdownHandle {
+    /// Asks the server to shut down gracefully. Idempotent and non-blocking; before
+    /// [`Server::serve`] is called, it makes `serve` stop right after startup.
+    pub fn shutdown(&self) {
+        self.token.cancel();
+    }
+
+    /// Whether shutdown was requested.
+    #[must_use]
+    pub fn is_shutdown(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}
+
+impl Server {
+    /// A server for `service`.
+    #[must_use]
+    pub fn new(service: Service) -> Self {
+        Self {
+            service,
+            shutdown: CancellationToken::new(),
+            runtime: None,
+        }
+    }
+
+    /// The service (endpoint, lifespan callbacks, options).
+    #[must_use]
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// The service, mutably (to add lifespan callbacks or change options).
+    pub fn service_mut(&mut self) -> &mut Service {
+        &mut self.service
+    }
+
+    /// A handle that shuts this server down gracefully.
+    #[must_use]
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            token: self.shutdown.clone(),
+        }
+    }
+
+    /// Runs connections, handlers, after-response work and file reads on `runtime`
+    /// (yuyo's `executor`), instead of on the runtime that awaits [`Server::serve`].
+    #[must_use]
+    pub fn with_runtime(mut self, runtime: Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// Serves `listener` until shutdown; see the [crate docs](crate#serving).
+    ///
+    /// # Errors
+    /// [`ServeError::Startup`] if a startup callback failed (nothing was served),
+    /// [`ServeError::Shutdown`] if a shutdown callback failed, [`ServeError::Lifespan`]
+    /// if the service was already served.
+    pub async fn serve(self, listener: TcpListener) -> Result<(), ServeError> {
+        let Self {
+            mut service,
+            shutdown,
+            runtime,
+        } = self;
+        service.startup().await?;
+        let options = service.options().clone();
+        let signals = options.handle_signals.then(|| {
+            let token = shutdown.clone();
+            tokio::spawn(async move {
+                if wait_for_signal().await {
+                    tracing::info!("signal received: shutting down");
+                    token.cancel();
+                }
+            })
+        });
+        let shared = Arc::new(Shared {
+            endpoint: service.endpoint().clone(),
+            http: options.http.clone(),
+            shutdown,
+            force: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            runtime,
+        });
+
+        accept(&listener, &shared, options.max_connections).await;
+        drop(listener);
+
+        shared.tracker.close();
+        if tokio::time::timeout(options.grace_period, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = shared.tracker.len(),
+                "grace period over: cancelling the remaining connections and after-response work"
+            );
+            shared.force.cancel();
+            shared.tracker.wait().await;
+        }
+        if let Some(signals) = signals {
+            signals.abort();
+        }
+        service.shutdown().await
+    }
+}
+
+/// What every connection task of one server shares.
+struct Shared {
+    endpoint: Endpoint,
+    http: http1::Config,
+    /// Graceful shutdown: stop accepting, close connections after their request.
+    shutdown: CancellationToken,
+    /// The grace period is over: drop whatever still runs.
+    force: CancellationToken,
+    /// Connections and after-response work.
+    tracker: TaskTracker,
+    runtime: Option<Handle>,
+}
+
+impl Shared {
+    /// Spawns `task` so that shutdown waits for it (and cancels it after the grace period).
+    fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let force = self.force.clone();
+        let task = async move {
+            force.run_until_cancelled(task).await;
+        };
+        match &self.runtime {
+            Some(runtime) => drop(self.tracker.spawn_on(task, runtime)),
+            None => drop(self.tracker.spawn(task)),
+        }
+    }
+
+    /// Reads `path` on the blocking pool, a chunk at a time, into the returned channel.
+    fn read_file(&self, path: PathBuf) -> mpsc::Receiver<io::Result<Bytes>> {
+        let (tx, rx) = mpsc::channel(FILE_READ_AHEAD);
+        let read = move || read_file_blocking(&path, &tx);
+        match &self.runtime {
+            Some(runtime) => drop(runtime.spawn_blocking(read)),
+            None => drop(tokio::task::spawn_blocking(read)),
+        }
+        rx
+    }
+}
+
+/// Accepts connections until shutdown, at most `max_connections` at once.
+async fn accept(listener: &TcpListener, shared: &Arc<Shared>, max_connections: usize) {
+    let permits = Arc::new(Semaphore::new(
+        max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let stop = shared.shutdown.cancelled();
+    tokio::pin!(stop);
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = &mut stop => return,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return, // never closed
+            },
+        };
+        let stream = tokio::select! {
+            biased;
+            () = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) if is_connection_error(&error) => {
+                    tracing::debug!(%error, "a connection failed before it was accepted");
+                    continue;
+                }
+                Err(error) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::error!(%error, "could not accept a connection");
+                    tokio::select! {
+                        () = &mut stop => return,
+                        () = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,
+                    }
+                }
+            },
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+        let connection_shared = Arc::clone(shared);
+        shared.spawn(async move {
+            let _permit = permit;
+            serve_connection(&connection_shared, stream).await;
+        });
+    }
+}
+
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Both clocks, as the session needs them.
+fn now() -> Now {
+    Now {
+        instant: Instant::now(),
+        unix_secs: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs()),
+    }
+}
+
+/// Writes everything the session has to send.
+async fn flush(stream: &mut TcpStream, session: &mut Session) -> io::Result<()> {
+    while let Some(chunk) = session.poll_transmit() {
+        stream.write_all(&chunk).await?;
+    }
+    Ok(())
+}
+
+/// The session loop of one connection (see [`yuyo_core::server`]).
+async fn serve_connection(shared: &Shared, mut stream: TcpStream) {
+    let mut session = Session::new(shared.endpoint.clone(), shared.http.clone(), Instant::now());
+    let mut buf = vec![0_u8; READ_BUFFER];
+    let shutdown = shared.shutdown.clone().cancelled_owned();
+    tokio::pin!(shutdown);
+    let mut closing = false;
+    // One timer for the connection's life, re-armed only when the deadline moves.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
+
+    loop {
+        let action = session.poll(now());
+        // Polling produces the bytes to send (responses, `100 Continue`): write them
+        // before waiting on anything, and before after-response work starts.
+        if let Err(error) = flush(&mut stream, &mut session).await {
+            tracing::debug!(%error, "connection write failed");
+            return;
+        }
+        match action {
+            Action::Read => {
+                let deadline = session.poll_timeout();
+                if deadline != armed {
+                    if let Some(at) = deadline {
+                        timer.as_mut().reset(at.into());
+                    }
+                    armed = deadline;
+                }
+                tokio::select! {
+                    biased;
+                    read = stream.read(&mut buf) => match read {
+                        Ok(0) => session.receive_eof(),
+                        Ok(n) => session.receive(Instant::now(), &buf[..n]),
+                        Err(error) => {
+                            tracing::debug!(%error, "connection read failed");
+                            return;
+                        }
+                    },
+                    () = &mut timer, if armed.is_some() => {
+                        armed = None;
+                        session.handle_timeout(Instant::now());
+                    }
+                    () = &mut shutdown, if !closing => {
+                        closing = true;
+                        session.close();
+                    }
+                }
+            }
+            Action::Handle(handler) => {
+                let handler = handler.instrument(session.span().clone());
+                tokio::pin!(handler);
+                let outcome = loop {
+                    tokio::select! {
+                        biased;
+                        outcome = &mut handler => break outcome,
+                        () = &mut shutdown, if !closing => {
+                            closing = true;
+                            session.close();
+                        }
+                    }
+                };
+                if let Err(error) = session.complete(now(), outcome) {
+                    tracing::error!(%error, "session refused a handler outcome");
+                    return;
+                }
+            }
+            Action::StreamFile(source) => {
+                if let Err(error) = stream_file(shared, &mut session, &mut stream, source).await {
+                    tracing::debug!(%error, "connection write failed while streaming a file");
+                    return;
+                }
+            }
+            Action::RunAfter(work) => shared.spawn(work.instrument(session.span().clone())),
+            Action::Close => {
+                let _ = stream.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+/// Streams one reply file into the response, writing each chunk as it is read so the
+/// file is never held whole. An `Err` is a socket write failure.
+async fn stream_file(
+    shared: &Shared,
+    session: &mut Session,
+    stream: &mut TcpStream,
+    source: FileSource,
+) -> io::Result<()> {
+    let path = match source {
+        FileSource::Path { path, .. } => path,
+        FileSource::Later { id, .. } => {
+            tracing::error!(id, "yuyo-tokio has no source for FileSource::Later files");
+            session.abort_file();
+            return Ok(());
+        }
+    };
+    let mut chunks = shared.read_file(path);
+    loop {
+        match chunks.recv().await {
+            Some(Ok(chunk)) => {
+                if let Err(error) = session.send_file_data(chunk) {
+                    // The session aborted the response and will close.
+                    tracing::error!(%error, "reply file does not match its declared length");
+                    return Ok(());
+                }
+                flush(stream, session).await?;
+            }
+            Some(Err(error)) => {
+                tracing::error!(%error, "could not read a reply file");
+                session.abort_file();
+                return Ok(());
+            }
+            None => {
+                if let Err(error) = session.finish_file() {
+                    tracing::error!(%error, "reply file does not match its declared length");
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Reads `path` chunk by chunk into `tx` (on the blocking pool); stops when the
+/// receiver is gone.
+fn read_file_blocking(path: &std::path::Path, tx: &mpsc::Sender<io::Result<Bytes>>) {
+    use std::io::Read as _;
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(error) => {
+            let _ = tx.blocking_send(Err(error));
+            return;
+        }
+    };
+    let mut buf = BytesMut::new();
+    loop {
+        buf.resize(FILE_CHUNK, 0);
+        match file.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                buf.truncate(n);
+                if tx.blocking_send(Ok(buf.split().freeze())).is_err() {
+                    return;
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                let _ = tx.blocking_send(Err(error));
+                return;
+            }
+        }
+    }
+}
+
+/// Waits for Ctrl-C or (on Unix) SIGTERM; `false` if signals cannot be listened for.
+async fn wait_for_signal() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    result = tokio::signal::ctrl_c() => {
+                        if let Err(error) = result {
+                            tracing::error!(%error, "cannot listen for Ctrl-C");
+                            terminate.recv().await;
+                        }
+                    }
+                    _ = terminate.recv() => {}
+                }
+                return true;
+            }
+            Err(error) => tracing::error!(%error, "cannot listen for SIGTERM"),
+        }
+    }
+    match tokio::signal::ctrl_c().await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            false
+        }
+    }
+}

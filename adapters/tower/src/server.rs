@@ -1,0 +1,227 @@
+//! [`Server`]: the [`InteractionService`] served by hyper's HTTP/1.1 server on tokio, with
+//! the same API as the other adapters' servers (feature `server`, on by default).
+
+use std::io;
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::{InteractionService, ServeError, Service, ShutdownHandle};
+
+/// A server for one [`Service`]: its [`InteractionService`] served by hyper (HTTP/1.1).
+///
+/// [`Server::serve`] starts the service (startup callbacks) before accepting anything,
+/// accepts at most [`ServeOptions::max_connections`](crate::ServeOptions) connections at
+/// once, and on shutdown — [`ShutdownHandle::shutdown`], or Ctrl-C / SIGTERM when
+/// `handle_signals` is set — stops accepting, lets hyper finish the requests in flight
+/// (idle connections close at once), waits for after-response work within the grace
+/// period and runs the shutdown callbacks. hyper applies `http.head_timeout` to request
+/// heads; the service applies `http.body_timeout`.
+#[derive(Debug)]
+pub struct Server {
+    service: Service,
+    shutdown: ShutdownHandle,
+}
+
+impl Server {
+    /// A server for `service`.
+    #[must_use]
+    pub fn new(service: Service) -> Self {
+        Self {
+            service,
+            shutdown: ShutdownHandle::default(),
+        }
+    }
+
+    /// The service (endpoint, lifespan callbacks, options).
+    #[must_use]
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// The service, mutably.
+    pub fn service_mut(&mut self) -> &mut Service {
+        &mut self.service
+    }
+
+    /// A handle that shuts this server down gracefully.
+    #[must_use]
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Serves `listener` until shutdown.
+    ///
+    /// # Errors
+    /// [`ServeError::Startup`] if a startup callback failed (nothing was served),
+    /// [`ServeError::Shutdown`] if a shutdown callback failed.
+    pub async fn serve(self, listener: TcpListener) -> Result<(), ServeError> {
+        let Self { service, shutdown } = self;
+        let options = service.options().clone();
+        let interactions = InteractionService::with_shutdown(service, shutdown.clone());
+        interactions.start().await?;
+        let signals = options.handle_signals.then(|| {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                if wait_for_signal().await {
+                    tracing::info!("signal received: shutting down");
+                    shutdown.shutdown();
+                }
+            })
+        });
+
+        let connections = Connections {
+            service: interactions.clone(),
+            stop: shutdown.signal.token.clone(),
+            force: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            head_timeout: options.http.head_timeout,
+        };
+        connections.accept(&listener, options.max_connections).await;
+        drop(listener);
+
+        let deadline = tokio::time::Instant::now() + options.grace_period;
+        connections.tracker.close();
+        if tokio::time::timeout_at(deadline, connections.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                connections = connections.tracker.len(),
+                "grace period over: closing the remaining connections"
+            );
+            connections.force.cancel();
+            connections.tracker.wait().await;
+        }
+        if let Some(signals) = signals {
+            signals.abort();
+        }
+        interactions.close_by(deadline).await
+    }
+}
+
+struct Connections {
+    service: InteractionService,
+    /// Graceful shutdown requested.
+    stop: CancellationToken,
+    /// The grace period is over.
+    force: CancellationToken,
+    tracker: TaskTracker,
+    head_timeout: std::time::Duration,
+}
+
+impl Connections {
+    async fn accept(&self, listener: &TcpListener, max_connections: usize) {
+        let permits = Arc::new(Semaphore::new(
+            max_connections.clamp(1, Semaphore::MAX_PERMITS),
+        ));
+        let stop = self.stop.cancelled();
+        tokio::pin!(stop);
+        loop {
+            let permit = tokio::select! {
+                biased;
+                () = &mut stop => return,
+                permit = Arc::clone(&permits).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
+            let stream = tokio::select! {
+                biased;
+                () = &mut stop => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _peer)) => stream,
+                    Err(error) if is_connection_error(&error) => {
+                        tracing::debug!(%error, "a connection failed before it was accepted");
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "could not accept a connection");
+                        tokio::select! {
+                            () = &mut stop => return,
+                            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,
+                        }
+                    }
+                },
+            };
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+            let connection = self.connection(stream);
+            let force = self.force.clone();
+            self.tracker.spawn(async move {
+                let _permit = permit;
+                force.run_until_cancelled(connection).await;
+            });
+        }
+    }
+
+    fn connection(&self, stream: TcpStream) -> impl Future<Output = ()> + Send + 'static {
+        let stop = self.stop.clone();
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.head_timeout)
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(self.service.clone()),
+            );
+        async move {
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        }
+    }
+}
+
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Waits for Ctrl-C or (on Unix) SIGTERM; `false` if signals cannot be listened for.
+async fn wait_for_signal() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    result = tokio::signal::ctrl_c() => {
+                        if let Err(error) = result {
+                            tracing::error!(%error, "cannot listen for Ctrl-C");
+                            terminate.recv().await;
+                        }
+                    }
+                    _ = terminate.recv() => {}
+                }
+                return true;
+            }
+            Err(error) => tracing::error!(%error, "cannot listen for SIGTERM"),
+        }
+    }
+    match tokio::signal::ctrl_c().await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            false
+        }
+    }
+}

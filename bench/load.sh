@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Load benchmark: every yuyo adapter vs the hand-written hyper baseline, same machine, same
+# run. The server is pinned to CPU 0, wrk to CPU 1. Prints req/s, p50, p99 and each one's
+# ratio to the baseline measured in this run, plus the single-core verify ceiling.
+#
+#   bench/load.sh                 # all servers, 5 s per run, 3 runs per cell
+#   DURATION=10 RUNS=3 SERVERS="baseline tokio" bench/load.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-5}
+RUNS=${RUNS:-3}
+SERVERS=${SERVERS:-"baseline smol tokio blocking tower"}
+CONFIGS=${CONFIGS:-"1 16 64 16close"}
+PORT=${PORT:-18090}
+BODY=core/fixtures/interactions/command_load.json
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
+
+cargo build --release -q -p yuyo-cli -p yuyo-bench-baseline
+YUYO=target/release/yuyo
+BASELINE=target/release/yuyo-bench-baseline
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+# Signed request: the headers come from `yuyo sign` with the built-in test key.
+signed=$("$YUYO" sign --file "$BODY")
+signature=$(awk '/^X-Signature-Ed25519:/ {print $2}' <<<"$signed")
+timestamp=$(awk '/^X-Signature-Timestamp:/ {print $2}' <<<"$signed")
+lua_body=$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()))' "$BODY")
+make_lua() { # $1 = extra header line or empty
+    cat <<LUA
+wrk.method = "POST"
+wrk.body = $lua_body
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["User-Agent"] = "Discord-Interactions/1.0 (+https://discord.com)"
+wrk.headers["X-Signature-Ed25519"] = "$signature"
+wrk.headers["X-Signature-Timestamp"] = "$timestamp"
+$1
+LUA
+}
+make_lua "" >"$work/keepalive.lua"
+make_lua 'wrk.headers["Connection"] = "close"' >"$work/close.lua"
+
+start_server() { # $1 = server name; echoes the pid
+    case "$1" in
+        baseline) taskset -c 0 "$BASELINE" "127.0.0.1:$PORT" >"$work/server.log" 2>&1 & ;;
+        *) RUST_LOG=warn taskset -c 0 "$YUYO" serve --runtime "$1" --bind "127.0.0.1:$PORT" >"$work/server.log" 2>&1 & ;;
+    esac
+    local pid=$!
+    pids+=("$pid")
+    for _ in $(seq 100); do
+        if grep -q "listening on" "$work/server.log" 2>/dev/null; then echo "$pid"; return; fi
+        sleep 0.1
+    done
+    echo "server $1 did not start:" >&2; cat "$work/server.log" >&2; exit 1
+}
+
+to_ms() { # wrk latency like 1.23ms / 456.78us / 1.02s
+    python3 -c 'import sys,re; v=sys.argv[1]; m=re.match(r"([\d.]+)(us|ms|s)",v); f={"us":0.001,"ms":1,"s":1000}[m.group(2)]; print(f"{float(m.group(1))*f:.3f}")' "$1"
+}
+
+run_wrk() { # $1 = connections, $2 = lua; prints "rps p50 p99"
+    local out
+    out=$(taskset -c 1 wrk -t1 -c"$1" -d"${DURATION}s" --latency -s "$2" "http://127.0.0.1:$PORT/")
+    local rps p50 p99 non2xx
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
+    p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+    non2xx=$(awk '/Non-2xx/ {print $4}' <<<"$out")
+    if [ -n "$non2xx" ]; then echo "non-2xx responses: $non2xx" >&2; exit 1; fi
+    echo "$rps $p50 $p99"
+}
+
+results="$work/results"
+: >"$results"
+for server in $SERVERS; do
+    pid=$(start_server "$server")
+    for config in $CONFIGS; do
+        case "$config" in
+            *close) conns=${config%close}; lua="$work/close.lua" ;;
+            *) conns=$config; lua="$work/keepalive.lua" ;;
+        esac
+        for run in $(seq "$RUNS"); do
+            echo "$server $config $(run_wrk "$conns" "$lua")" >>"$results"
+            echo "  $server c=$config run $run: $(tail -1 "$results" | cut -d' ' -f3-)" >&2
+        done
+    done
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+done
+
+# The single-core ceiling: 1 / median verify_strict time of the same body (criterion).
+verify_ns=$(cargo bench -q -p yuyo-core --bench exchange -- --warm-up-time 1 --measurement-time 3 'command_echo/verify_strict' 2>/dev/null \
+    | awk '/time:/ {v=$4; u=$5; gsub(/\]/,"",u); if (u=="µs"||u=="us") v*=1000; else if (u=="ms") v*=1000000; print v; exit}')
+
+python3 - "$results" "$verify_ns" <<'PY'
+import statistics, sys
+from collections import defaultdict
+rows = defaultdict(list)
+for line in open(sys.argv[1]):
+    server, config, rps, p50, p99 = line.split()
+    rows[(server, config)].append((float(rps), float(p50), float(p99)))
+med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in rows.items()}
+configs = sorted({c for _, c in med}, key=lambda c: (c.endswith("close"), int(c.rstrip("close"))))
+servers = list(dict.fromkeys(s for s, _ in med))
+ceiling = 1e9 / float(sys.argv[2]) if sys.argv[2] else None
+print(f"\nmedian of runs; ratio = req/s ÷ baseline req/s in this run"
+      + (f"; verify ceiling {ceiling:,.0f} req/s (verify_strict {float(sys.argv[2])/1000:.1f} µs)" if ceiling else ""))
+print(f"| server | conns | req/s | p50 ms | p99 ms | × baseline |" + (" % ceiling |" if ceiling else ""))
+print("|---|---|---|---|---|---|" + ("---|" if ceiling else ""))
+for c in configs:
+    base = med.get(("baseline", c), (None,))[0]
+    for s in servers:
+        if (s, c) not in med: continue
+        rps, p50, p99 = med[(s, c)]
+        ratio = f"{rps / base:.2f}" if base else "-"
+        extra = f" {100 * rps / ceiling:.0f} |" if ceiling else ""
+        print(f"| {s} | {c} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {ratio} |{extra}")
+PY
