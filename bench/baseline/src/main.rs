@@ -50,9 +50,10 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let (Some(signature), Some(timestamp)) =
-        (header("x-signature-ed25519"), header("x-signature-timestamp"))
-    else {
+    let (Some(signature), Some(timestamp)) = (
+        header("x-signature-ed25519"),
+        header("x-signature-timestamp"),
+    ) else {
         return Ok(text(StatusCode::UNAUTHORIZED, "missing signature"));
     };
     let Ok(body) = request.into_body().collect().await.map(|b| b.to_bytes()) else {
@@ -73,11 +74,13 @@ async fn handle(
     let Ok(interaction) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return Ok(text(StatusCode::BAD_REQUEST, "bad json"));
     };
-    Ok(match interaction.get("type").and_then(serde_json::Value::as_u64) {
-        Some(1) => json(br#"{"type":1}"#),
-        Some(2) => json(br#"{"type":4,"data":{"content":"hello"}}"#),
-        _ => text(StatusCode::BAD_REQUEST, "unsupported"),
-    })
+    Ok(
+        match interaction.get("type").and_then(serde_json::Value::as_u64) {
+            Some(1) => json(br#"{"type":1}"#),
+            Some(2) => json(br#"{"type":4,"data":{"content":"hello"}}"#),
+            _ => text(StatusCode::BAD_REQUEST, "unsupported"),
+        },
+    )
 }
 
 #[tokio::main]
