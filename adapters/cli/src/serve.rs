@@ -142,101 +142,19 @@ fn blocking(
     Ok(())
 }
 
-/// The tower service served by hyper (HTTP/1.1) on a multi-threaded tokio runtime: the
-/// host loop a user of `yuyo-tower` writes (connection cap, head timeout, signals and
-/// graceful connection shutdown are the host's).
+/// The tower service served by hyper (HTTP/1.1) on a multi-threaded tokio runtime.
 fn tower(
     service: Service,
     bind: SocketAddr,
     announce: impl FnOnce(SocketAddr),
 ) -> Result<(), Failed> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-
     tokio_runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .map_err(|e| Failed::Bind(bind, e))?;
         let addr = listener.local_addr().map_err(|e| Failed::Bind(bind, e))?;
-        let options = service.options().clone();
-        let interactions = yuyo_tower::InteractionService::new(service);
-        interactions.start().await?;
         announce(addr);
-
-        let handle = interactions.shutdown_handle();
-        let signals = tokio::spawn(async move {
-            if wait_for_signal().await {
-                tracing::info!("signal received: shutting down");
-                handle.shutdown();
-            }
-        });
-        let limit =
-            std::sync::Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let stop = interactions.shutdown_requested();
-        tokio::pin!(stop);
-        loop {
-            let permit = tokio::select! {
-                permit = limit.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-                () = &mut stop => break,
-            };
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = &mut stop => break,
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(options.http.head_timeout)
-                .serve_connection(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(interactions.clone()),
-                );
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "connection ended with an error");
-                }
-                drop(permit);
-            });
-        }
-        drop(listener);
-        signals.abort();
-        let (_, closed) = tokio::join!(
-            tokio::time::timeout(options.grace_period, graceful.shutdown()),
-            interactions.close(),
-        );
-        closed?;
+        yuyo_tower::Server::new(service).serve(listener).await?;
         Ok(())
     })
-}
-
-/// Waits for Ctrl-C or (on Unix) SIGTERM; `false` if signals cannot be listened for.
-async fn wait_for_signal() -> bool {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            return tokio::signal::ctrl_c().await.is_ok();
-        };
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result.is_ok(),
-            received = term.recv() => received.is_some(),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.is_ok()
-    }
 }
