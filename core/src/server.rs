@@ -39,7 +39,8 @@ use http::Response;
 use tracing::field;
 
 use crate::endpoint::{
-    BoxFuture, Endpoint, Exchange, Finished, HandlerFuture, HandlerResult, Responding, ResponseBody,
+    BoxFuture, Dispatch, Endpoint, Exchange, Finished, HandlerFuture, HandlerResult, Responding,
+    ResponseBody,
 };
 use crate::http1::{self, BodyLength, Connection, Event};
 use crate::multipart::{FileSource, Segment};
@@ -223,15 +224,7 @@ impl Session {
             };
             match event {
                 Event::Head(parts) => {
-                    self.span = tracing::debug_span!(
-                        "request",
-                        method = %parts.method,
-                        path = parts.uri.path(),
-                        interaction.id = field::Empty,
-                        interaction.kind = field::Empty,
-                        status = field::Empty,
-                        duration_us = field::Empty,
-                    );
+                    self.span = request_span(&parts);
                     self.started = Some(now.instant);
                     match self.endpoint.begin(&parts) {
                         Ok(exchange) => self.stage = Stage::Body(exchange),
@@ -253,10 +246,7 @@ impl Session {
                                 self.respond(now, immediate.into_response(), None);
                             }
                             Finished::Dispatch(dispatch) => {
-                                let interaction = dispatch.context().interaction();
-                                self.span.record("interaction.id", interaction.id.get());
-                                self.span
-                                    .record("interaction.kind", dispatch.kind().to_string());
+                                record_dispatch(&self.span, &dispatch);
                                 let (responding, handler) = dispatch.start();
                                 self.stage = Stage::Handling(responding);
                                 return Action::Handle(handler);
@@ -357,12 +347,11 @@ impl Session {
         after: Option<BoxFuture<()>>,
     ) {
         let (parts, body) = response.into_parts();
-        self.span.record("status", parts.status.as_u16());
         if let Some(started) = self.started.take() {
-            let took = now.instant.saturating_duration_since(started);
-            self.span.record(
-                "duration_us",
-                u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            record_response(
+                &self.span,
+                parts.status,
+                now.instant.saturating_duration_since(started),
             );
         }
         // These calls cannot fail: a request is in flight and no response has started.
@@ -424,4 +413,35 @@ impl Session {
         self.after = after;
         None
     }
+}
+
+/// The span of one request, with the fields every driver records: method and path now,
+/// interaction id and kind at dispatch ([`record_dispatch`]), status and duration at the
+/// response ([`record_response`]). Debug level: a flood of bad requests costs nothing
+/// unless debug tracing is on.
+pub fn request_span(head: &http::request::Parts) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %head.method,
+        path = head.uri.path(),
+        interaction.id = field::Empty,
+        interaction.kind = field::Empty,
+        status = field::Empty,
+        duration_us = field::Empty,
+    )
+}
+
+/// Records the dispatched interaction's id and kind on a [`request_span`].
+pub fn record_dispatch(span: &tracing::Span, dispatch: &Dispatch) {
+    span.record("interaction.id", dispatch.context().interaction().id.get());
+    span.record("interaction.kind", dispatch.kind().name());
+}
+
+/// Records the response status and the time since the head on a [`request_span`].
+pub fn record_response(span: &tracing::Span, status: http::StatusCode, took: std::time::Duration) {
+    span.record("status", status.as_u16());
+    span.record(
+        "duration_us",
+        u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+    );
 }

@@ -60,16 +60,17 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
-use tracing::{Instrument, field};
-use yuyo_core::endpoint::{BoxFuture, Endpoint, Finished, ResponseBody as CoreBody};
+use tracing::Instrument;
+use yuyo_core::endpoint::{BoxFuture, Endpoint, Finished, Rejection, ResponseBody as CoreBody};
 use yuyo_core::multipart::{FileSource, Segment};
+use yuyo_core::server::{record_dispatch, record_response, request_span};
 
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
 
@@ -331,15 +332,7 @@ impl Inner {
         }
         let started = Instant::now();
         let (parts, body) = request.into_parts();
-        let span = tracing::debug_span!(
-            "request",
-            method = %parts.method,
-            path = parts.uri.path(),
-            interaction.id = field::Empty,
-            interaction.kind = field::Empty,
-            status = field::Empty,
-            duration_us = field::Empty,
-        );
+        let span = request_span(&parts);
         let force = self.force.clone();
         let exchange = Arc::clone(&self).exchange(parts, body, token, &span);
         let response = force
@@ -347,11 +340,7 @@ impl Inner {
             .instrument(span.clone())
             .await
             .unwrap_or_else(unavailable);
-        span.record("status", response.status().as_u16());
-        span.record(
-            "duration_us",
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        );
+        record_response(&span, response.status(), started.elapsed());
         response
     }
 
@@ -379,14 +368,11 @@ impl Inner {
                 Ok(None) => break,
                 Ok(Some(Err(error))) => {
                     tracing::debug!(%error, "could not read the request body");
-                    return closing_text(StatusCode::BAD_REQUEST, "Bad Request: unreadable body");
+                    return plain(Rejection::UnreadableBody.into_response());
                 }
                 Err(_elapsed) => {
                     tracing::debug!("request body timed out");
-                    return closing_text(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "Request Timeout: the body did not arrive in time",
-                    );
+                    return plain(Rejection::BodyTimeout.into_response());
                 }
             };
             if let Ok(mut data) = frame.into_data() {
@@ -400,8 +386,7 @@ impl Inner {
         match exchange.finish(unix_secs()) {
             Finished::Respond(immediate) => plain(immediate.into_response()),
             Finished::Dispatch(dispatch) => {
-                span.record("interaction.id", dispatch.context().interaction().id.get());
-                span.record("interaction.kind", dispatch.kind().to_string());
+                record_dispatch(span, &dispatch);
                 let (responding, handler) = dispatch.start();
                 let completed = responding.complete(handler.await);
                 let guard = Guard {
@@ -429,37 +414,14 @@ fn plain(response: Response<CoreBody>) -> Response<ResponseBody> {
     response.map(|body| ResponseBody::from_core(body, None))
 }
 
-fn text(status: StatusCode, message: &'static str) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full(Bytes::from_static(message.as_bytes())));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(message.len()));
-    response
-}
-
-/// A text response that also asks the host to close the connection.
-fn closing_text(status: StatusCode, message: &'static str) -> Response<ResponseBody> {
-    let mut response = text(status, message);
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
-}
-
 /// 503 with `Retry-After`: not started, or shut down.
 fn unavailable() -> Response<ResponseBody> {
-    let mut response = closing_text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Service Unavailable: the interaction service is not running",
-    );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-    response
+    plain(
+        Rejection::Unavailable {
+            retry_after_secs: RETRY_AFTER_SECS,
+        }
+        .into_response(),
+    )
 }
 
 /// The future of [`InteractionService`]'s `call`.

@@ -79,6 +79,17 @@ pub enum Rejection {
     UnreadableInteraction,
     /// 501: no handler is registered for this kind of interaction.
     NoHandler(InteractionKind),
+    /// 400, closing the connection: the transport failed to deliver the body (for
+    /// drivers that get the body from a host, e.g. the tower service).
+    UnreadableBody,
+    /// 408, closing the connection: the body did not arrive within the body deadline.
+    BodyTimeout,
+    /// 503 with `Retry-After` (seconds), closing the connection: the server is not
+    /// running (not started yet, or shutting down).
+    Unavailable {
+        /// What `Retry-After` tells the peer.
+        retry_after_secs: u32,
+    },
 }
 
 impl Rejection {
@@ -99,6 +110,9 @@ impl Rejection {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedType(_) | Self::NoHandler(_) => StatusCode::NOT_IMPLEMENTED,
             Self::UnreadableInteraction => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::UnreadableBody => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -107,10 +121,20 @@ impl Rejection {
     #[must_use]
     pub fn into_response(self) -> Response<ResponseBody> {
         let mut response = text_response(self.status(), Bytes::from(self.to_string()));
-        if let Self::MethodNotAllowed = self {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        let headers = response.headers_mut();
+        match self {
+            Self::MethodNotAllowed => {
+                headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            Self::Unavailable { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            // The byte stream may be out of step with the request: do not reuse it.
+            Self::UnreadableBody | Self::BodyTimeout => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }
@@ -154,8 +178,49 @@ impl fmt::Display for Rejection {
             Self::UnsupportedType(kind) => write!(f, "Unsupported interaction type {kind}"),
             Self::UnreadableInteraction => f.write_str("Could not read the interaction"),
             Self::NoHandler(kind) => write!(f, "No handler for {} interactions", kind.name()),
+            Self::UnreadableBody => f.write_str("Bad Request: unreadable body"),
+            Self::BodyTimeout => f.write_str("Request Timeout: the body did not arrive in time"),
+            Self::Unavailable { .. } => {
+                f.write_str("Service Unavailable: the interaction service is not running")
+            }
         }
     }
 }
 
 impl std::error::Error for Rejection {}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn transport_rejections_close_the_connection() {
+        for (rejection, status) in [
+            (Rejection::UnreadableBody, 400),
+            (Rejection::BodyTimeout, 408),
+            (
+                Rejection::Unavailable {
+                    retry_after_secs: 5,
+                },
+                503,
+            ),
+        ] {
+            let response = rejection.clone().into_response();
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(response.headers()[header::CONNECTION], "close");
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "text/plain; charset=utf-8"
+            );
+            if status == 503 {
+                assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+            }
+            let ResponseBody::Full(body) = response.into_body() else {
+                panic!("text body")
+            };
+            assert_eq!(body, rejection.to_string());
+        }
+    }
+}
