@@ -35,11 +35,13 @@ trap cleanup EXIT INT TERM
 signed=$("$YUYO" sign --file "$BODY")
 signature=$(awk '/^X-Signature-Ed25519:/ {print $2}' <<<"$signed")
 timestamp=$(awk '/^X-Signature-Timestamp:/ {print $2}' <<<"$signed")
-lua_body=$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()))' "$BODY")
+body_path=$(realpath "$BODY")
 make_lua() { # $1 = extra header line or empty
     cat <<LUA
 wrk.method = "POST"
-wrk.body = $lua_body
+local file = io.open("$body_path", "rb")
+wrk.body = file:read("*a")
+file:close()
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["User-Agent"] = "Discord-Interactions/1.0 (+https://discord.com)"
 wrk.headers["X-Signature-Ed25519"] = "$signature"
@@ -70,13 +72,17 @@ to_ms() { # wrk latency like 1.23ms / 456.78us / 1.02s
 
 run_wrk() { # $1 = connections, $2 = lua; prints "rps p50 p99"
     local out
-    out=$(taskset -c 1 wrk -t1 -c"$1" -d"${DURATION}s" --latency -s "$2" "http://127.0.0.1:$PORT/")
+    if ! out=$(taskset -c 1 wrk -t1 -c"$1" -d"${DURATION}s" --latency -s "$2" "http://127.0.0.1:$PORT/" 2>&1) \
+        || ! grep -q "Requests/sec" <<<"$out"; then
+        echo "wrk failed: $out" >&2
+        return 1
+    fi
     local rps p50 p99 non2xx
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
     p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
     non2xx=$(awk '/Non-2xx/ {print $4}' <<<"$out")
-    if [ -n "$non2xx" ]; then echo "non-2xx responses: $non2xx" >&2; exit 1; fi
+    if [ -n "$non2xx" ]; then echo "$out" >&2; echo "non-2xx responses: $non2xx" >&2; return 1; fi
     echo "$rps $p50 $p99"
 }
 
@@ -90,7 +96,8 @@ for server in $SERVERS; do
             *) conns=$config; lua="$work/keepalive.lua" ;;
         esac
         for run in $(seq "$RUNS"); do
-            echo "$server $config $(run_wrk "$conns" "$lua")" >>"$results"
+            measured=$(run_wrk "$conns" "$lua") || exit 1
+            echo "$server $config $measured" >>"$results"
             echo "  $server c=$config run $run: $(tail -1 "$results" | cut -d' ' -f3-)" >&2
         done
     done
