@@ -175,6 +175,17 @@ impl Session {
         self.conn.receive(now, data);
     }
 
+    /// The receive buffer, for drivers that read straight into it; see
+    /// [`Connection::receive_buffer`]. Call [`Session::received`] after appending.
+    pub fn receive_buffer(&mut self) -> &mut bytes::BytesMut {
+        self.conn.receive_buffer()
+    }
+
+    /// Tells the session bytes were appended to [`Session::receive_buffer`] at `now`.
+    pub fn received(&mut self, now: Instant) {
+        self.conn.received(now);
+    }
+
     /// Tells the session the peer closed its sending side.
     pub fn receive_eof(&mut self) {
         self.conn.receive_eof();

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc};
@@ -51,8 +51,6 @@ use yuyo_core::server::{Action, Now, Session};
 
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
 
-/// Bytes read from a socket at once (one buffer per connection, reused).
-const READ_BUFFER: usize = 16 * 1024;
 /// Bytes of a reply file read at once on the blocking pool.
 const FILE_CHUNK: usize = 64 * 1024;
 /// File chunks read ahead of the socket.
@@ -295,7 +293,6 @@ async fn flush(stream: &mut TcpStream, session: &mut Session) -> io::Result<()> 
 /// The session loop of one connection (see [`yuyo_core::server`]).
 async fn serve_connection(shared: &Shared, mut stream: TcpStream) {
     let mut session = Session::new(shared.endpoint.clone(), shared.http.clone(), Instant::now());
-    let mut buf = vec![0_u8; READ_BUFFER];
     let shutdown = shared.shutdown.clone().cancelled_owned();
     tokio::pin!(shutdown);
     let mut closing = false;
@@ -323,14 +320,20 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream) {
                 }
                 tokio::select! {
                     biased;
-                    read = stream.read(&mut buf) => match read {
-                        Ok(0) => session.receive_eof(),
-                        Ok(n) => session.receive(Instant::now(), &buf[..n]),
-                        Err(error) => {
-                            tracing::debug!(%error, "connection read failed");
-                            return;
+                    // Wait for readiness, then read straight into the session's buffer: an
+                    // idle connection holds no read buffer at all.
+                    ready = stream.readable() => {
+                        let read = ready.and_then(|()| stream.try_read_buf(session.receive_buffer()));
+                        match read {
+                            Ok(0) => session.receive_eof(),
+                            Ok(_) => session.received(Instant::now()),
+                            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(error) => {
+                                tracing::debug!(%error, "connection read failed");
+                                return;
+                            }
                         }
-                    },
+                    }
                     () = &mut timer, if armed.is_some() => {
                         armed = None;
                         session.handle_timeout(Instant::now());

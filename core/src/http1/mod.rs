@@ -194,6 +194,9 @@ struct Transmit {
     tail: BytesMut,
 }
 
+/// Room [`Connection::receive_buffer`] reserves for one read: a whole Discord request fits.
+const READ_RESERVE: usize = 8 * 1024;
+
 /// Pieces at least this large are queued as they are instead of being copied into the tail.
 const COALESCE_LIMIT: usize = 4096;
 
@@ -281,10 +284,35 @@ impl Connection {
             return;
         }
         self.buf.extend_from_slice(data);
-        if let Some(Timer {
-            kind: TimerKind::Idle,
-            ..
-        }) = self.timer
+        self.received(now);
+    }
+
+    /// The receive buffer, with room for at least one read reserved, for drivers that read
+    /// straight into it (no copy; e.g. tokio's `try_read_buf`). Append what was read, then
+    /// call [`Connection::received`]. Between requests the buffer is released, so an idle
+    /// connection holds no receive memory.
+    pub fn receive_buffer(&mut self) -> &mut BytesMut {
+        self.buf.reserve(READ_RESERVE);
+        &mut self.buf
+    }
+
+    /// Bytes the receive buffer holds allocated (0 for an idle connection).
+    pub fn receive_buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Tells the connection that bytes were appended to [`Connection::receive_buffer`] at
+    /// `now`.
+    pub fn received(&mut self, now: Instant) {
+        if matches!(self.read, Read::Closed) {
+            self.buf = BytesMut::new();
+            return;
+        }
+        if !self.buf.is_empty()
+            && let Some(Timer {
+                kind: TimerKind::Idle,
+                ..
+            }) = self.timer
         {
             self.timer = Some(Timer {
                 at: now + self.config.head_timeout,
@@ -627,6 +655,10 @@ impl Connection {
         let keep_alive = self.in_flight.take().is_some_and(|r| r.keep_alive);
         self.write = Write::Idle;
         if keep_alive && !self.closing && !(self.peer_eof && self.buf.is_empty()) {
+            if self.buf.is_empty() {
+                // An idle keep-alive connection keeps no receive memory.
+                self.buf = BytesMut::new();
+            }
             self.read = Read::Head;
             self.timer = Some(if self.buf.is_empty() {
                 Timer {

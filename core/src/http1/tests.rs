@@ -922,3 +922,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn reading_into_the_receive_buffer_and_releasing_it_when_idle() {
+    let start = Instant::now();
+    let mut now = start;
+    let mut conn = Connection::new(Config::default(), now);
+    let request = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello";
+    for round in 0..2 {
+        // Between requests, after the idle deadline is armed, a byte switches to the head one.
+        assert!(matches!(conn.next_event(now), Ok(Event::NeedData)));
+        let buf = conn.receive_buffer();
+        assert!(buf.capacity() - buf.len() >= 8 * 1024);
+        buf.extend_from_slice(request);
+        now += Duration::from_secs(1);
+        conn.received(now);
+        // The first head is due 10 s after the accept; later ones 10 s after their first byte.
+        let head_from = if round == 0 { start } else { now };
+        assert_eq!(conn.poll_timeout(), Some(head_from + Duration::from_secs(10)));
+        assert!(matches!(conn.next_event(now), Ok(Event::Head(_))));
+        assert!(matches!(conn.next_event(now), Ok(Event::Data(d)) if d == "hello"));
+        assert!(matches!(conn.next_event(now), Ok(Event::End)));
+        conn.send_full_response(response(200), Bytes::from_static(b"ok"))
+            .unwrap();
+        assert!(matches!(conn.next_event(now), Ok(Event::NeedData)));
+        // Idle: no receive memory held, and the idle deadline is armed.
+        assert_eq!(conn.receive_buffer_capacity(), 0);
+        assert_eq!(conn.poll_timeout(), Some(now + Duration::from_secs(75)));
+    }
+}
