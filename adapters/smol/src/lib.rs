@@ -30,7 +30,7 @@
 #![deny(missing_docs)]
 
 use std::future::Future;
-use std::io;
+use std::io::{self, Read};
 use std::net::Shutdown;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -39,13 +39,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_executor::Executor;
-use async_io::Timer;
+use async_io::{Async, Timer};
 use async_lock::Semaphore;
 use async_net::{TcpListener, TcpStream};
 use bytes::Bytes;
 use event_listener::{Event, EventListener};
 use futures_lite::future;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::AsyncWriteExt;
 use tracing::Instrument;
 use yuyo_core::endpoint::Endpoint;
 use yuyo_core::http1;
@@ -54,8 +54,6 @@ use yuyo_core::server::{Action, Now, Session};
 
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
 
-/// Bytes read from a socket at once; the buffer is reused for the connection's life.
-const READ_BUFFER: usize = 16 * 1024;
 /// Largest piece of a reply file read (on the blocking pool) and written at once.
 const FILE_CHUNK: usize = 64 * 1024;
 /// How long tasks get to unwind once the grace period expired and they were cancelled.
@@ -436,9 +434,39 @@ fn now() -> Now {
 
 /// What woke a connection waiting to read.
 enum Woke {
-    Read(io::Result<usize>),
+    Readable(io::Result<()>),
     Deadline,
     Shutdown,
+}
+
+/// Reads what the ready socket holds straight into the session's receive buffer:
+/// `Some(0)` at EOF, `None` when the readiness was spurious.
+fn read_into(
+    socket: &Async<std::net::TcpStream>,
+    session: &mut Session,
+) -> io::Result<Option<usize>> {
+    let buf = session.receive_buffer();
+    let filled = buf.len();
+    // std's `Read` needs initialised memory: zero the reserved room, then keep what came.
+    buf.resize(buf.capacity(), 0);
+    let read = (&mut socket.get_ref()).read(&mut buf[filled..]);
+    let n = match &read {
+        Ok(n) => *n,
+        Err(_) => 0,
+    };
+    buf.truncate(filled + n);
+    match read {
+        Ok(n) => Ok(Some(n)),
+        Err(error)
+            if matches!(
+                error.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Writes everything the session has to send.
@@ -457,7 +485,9 @@ async fn serve_connection(
     shared: Arc<Shared>,
 ) {
     let mut session = Session::new(endpoint, config, Instant::now());
-    let mut buf = vec![0u8; READ_BUFFER];
+    // Readiness is awaited on the shared socket, then bytes are read straight into the
+    // session's buffer: an idle connection holds no read buffer.
+    let socket: Arc<Async<std::net::TcpStream>> = stream.clone().into();
     let mut timer = Timer::never();
     let mut armed: Option<Instant> = None;
     let mut stop_listener: Option<EventListener> = None;
@@ -507,7 +537,7 @@ async fn serve_connection(
                     armed = deadline;
                 }
                 let woke = future::or(
-                    async { Woke::Read(stream.read(&mut buf).await) },
+                    async { Woke::Readable(socket.readable().await) },
                     future::or(
                         async {
                             (&mut timer).await;
@@ -524,13 +554,20 @@ async fn serve_connection(
                 )
                 .await;
                 match woke {
-                    Woke::Read(Ok(0)) => {
-                        eof = true;
-                        session.receive_eof();
-                    }
-                    Woke::Read(Ok(n)) => session.receive(Instant::now(), &buf[..n]),
-                    Woke::Read(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
-                    Woke::Read(Err(error)) => {
+                    Woke::Readable(Ok(())) => match read_into(&socket, &mut session) {
+                        Ok(Some(0)) => {
+                            eof = true;
+                            session.receive_eof();
+                        }
+                        Ok(Some(_)) => session.received(Instant::now()),
+                        // Spurious readiness: wait again.
+                        Ok(None) => {}
+                        Err(error) => {
+                            tracing::debug!(%error, "read failed; dropping the connection");
+                            return;
+                        }
+                    },
+                    Woke::Readable(Err(error)) => {
                         tracing::debug!(%error, "read failed; dropping the connection");
                         return;
                     }
