@@ -88,8 +88,16 @@ run_wrk() { # $1 = connections, $2 = lua; prints "rps p50 p99"
 
 results="$work/results"
 : >"$results"
+ulimit -n 8192 2>/dev/null || true
+memory="$work/memory"
+: >"$memory"
 for server in $SERVERS; do
     pid=$(start_server "$server")
+    if [ "${MEMORY:-1}" = 1 ]; then
+        echo "== $server" >>"$memory"
+        python3 bench/memory.py "$pid" "$PORT" "$signature" "$timestamp" "$body_path" 1000 >>"$memory" 2>&1 \
+            || echo "memory check failed" >>"$memory"
+    fi
     for config in $CONFIGS; do
         case "$config" in
             *close) conns=${config%close}; lua="$work/close.lua" ;;
@@ -107,6 +115,10 @@ done
 # The single-core ceiling: 1 / median verify_strict time of the same body (criterion).
 verify_ns=$(cargo bench -q -p yuyo-core --bench exchange -- --warm-up-time 1 --measurement-time 3 'command_echo/verify_strict' 2>/dev/null \
     | awk '/time:/ {v=$4; u=$5; gsub(/\]/,"",u); if (u=="µs"||u=="us") v*=1000; else if (u=="ms") v*=1000000; print v; exit}')
+
+echo
+echo "Memory (RSS of the server process):"
+cat "$memory"
 
 python3 - "$results" "$verify_ns" <<'PY'
 import statistics, sys

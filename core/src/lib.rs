@@ -6,6 +6,7 @@
 //!   replies), what yuyo's `AsgiAdapter` and hikari's `InteractionServer` do.
 //! - [`multipart`]: the `multipart/form-data` encoder for replies with files.
 //! - [`lifespan`]: the startup/shutdown state machine.
+//! - [`rest`]: the Discord REST client rules (routes, auth, rate limits, retries), sans-IO.
 //! - [`service`]: what an adapter serves (endpoint, lifespan, options).
 //! - [`server`]: one served connection, [`http1`] wired to [`endpoint`], which every
 //!   socket-based adapter drives with the same loop.
@@ -16,5 +17,6 @@ pub mod endpoint;
 pub mod http1;
 pub mod lifespan;
 pub mod multipart;
+pub mod rest;
 pub mod server;
 pub mod service;

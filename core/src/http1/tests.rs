@@ -939,7 +939,10 @@ fn reading_into_the_receive_buffer_and_releasing_it_when_idle() {
         conn.received(now);
         // The first head is due 10 s after the accept; later ones 10 s after their first byte.
         let head_from = if round == 0 { start } else { now };
-        assert_eq!(conn.poll_timeout(), Some(head_from + Duration::from_secs(10)));
+        assert_eq!(
+            conn.poll_timeout(),
+            Some(head_from + Duration::from_secs(10))
+        );
         assert!(matches!(conn.next_event(now), Ok(Event::Head(_))));
         assert!(matches!(conn.next_event(now), Ok(Event::Data(d)) if d == "hello"));
         assert!(matches!(conn.next_event(now), Ok(Event::End)));

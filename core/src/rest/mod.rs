@@ -1,0 +1,110 @@
+//! Sans-IO Discord REST client: builds requests, rate limits them as Discord
+//! documents, and decides from answers and the `now` it is given what happens
+//! next (send, wait until, retry, done, fail). No sockets, clocks or sleeps.
+//!
+//! - [`RestConfig`]: base URL, token, `max_rate_limit`, `max_retries`,
+//!   global limit, backoff.
+//! - [`Route`] / [`RestRequest`]: typed requests for what an HTTP-interaction
+//!   bot needs, plus [`Route::custom`] for anything else.
+//! - [`Rest`] / [`Call`]: one call as a state machine.
+//! - [`RateLimiter`]: the rate-limit state every call of a client shares
+//!   (rules in [`ratelimit`]).
+//! - [`KeyDiscovery`]: single-flight public-key discovery.
+//!
+//! # Driving a call
+//! Every adapter runs the same loop (`limiter` is the client's
+//! `Mutex<RateLimiter>`, `changed` a notification fired after every
+//! `on_response` / `on_transport_error`, `send` the adapter's HTTP client):
+//!
+//! ```ignore
+//! let mut call = rest.call(request);
+//! loop {
+//!     let step = call.poll(Instant::now(), &mut limiter.lock());
+//!     match step {
+//!         Step::Send(request) => {
+//!             let outcome = send(request).await; // with the adapter's timeouts
+//!             let mut limiter = limiter.lock();
+//!             match outcome {
+//!                 Ok(response) => call.on_response(Instant::now(), response, &mut limiter),
+//!                 Err(error) => call.on_transport_error(Instant::now(), error, &mut limiter),
+//!             }
+//!             changed.notify_waiters();
+//!         }
+//!         Step::Wait(wait) if wait.wakes_on_update() => {
+//!             select(sleep_until(wait.until), changed.notified()).await
+//!         }
+//!         Step::Wait(wait) => sleep_until(wait.until).await,
+//!         Step::Done(result) => break result,
+//!         Step::InFlight => {} // not produced by this loop: outcomes come first
+//!     }
+//! }
+//! ```
+//!
+//! Invariants: after every `Send`, report exactly one outcome before polling
+//! again; never hold the limiter's lock across IO or a sleep. A call dropped
+//! while its request is in flight takes its permit with it; the limiter stops
+//! waiting for that answer after `in_flight_timeout`. To avoid missing a
+//! wake-up, read [`RateLimiter::version`] together with the step and wait only
+//! while it is unchanged (a `tokio::sync::watch` of the version does this).
+//!
+//! # Retries and errors
+//! - 2xx → `Done(Ok)`; decode with [`Response::model`].
+//! - 429 → wait `retry_after` (body) or `Retry-After` (header) and send
+//!   again (not counted as a retry); longer than `max_rate_limit` →
+//!   [`RestError::RateLimitTooLong`]. Waiting for an exhausted bucket or the
+//!   global limit is checked the same way.
+//! - 5xx → retried up to `max_retries` times with [`Backoff`], then
+//!   [`RestError::RetriesExhausted`].
+//! - transport failure → the same, if the request was not sent
+//!   ([`TransportErrorKind::Connect`]) or may be repeated (not `POST`);
+//!   otherwise [`RestError::Transport`] / [`RestError::Timeout`].
+//! - other 4xx → [`RestError::Http`] with Discord's error JSON decoded
+//!   ([`DiscordError`]); a 401 also tells the token strategy to drop its token.
+//!
+//! # yuyo's `AsgiBot` parameters
+//! | yuyo | here |
+//! |---|---|
+//! | `token: str` | [`RestConfigBuilder::token`] |
+//! | `token: TokenStrategy` | [`RestConfigBuilder::token_strategy`] ([`TokenStrategy`]) |
+//! | `token_type` (`"Bot"`/`"Bearer"`, default Bot) | [`RestConfigBuilder::token_type`] ([`TokenType`]) |
+//! | `token_type` with a strategy → `ValueError` | [`ConfigError::TokenTypeWithStrategy`] |
+//! | `public_key=None` (discover it) | [`KeyDiscovery`], [`verify_key_from`] |
+//! | `max_rate_limit=300.0` / `float("inf")` | [`RestConfigBuilder::max_rate_limit`] (`Some(300 s)` / `None`) |
+//! | `max_retries=3` | [`RestConfigBuilder::max_retries`] |
+//! | `rest_url=None` | [`RestConfigBuilder::rest_url`] ([`DEFAULT_REST_URL`]) |
+//! | `RateLimitTooLongError` | [`RestError::RateLimitTooLong`] |
+//! | `http_settings`, `proxy_settings` | the adapters' transports (not sans-IO) |
+//!
+//! # Secrets
+//! Tokens never appear in `Debug` output or logs: the `Authorization` value is
+//! marked sensitive, [`StaticToken`] and [`RestConfigBuilder`] redact it, and
+//! a [`Route`]'s `Debug` and every error show the route template
+//! ([`RouteKey`]), never the interaction or webhook token in the path. The
+//! path itself ([`Route::path`], the request URI) does hold it: adapters must
+//! not log URIs.
+
+mod auth;
+mod call;
+mod config;
+mod discovery;
+mod error;
+pub mod ratelimit;
+mod request;
+mod route;
+
+#[cfg(test)]
+mod tests;
+
+pub use auth::{StaticToken, TokenError, TokenStrategy, TokenType};
+pub use call::{Call, Response, Rest, Step};
+pub use config::{
+    Backoff, ConfigError, DEFAULT_GLOBAL_LIMIT, DEFAULT_IN_FLIGHT_TIMEOUT, DEFAULT_MAX_RATE_LIMIT,
+    DEFAULT_MAX_RETRIES, DEFAULT_REST_URL, RestConfig, RestConfigBuilder, USER_AGENT,
+};
+pub use discovery::{Begin, KeyDiscovery, KeyDiscoveryError, verify_key_from, verify_key_request};
+pub use error::{DiscordError, HttpError, RestError, TransportError, TransportErrorKind};
+pub use ratelimit::{
+    Permit, RateLimitHeaders, RateLimited, RateLimiter, Scope, WaitReason, WaitUntil,
+};
+pub use request::{NoContent, Payload, RequestBody, RestRequest};
+pub use route::{InvalidPath, Major, RateLimitKey, Route, RouteKey};
