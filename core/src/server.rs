@@ -181,7 +181,8 @@ impl Session {
         self.conn.receive_buffer()
     }
 
-    /// Tells the session bytes were appended to [`Session::receive_buffer`] at `now`.
+    /// Tells the session a read into [`Session::receive_buffer`] finished at `now`; call it
+    /// after every read attempt, also one that found nothing (see [`Connection::received`]).
     pub fn received(&mut self, now: Instant) {
         self.conn.received(now);
     }

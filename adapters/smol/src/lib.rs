@@ -559,9 +559,8 @@ async fn serve_connection(
                             eof = true;
                             session.receive_eof();
                         }
-                        Ok(Some(_)) => session.received(Instant::now()),
-                        // Spurious readiness: wait again.
-                        Ok(None) => {}
+                        // Also after spurious readiness: the empty buffer is released.
+                        Ok(Some(_)) | Ok(None) => session.received(Instant::now()),
                         Err(error) => {
                             tracing::debug!(%error, "read failed; dropping the connection");
                             return;

@@ -30,6 +30,9 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod bot;
+pub mod rest;
+
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
@@ -326,8 +329,11 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream) {
                         let read = ready.and_then(|()| stream.try_read_buf(session.receive_buffer()));
                         match read {
                             Ok(0) => session.receive_eof(),
+                            // Also after a spurious wake-up: the empty buffer is released.
                             Ok(_) => session.received(Instant::now()),
-                            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                                session.received(Instant::now());
+                            }
                             Err(error) => {
                                 tracing::debug!(%error, "connection read failed");
                                 return;

@@ -36,6 +36,7 @@
 //! [`Config::max_head_size`]) plus what one read returned.
 
 mod body;
+pub mod client;
 mod error;
 mod head;
 #[cfg(test)]
@@ -301,10 +302,11 @@ impl Connection {
         self.buf.capacity()
     }
 
-    /// Tells the connection that bytes were appended to [`Connection::receive_buffer`] at
-    /// `now`.
+    /// Tells the connection that a read into [`Connection::receive_buffer`] finished at
+    /// `now`. Call it after every read attempt, also one that found nothing (`WouldBlock`):
+    /// an empty buffer is released then, so a connection waiting for readiness holds none.
     pub fn received(&mut self, now: Instant) {
-        if matches!(self.read, Read::Closed) {
+        if matches!(self.read, Read::Closed) || self.buf.is_empty() {
             self.buf = BytesMut::new();
             return;
         }

@@ -954,3 +954,14 @@ fn reading_into_the_receive_buffer_and_releasing_it_when_idle() {
         assert_eq!(conn.poll_timeout(), Some(now + Duration::from_secs(75)));
     }
 }
+
+#[test]
+fn a_read_that_found_nothing_releases_the_buffer() {
+    let now = Instant::now();
+    let mut conn = Connection::new(Config::default(), now);
+    assert!(conn.receive_buffer().capacity() >= 8 * 1024);
+    // The driver's read returned `WouldBlock`: nothing appended.
+    conn.received(now);
+    assert_eq!(conn.receive_buffer_capacity(), 0);
+    assert!(matches!(conn.next_event(now), Ok(Event::NeedData)));
+}
