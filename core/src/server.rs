@@ -18,7 +18,8 @@
 //!                                     then session.finish_file()
 //!                                     (or session.abort_file() if reading fails)
 //!         Action::RunAfter(work)   => spawn(work): its response is already written
-//!         Action::Close            => close the socket; done
+//!         Action::Close            => shut down writing, drain reads as session.linger()
+//!                                     says (a lingering close), close the socket; done
 //!     }
 //! }
 //! ```
@@ -68,7 +69,8 @@ pub enum Action {
     /// Run this after-response work (e.g. spawn it) once [`Session::poll_transmit`] has been
     /// written out: it holds the finished response.
     RunAfter(BoxFuture<()>),
-    /// Flush [`Session::poll_transmit`] and close the socket.
+    /// Flush [`Session::poll_transmit`], shut down the sending side, drain reads as
+    /// [`Session::linger`] says, then close the socket.
     Close,
 }
 
@@ -207,6 +209,11 @@ impl Session {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.conn.poll_transmit()
+    }
+
+    /// How to drain the socket after [`Action::Close`] (see [`http1::Linger`]).
+    pub fn linger(&self) -> http1::Linger {
+        self.conn.config().linger
     }
 
     /// Graceful shutdown: finish the request in flight, then close.

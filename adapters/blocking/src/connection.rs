@@ -124,11 +124,29 @@ pub(crate) fn run(
         return;
     };
     let id = shared.add_connection_waker(waker);
-    if let Err(error) = serve(&mut io, endpoint, http, shared) {
-        tracing::debug!(%error, "connection ended with an IO error");
+    let linger = http.linger;
+    match serve(&mut io, endpoint, http, shared) {
+        Ok(()) => {
+            let _ = io.stream.shutdown(Shutdown::Write);
+            drain(&mut io, linger, shared);
+        }
+        Err(error) => tracing::debug!(%error, "connection ended with an IO error"),
     }
     shared.remove_connection_waker(id);
-    let _ = io.stream.shutdown(Shutdown::Write);
+}
+
+/// A lingering close (see [`yuyo_core::http1::Linger`]): drain what the peer still sends,
+/// so unread request bytes do not turn the close into a reset that destroys the response.
+fn drain(io: &mut Io, linger: http1::Linger, shared: &Shared) {
+    let deadline = Instant::now() + linger.timeout;
+    let mut scratch = vec![0_u8; 16 * 1024];
+    let mut left = linger.max_bytes;
+    while left > 0 {
+        match io.read(&mut scratch, Some(deadline), shared, true) {
+            Ok(Received::Data(n)) => left = left.saturating_sub(n as u64),
+            Ok(Received::Eof | Received::Timeout | Received::Stopping) | Err(_) => break,
+        }
+    }
 }
 
 fn setup(mut stream: mio::net::TcpStream) -> Option<(Io, Arc<Waker>)> {

@@ -534,6 +534,41 @@ pub fn status_413_declared_length_without_body<H: Harness>() {
     stop_ok(running);
 }
 
+/// 413 for a declared length over the limit while the client sends the body at once (no
+/// `Expect`), read only after the client wrote half a MiB of body: the answer must still
+/// reach it. (Servers linger before closing, so unread bytes do not turn the close into a
+/// reset; Linux keeps already-received data readable after a reset, other stacks do not.)
+pub fn status_413_declared_length_with_body_in_flight<H: Harness>() {
+    let running = start::<H>(demo_service());
+    let request = Request::signed(fixtures::COMMAND_ECHO)
+        .set(
+            "content-length",
+            (2 * yuyo_core::endpoint::DEFAULT_MAX_BODY_SIZE).to_string(),
+        )
+        .body(b"");
+    let mut client = connect(running.addr);
+    let mut writer = client.writer().expect("a second socket handle");
+    let head = request.head_bytes();
+    let sender = std::thread::spawn(move || {
+        use std::io::Write as _;
+        let _ = writer.write_all(&head);
+        // Part of the body, without waiting for an answer; once the server is done with
+        // the connection, writes may fail, which is fine.
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..8 {
+            if writer.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    // Read only once the body is out (or refused).
+    let _ = sender.join();
+    let response = client.response().expect("413, not a reset");
+    assert_eq!(response.status, 413, "{response:?}");
+    drop(client);
+    stop_ok(running);
+}
+
 /// 413 for a chunked body that grows over the limit while it streams in
 /// (*HTTP layer*: status and media type).
 pub fn status_413_streamed_chunked_body<H: Harness>() {

@@ -120,6 +120,7 @@ macro_rules! suite {
             status_401_signature_headers,
             status_400_content_length,
             status_413_declared_length_without_body,
+            status_413_declared_length_with_body_in_flight,
             status_413_streamed_chunked_body,
             status_400_empty_body,
             status_401_bad_signature,

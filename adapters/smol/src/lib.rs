@@ -45,7 +45,7 @@ use async_net::{TcpListener, TcpStream};
 use bytes::Bytes;
 use event_listener::{Event, EventListener};
 use futures_lite::future;
-use futures_lite::io::AsyncWriteExt;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::Instrument;
 use yuyo_core::endpoint::Endpoint;
 use yuyo_core::http1;
@@ -611,7 +611,27 @@ async fn serve_connection(
     if flush(&mut session, &mut stream).await.is_ok() {
         // The peer may already be gone; nothing to do about it.
         let _ = stream.shutdown(Shutdown::Write);
+        linger(&mut stream, session.linger()).await;
     }
+}
+
+/// A lingering close (see [`yuyo_core::http1::Linger`]): drain what the peer still sends,
+/// so unread request bytes do not turn the close into a reset that destroys the response.
+async fn linger(stream: &mut TcpStream, linger: http1::Linger) {
+    let mut scratch = vec![0u8; 16 * 1024];
+    let mut left = linger.max_bytes;
+    let drain = async {
+        while left > 0 {
+            match stream.read(&mut scratch).await {
+                Ok(n) if n > 0 => left = left.saturating_sub(n as u64),
+                _ => break,
+            }
+        }
+    };
+    future::or(drain, async {
+        Timer::after(linger.timeout).await;
+    })
+    .await;
 }
 
 /// Streams the file at `path` into the response, read in chunks on the blocking pool and

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc};
@@ -377,8 +377,23 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream) {
             Action::RunAfter(work) => shared.spawn(work.instrument(session.span().clone())),
             Action::Close => {
                 let _ = stream.shutdown().await;
+                linger(&mut stream, session.linger()).await;
                 return;
             }
+        }
+    }
+}
+
+/// A lingering close (see [`yuyo_core::http1::Linger`]): drain what the peer still sends,
+/// so unread request bytes do not turn the close into a reset that destroys the response.
+async fn linger(stream: &mut TcpStream, linger: yuyo_core::http1::Linger) {
+    let deadline = tokio::time::Instant::now() + linger.timeout;
+    let mut scratch = vec![0_u8; 16 * 1024];
+    let mut left = linger.max_bytes;
+    while left > 0 {
+        match tokio::time::timeout_at(deadline, stream.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n as u64),
+            _ => break,
         }
     }
 }

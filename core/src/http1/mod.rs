@@ -69,6 +69,30 @@ pub struct Config {
     pub body_timeout: Duration,
     /// How long an idle keep-alive connection is kept open; on expiry it closes silently.
     pub idle_timeout: Duration,
+    /// How a closing connection lingers: see [`Linger`].
+    pub linger: Linger,
+}
+
+/// A lingering close: after the connection shut down its sending side, the driver keeps
+/// reading (and discarding) what the peer still sends until EOF, `timeout` or `max_bytes`,
+/// and only then closes the socket. Closing with unread request bytes (say, the body of a
+/// request answered 413 early) makes the kernel send a reset, which can destroy the
+/// response before the peer reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linger {
+    /// Longest time spent draining.
+    pub timeout: Duration,
+    /// Most bytes read and discarded.
+    pub max_bytes: u64,
+}
+
+impl Default for Linger {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(2),
+            max_bytes: 1024 * 1024,
+        }
+    }
 }
 
 impl Default for Config {
@@ -80,6 +104,7 @@ impl Default for Config {
             head_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(75),
+            linger: Linger::default(),
         }
     }
 }
