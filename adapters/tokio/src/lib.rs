@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bot;
+pub mod glue;
 pub mod rest;
 
 use std::future::Future;
@@ -39,7 +40,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
@@ -54,8 +55,6 @@ use yuyo_core::server::{Action, Now, Session};
 
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
 
-/// Bytes of a reply file read at once on the blocking pool.
-const FILE_CHUNK: usize = 64 * 1024;
 /// File chunks read ahead of the socket.
 const FILE_READ_AHEAD: usize = 2;
 
@@ -142,7 +141,7 @@ impl Server {
         let signals = options.handle_signals.then(|| {
             let token = shutdown.clone();
             tokio::spawn(async move {
-                if wait_for_signal().await {
+                if glue::wait_for_signal().await {
                     tracing::info!("signal received: shutting down");
                     token.cancel();
                 }
@@ -211,7 +210,7 @@ impl Shared {
     /// Reads `path` on the blocking pool, a chunk at a time, into the returned channel.
     fn read_file(&self, path: PathBuf) -> mpsc::Receiver<io::Result<Bytes>> {
         let (tx, rx) = mpsc::channel(FILE_READ_AHEAD);
-        let read = move || read_file_blocking(&path, &tx);
+        let read = move || glue::read_file_chunks(&path, &tx);
         match &self.runtime {
             Some(runtime) => drop(runtime.spawn_blocking(read)),
             None => drop(tokio::task::spawn_blocking(read)),
@@ -436,67 +435,6 @@ async fn stream_file(
                 }
                 return Ok(());
             }
-        }
-    }
-}
-
-/// Reads `path` chunk by chunk into `tx` (on the blocking pool); stops when the
-/// receiver is gone.
-fn read_file_blocking(path: &std::path::Path, tx: &mpsc::Sender<io::Result<Bytes>>) {
-    use std::io::Read as _;
-    let mut file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(error) => {
-            let _ = tx.blocking_send(Err(error));
-            return;
-        }
-    };
-    let mut buf = BytesMut::new();
-    loop {
-        buf.resize(FILE_CHUNK, 0);
-        match file.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                buf.truncate(n);
-                if tx.blocking_send(Ok(buf.split().freeze())).is_err() {
-                    return;
-                }
-            }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => {
-                let _ = tx.blocking_send(Err(error));
-                return;
-            }
-        }
-    }
-}
-
-/// Waits for Ctrl-C or (on Unix) SIGTERM; `false` if signals cannot be listened for.
-async fn wait_for_signal() -> bool {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    result = tokio::signal::ctrl_c() => {
-                        if let Err(error) = result {
-                            tracing::error!(%error, "cannot listen for Ctrl-C");
-                            terminate.recv().await;
-                        }
-                    }
-                    _ = terminate.recv() => {}
-                }
-                return true;
-            }
-            Err(error) => tracing::error!(%error, "cannot listen for SIGTERM"),
-        }
-    }
-    match tokio::signal::ctrl_c().await {
-        Ok(()) => true,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            false
         }
     }
 }

@@ -52,14 +52,13 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -81,8 +80,6 @@ pub use server::Server;
 
 /// Seconds a client is told to wait (`Retry-After`) when the service is not running.
 pub const RETRY_AFTER_SECS: u32 = 5;
-/// Bytes of a reply file read at once on the blocking pool.
-const FILE_CHUNK: usize = 64 * 1024;
 /// File chunks read ahead of the host.
 const FILE_READ_AHEAD: usize = 2;
 
@@ -568,7 +565,7 @@ impl ResponseBody {
             .or_else(|| Handle::try_current().ok())
             .ok_or_else(|| io::Error::other("no tokio runtime to read a reply file on"))?;
         let (tx, chunks) = mpsc::channel(FILE_READ_AHEAD);
-        drop(runtime.spawn_blocking(move || read_file_blocking(&path, &tx)));
+        drop(runtime.spawn_blocking(move || yuyo_tokio::glue::read_file_chunks(&path, &tx)));
         Ok(FileRead {
             chunks,
             declared,
@@ -671,37 +668,6 @@ impl Drop for ResponseBody {
             (&self.state, self.after.take(), &self.guard)
         {
             guard.inner.spawn_after(after);
-        }
-    }
-}
-
-/// Reads `path` chunk by chunk into `tx` (on the blocking pool); stops when the
-/// receiver is gone.
-fn read_file_blocking(path: &Path, tx: &mpsc::Sender<io::Result<Bytes>>) {
-    use std::io::Read as _;
-    let mut file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(error) => {
-            let _ = tx.blocking_send(Err(error));
-            return;
-        }
-    };
-    let mut buf = BytesMut::new();
-    loop {
-        buf.resize(FILE_CHUNK, 0);
-        match file.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                buf.truncate(n);
-                if tx.blocking_send(Ok(buf.split().freeze())).is_err() {
-                    return;
-                }
-            }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => {
-                let _ = tx.blocking_send(Err(error));
-                return;
-            }
         }
     }
 }

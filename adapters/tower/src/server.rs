@@ -69,7 +69,7 @@ impl Server {
         let signals = options.handle_signals.then(|| {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                if wait_for_signal().await {
+                if yuyo_tokio::glue::wait_for_signal().await {
                     tracing::info!("signal received: shutting down");
                     shutdown.shutdown();
                 }
@@ -194,34 +194,4 @@ fn is_connection_error(error: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
-}
-
-/// Waits for Ctrl-C or (on Unix) SIGTERM; `false` if signals cannot be listened for.
-async fn wait_for_signal() -> bool {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    result = tokio::signal::ctrl_c() => {
-                        if let Err(error) = result {
-                            tracing::error!(%error, "cannot listen for Ctrl-C");
-                            terminate.recv().await;
-                        }
-                    }
-                    _ = terminate.recv() => {}
-                }
-                return true;
-            }
-            Err(error) => tracing::error!(%error, "cannot listen for SIGTERM"),
-        }
-    }
-    match tokio::signal::ctrl_c().await {
-        Ok(()) => true,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            false
-        }
-    }
 }
