@@ -23,6 +23,26 @@ pub struct ServeOptions {
     pub grace_period: Duration,
     /// Shut down gracefully on Ctrl-C / SIGTERM where the runtime offers signals.
     pub handle_signals: bool,
+    /// Head and idle deadline of connections accepted while at least half of
+    /// `max_connections` are open (see [`ServeOptions::connection_config`]).
+    pub pressure_timeout: Duration,
+}
+
+impl ServeOptions {
+    /// The HTTP/1.1 configuration for a connection accepted while `open` others are open.
+    ///
+    /// Once half the connection cap is in use, new connections must send their request
+    /// head, and later requests, within [`ServeOptions::pressure_timeout`] instead of the
+    /// usual deadlines: a flood of silent or idle sockets then drains within seconds and
+    /// cannot hold the cap against real requests (which Discord sends at once).
+    pub fn connection_config(&self, open: usize) -> http1::Config {
+        let mut config = self.http.clone();
+        if open.saturating_mul(2) >= self.max_connections {
+            config.head_timeout = config.head_timeout.min(self.pressure_timeout);
+            config.idle_timeout = config.idle_timeout.min(self.pressure_timeout);
+        }
+        config
+    }
 }
 
 impl Default for ServeOptions {
@@ -32,6 +52,7 @@ impl Default for ServeOptions {
             max_connections: 1024,
             grace_period: Duration::from_secs(60),
             handle_signals: false,
+            pressure_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -205,5 +226,37 @@ impl Service {
         self.lifespan
             .finish_shutdown(results)
             .map_err(ServeError::Shutdown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_shrink_once_half_the_cap_is_open() {
+        let options = ServeOptions {
+            max_connections: 10,
+            ..ServeOptions::default()
+        };
+        let calm = options.connection_config(4);
+        assert_eq!(calm, options.http);
+        let busy = options.connection_config(5);
+        assert_eq!(busy.head_timeout, Duration::from_secs(1));
+        assert_eq!(busy.idle_timeout, Duration::from_secs(1));
+        assert_eq!(busy.body_timeout, options.http.body_timeout);
+        // Deadlines already shorter than the pressure timeout stay as they are.
+        let short = ServeOptions {
+            max_connections: 10,
+            http: http1::Config {
+                head_timeout: Duration::from_millis(200),
+                ..http1::Config::default()
+            },
+            ..ServeOptions::default()
+        };
+        assert_eq!(
+            short.connection_config(9).head_timeout,
+            Duration::from_millis(200)
+        );
     }
 }

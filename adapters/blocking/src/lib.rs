@@ -155,9 +155,10 @@ impl Server {
             return; // dropped: closed unanswered, like a connection never accepted
         }
         let _ = stream.set_nodelay(true);
+        let others = lock(&self.shared.tasks).connections;
         let guard = TaskGuard::connection(&self.shared);
         let endpoint = self.service.endpoint().clone();
-        let http = self.service.options().http.clone();
+        let http = self.service.options().connection_config(others);
         let shared = Arc::clone(&self.shared);
         let spawned = thread::Builder::new()
             .name("yuyo-connection".to_owned())

@@ -922,6 +922,23 @@ pub fn idle_connections_do_not_starve<H: Harness>() {
     drop(idle);
 }
 
+/// A flood of silent sockets that fills the connection cap does not starve a real request:
+/// connections accepted once half the cap is in use must send their head within the
+/// pressure timeout (1 s), so a slot frees long before the usual 30 s head deadline here.
+pub fn silent_flood_at_the_cap_does_not_starve<H: Harness>() {
+    let mut options = options();
+    options.max_connections = 8;
+    options.http.head_timeout = Duration::from_secs(30);
+    let running = start::<H>(demo::demo_service(demo_verifier()).with_options(options));
+    let silent: Vec<Client> = (0..8).map(|_| connect(running.addr)).collect();
+    // Waits in the listen backlog until a pressured silent socket is closed, well within
+    // the client's 10 s timeout (a 30 s deadline everywhere would fail it).
+    let response = ask(running.addr, &Request::signed(fixtures::COMMAND_ECHO));
+    assert_json(&response, &message(ECHO_TEXT));
+    drop(silent);
+    stop_ok(running);
+}
+
 // ---------------------------------------------------------------------------------------
 // Lifespan and shutdown
 

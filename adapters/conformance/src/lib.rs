@@ -146,6 +146,7 @@ macro_rules! suite {
             chunked_request_body,
             body_timeout_408,
             idle_connections_do_not_starve,
+            silent_flood_at_the_cap_does_not_starve,
             startup_failure,
             lifespan_order,
             shutdown_callback_failure,

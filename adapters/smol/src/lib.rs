@@ -358,6 +358,29 @@ impl Shared {
     }
 }
 
+/// Counts one open connection for as long as it lives.
+struct OpenConnection {
+    counter: Arc<AtomicUsize>,
+    /// How many others were open when this one was accepted.
+    others: usize,
+}
+
+impl OpenConnection {
+    fn count(counter: &Arc<AtomicUsize>) -> Self {
+        let others = counter.fetch_add(1, Ordering::Relaxed);
+        Self {
+            counter: Arc::clone(counter),
+            others,
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Accepts connections, at most `max_connections` at once, until shutdown.
 async fn accept_loop(
     shared: &Arc<Shared>,
@@ -367,6 +390,7 @@ async fn accept_loop(
     options: &ServeOptions,
 ) {
     let limit = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let open_connections = Arc::new(AtomicUsize::new(0));
     let stopped = || {
         future::or(shared.stop.wait(), async {
             signals.wait().await;
@@ -400,10 +424,12 @@ async fn accept_loop(
                     tracing::debug!(%error, %peer, "cannot set TCP_NODELAY");
                 }
                 let endpoint = service.endpoint().clone();
-                let config = options.http.clone();
+                let open = OpenConnection::count(&open_connections);
+                let config = options.connection_config(open.others);
                 let conn_shared = shared.clone();
                 shared.spawn(async move {
                     let _permit = permit;
+                    let _open = open;
                     serve_connection(stream, endpoint, config, conn_shared).await;
                 });
             }

@@ -149,7 +149,7 @@ impl Server {
         });
         let shared = Arc::new(Shared {
             endpoint: service.endpoint().clone(),
-            http: options.http.clone(),
+            options: options.clone(),
             shutdown,
             force: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -181,7 +181,7 @@ impl Server {
 /// What every connection task of one server shares.
 struct Shared {
     endpoint: Endpoint,
-    http: http1::Config,
+    options: ServeOptions,
     /// Graceful shutdown: stop accepting, close connections after their request.
     shutdown: CancellationToken,
     /// The grace period is over: drop whatever still runs.
@@ -257,10 +257,13 @@ async fn accept(listener: &TcpListener, shared: &Arc<Shared>, max_connections: u
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
+        // The others open: the cap minus the free permits minus this connection's.
+        let open = max_connections.saturating_sub(permits.available_permits() + 1);
+        let config = shared.options.connection_config(open);
         let connection_shared = Arc::clone(shared);
         shared.spawn(async move {
             let _permit = permit;
-            serve_connection(&connection_shared, stream).await;
+            serve_connection(&connection_shared, stream, config).await;
         });
     }
 }
@@ -293,8 +296,8 @@ async fn flush(stream: &mut TcpStream, session: &mut Session) -> io::Result<()> 
 }
 
 /// The session loop of one connection (see [`yuyo_core::server`]).
-async fn serve_connection(shared: &Shared, mut stream: TcpStream) {
-    let mut session = Session::new(shared.endpoint.clone(), shared.http.clone(), Instant::now());
+async fn serve_connection(shared: &Shared, mut stream: TcpStream, config: http1::Config) {
+    let mut session = Session::new(shared.endpoint.clone(), config, Instant::now());
     let shutdown = shared.shutdown.clone().cancelled_owned();
     tokio::pin!(shutdown);
     let mut closing = false;

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::{InteractionService, ServeError, Service, ShutdownHandle};
+use crate::{InteractionService, ServeError, ServeOptions, Service, ShutdownHandle};
 
 /// A server for one [`Service`]: its [`InteractionService`] served by hyper (HTTP/1.1).
 ///
@@ -81,7 +81,7 @@ impl Server {
             stop: shutdown.signal.token.clone(),
             force: CancellationToken::new(),
             tracker: TaskTracker::new(),
-            head_timeout: options.http.head_timeout,
+            options: options.clone(),
         };
         connections.accept(&listener, options.max_connections).await;
         drop(listener);
@@ -113,7 +113,7 @@ struct Connections {
     /// The grace period is over.
     force: CancellationToken,
     tracker: TaskTracker,
-    head_timeout: std::time::Duration,
+    options: ServeOptions,
 }
 
 impl Connections {
@@ -153,7 +153,10 @@ impl Connections {
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%error, "could not set TCP_NODELAY");
             }
-            let connection = self.connection(stream);
+            // The others open: the cap minus the free permits minus this connection's.
+            let open = max_connections.saturating_sub(permits.available_permits() + 1);
+            let head_timeout = self.options.connection_config(open).head_timeout;
+            let connection = self.connection(stream, head_timeout);
             let force = self.force.clone();
             self.tracker.spawn(async move {
                 let _permit = permit;
@@ -162,11 +165,15 @@ impl Connections {
         }
     }
 
-    fn connection(&self, stream: TcpStream) -> impl Future<Output = ()> + Send + 'static {
+    fn connection(
+        &self,
+        stream: TcpStream,
+        head_timeout: std::time::Duration,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let stop = self.stop.clone();
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.head_timeout)
+            .header_read_timeout(head_timeout)
             .serve_connection(
                 TokioIo::new(stream),
                 TowerToHyperService::new(self.service.clone()),
