@@ -1,11 +1,77 @@
-//! Tokio glue that `yuyo-tower` shares: reading reply files on the blocking pool and
-//! waiting for shutdown signals. Runtime plumbing only, no protocol decisions.
+//! Tokio glue that `yuyo-tower` shares: the capped accept loop, reading reply files on the
+//! blocking pool and waiting for shutdown signals. Runtime plumbing only, no protocol
+//! decisions.
 
+use std::future::Future;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+/// Accepts connections until `stop` completes, at most `max_connections` at once. Each
+/// stream (with `TCP_NODELAY` set) goes to `serve` with its permit, which must live as
+/// long as the connection, and the number of other connections open when it was accepted
+/// (for [`ServeOptions::connection_config`](yuyo_core::service::ServeOptions::connection_config)).
+pub async fn accept_loop<F>(
+    listener: &TcpListener,
+    max_connections: usize,
+    stop: impl Future<Output = ()>,
+    mut serve: F,
+) where
+    F: FnMut(TcpStream, OwnedSemaphorePermit, usize),
+{
+    let max_connections = max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let permits = Arc::new(Semaphore::new(max_connections));
+    tokio::pin!(stop);
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = &mut stop => return,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return, // never closed
+            },
+        };
+        let stream = tokio::select! {
+            biased;
+            () = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) if is_connection_error(&error) => {
+                    tracing::debug!(%error, "a connection failed before it was accepted");
+                    continue;
+                }
+                Err(error) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::error!(%error, "could not accept a connection");
+                    tokio::select! {
+                        () = &mut stop => return,
+                        () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    }
+                }
+            },
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+        // The others open: the cap minus the free permits minus this connection's.
+        let open = max_connections.saturating_sub(permits.available_permits() + 1);
+        serve(stream, permit, open);
+    }
+}
+
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
 
 /// Bytes of a reply file read at once.
 pub const FILE_CHUNK: usize = 64 * 1024;

@@ -44,7 +44,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -221,60 +221,16 @@ impl Shared {
 
 /// Accepts connections until shutdown, at most `max_connections` at once.
 async fn accept(listener: &TcpListener, shared: &Arc<Shared>, max_connections: usize) {
-    let permits = Arc::new(Semaphore::new(
-        max_connections.clamp(1, Semaphore::MAX_PERMITS),
-    ));
     let stop = shared.shutdown.cancelled();
-    tokio::pin!(stop);
-    loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut stop => return,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return, // never closed
-            },
-        };
-        let stream = tokio::select! {
-            biased;
-            () = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(error) if is_connection_error(&error) => {
-                    tracing::debug!(%error, "a connection failed before it was accepted");
-                    continue;
-                }
-                Err(error) => {
-                    // Typically out of file descriptors: back off instead of spinning.
-                    tracing::error!(%error, "could not accept a connection");
-                    tokio::select! {
-                        () = &mut stop => return,
-                        () = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,
-                    }
-                }
-            },
-        };
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-        // The others open: the cap minus the free permits minus this connection's.
-        let open = max_connections.saturating_sub(permits.available_permits() + 1);
+    glue::accept_loop(listener, max_connections, stop, |stream, permit, open| {
         let config = shared.options.connection_config(open);
         let connection_shared = Arc::clone(shared);
         shared.spawn(async move {
             let _permit = permit;
             serve_connection(&connection_shared, stream, config).await;
         });
-    }
-}
-
-fn is_connection_error(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
+    })
+    .await;
 }
 
 /// Both clocks, as the session needs them.

@@ -1,14 +1,10 @@
 //! [`Server`]: the [`InteractionService`] served by hyper's HTTP/1.1 server on tokio, with
 //! the same API as the other adapters' servers (feature `server`, on by default).
 
-use std::io;
-use std::sync::Arc;
-
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -118,43 +114,8 @@ struct Connections {
 
 impl Connections {
     async fn accept(&self, listener: &TcpListener, max_connections: usize) {
-        let permits = Arc::new(Semaphore::new(
-            max_connections.clamp(1, Semaphore::MAX_PERMITS),
-        ));
         let stop = self.stop.cancelled();
-        tokio::pin!(stop);
-        loop {
-            let permit = tokio::select! {
-                biased;
-                () = &mut stop => return,
-                permit = Arc::clone(&permits).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-            };
-            let stream = tokio::select! {
-                biased;
-                () = &mut stop => return,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => stream,
-                    Err(error) if is_connection_error(&error) => {
-                        tracing::debug!(%error, "a connection failed before it was accepted");
-                        continue;
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "could not accept a connection");
-                        tokio::select! {
-                            () = &mut stop => return,
-                            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,
-                        }
-                    }
-                },
-            };
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
-            // The others open: the cap minus the free permits minus this connection's.
-            let open = max_connections.saturating_sub(permits.available_permits() + 1);
+        yuyo_tokio::glue::accept_loop(listener, max_connections, stop, |stream, permit, open| {
             let head_timeout = self.options.connection_config(open).head_timeout;
             let connection = self.connection(stream, head_timeout);
             let force = self.force.clone();
@@ -162,7 +123,8 @@ impl Connections {
                 let _permit = permit;
                 force.run_until_cancelled(connection).await;
             });
-        }
+        })
+        .await;
     }
 
     fn connection(
@@ -192,13 +154,4 @@ impl Connections {
             }
         }
     }
-}
-
-fn is_connection_error(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
 }
