@@ -221,7 +221,7 @@ impl Session {
         self.conn.close();
     }
 
-    /// The span of the request in flight (disabled between requests).
+    /// The span of the request in flight (or of the last one, between requests).
     pub fn span(&self) -> &tracing::Span {
         &self.span
     }
