@@ -233,6 +233,18 @@ enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl Stream {
+    /// Whether an idle pooled connection can carry another request: the peer has not
+    /// closed it and sent nothing unasked (a byte read here means it is discarded).
+    fn is_reusable(&self) -> bool {
+        let tcp = match self {
+            Self::Plain(stream) => stream,
+            Self::Tls(stream) => stream.get_ref().0,
+        };
+        matches!(tcp.try_read(&mut [0_u8; 1]), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -399,7 +411,9 @@ impl Transport {
         if let Some(stream) = self.take_idle(&key) {
             match self.exchange(stream, &key, &method, &encoded, true).await {
                 Ok(response) => return Ok(response),
-                Err(failure) if failure.stale => {
+                // Only a request that may be repeated is sent again: a POST whose pooled
+                // connection died may still have reached Discord (the core then decides).
+                Err(failure) if failure.stale && method.is_idempotent() => {
                     tracing::debug!("pooled connection was closed; reconnecting");
                 }
                 Err(failure) => return Err(failure.error),
@@ -417,7 +431,7 @@ impl Transport {
         let mut pool = lock(&self.pool);
         let idle = pool.get_mut(key)?;
         while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() < self.settings.idle_timeout {
+            if entry.since.elapsed() < self.settings.idle_timeout && entry.stream.is_reusable() {
                 return Some(entry.stream);
             }
         }
