@@ -114,19 +114,36 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime, Failed> {
         .map_err(|e| Failed::Other(format!("cannot start a tokio runtime: {e}")))
 }
 
-fn tokio(
+/// Binds on a multi-threaded tokio runtime and serves with `serve` (yuyo-tokio, or the
+/// tower service under hyper).
+fn on_tokio<F, Fut>(
     service: Service,
     bind: SocketAddr,
     announce: impl FnOnce(SocketAddr),
-) -> Result<(), Failed> {
+    serve: F,
+) -> Result<(), Failed>
+where
+    F: FnOnce(Service, tokio::net::TcpListener) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ServeError>>,
+{
     tokio_runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .map_err(|e| Failed::Bind(bind, e))?;
         let addr = listener.local_addr().map_err(|e| Failed::Bind(bind, e))?;
         announce(addr);
-        yuyo_tokio::Server::new(service).serve(listener).await?;
+        serve(service, listener).await?;
         Ok(())
+    })
+}
+
+fn tokio(
+    service: Service,
+    bind: SocketAddr,
+    announce: impl FnOnce(SocketAddr),
+) -> Result<(), Failed> {
+    on_tokio(service, bind, announce, |service, listener| {
+        yuyo_tokio::Server::new(service).serve(listener)
     })
 }
 
@@ -148,13 +165,7 @@ fn tower(
     bind: SocketAddr,
     announce: impl FnOnce(SocketAddr),
 ) -> Result<(), Failed> {
-    tokio_runtime()?.block_on(async {
-        let listener = tokio::net::TcpListener::bind(bind)
-            .await
-            .map_err(|e| Failed::Bind(bind, e))?;
-        let addr = listener.local_addr().map_err(|e| Failed::Bind(bind, e))?;
-        announce(addr);
-        yuyo_tower::Server::new(service).serve(listener).await?;
-        Ok(())
+    on_tokio(service, bind, announce, |service, listener| {
+        yuyo_tower::Server::new(service).serve(listener)
     })
 }
