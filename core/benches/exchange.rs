@@ -1,6 +1,7 @@
 //! The whole verify → parse → dispatch-decision path for the signed
 //! `command_echo.json`, beside `ed25519-dalek`'s `verify_strict` alone on the
-//! same message, in the same run.
+//! same message, in the same run; then the same path with the signatures
+//! verified in batches (the endpoint's `VerifyQueue`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
@@ -73,6 +74,29 @@ fn bench(c: &mut Criterion) {
         });
     });
     let _: &Signature = &signature;
+    group.finish();
+
+    // The same path with signatures verified in batches of `size` through the
+    // endpoint's queue (throughput = requests).
+    let mut group = c.benchmark_group("command_echo_batched");
+    for size in [1_usize, 4, 16, 64] {
+        group.throughput(criterion::Throughput::Elements(size as u64));
+        group.bench_function(format!("exchange_full_path/{size}"), |b| {
+            b.iter(|| {
+                let tickets: Vec<_> = (0..size)
+                    .map(|_| {
+                        let exchange = endpoint.begin(black_box(&head)).unwrap();
+                        let signed = exchange.push(body.clone()).unwrap().end().unwrap();
+                        signed.enqueue(1_700_000_000)
+                    })
+                    .collect();
+                for ticket in tickets {
+                    let finished = futures::executor::block_on(ticket);
+                    assert!(matches!(finished, Finished::Dispatch(_)));
+                }
+            });
+        });
+    }
     group.finish();
 }
 

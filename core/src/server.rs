@@ -13,6 +13,8 @@
 //!         Action::Read             => read the socket into session.receive(now, bytes)
 //!                                     (or session.receive_eof()), or, when
 //!                                     session.poll_timeout() passes, session.handle_timeout(now)
+//!         Action::Verify(ticket)   => let other connections run once (yield), then
+//!                                     session.verified(ticket.await)  // batch verification
 //!         Action::Handle(handler)  => session.complete(now, handler.await)  // panics are caught
 //!         Action::StreamFile(file) => session.send_file_data(chunk) for each chunk read,
 //!                                     then session.finish_file()
@@ -41,7 +43,7 @@ use tracing::field;
 
 use crate::endpoint::{
     BoxFuture, Dispatch, Endpoint, Exchange, Finished, HandlerFuture, HandlerResult, Responding,
-    ResponseBody,
+    ResponseBody, Ticket,
 };
 use crate::http1::{self, BodyLength, Connection, Event};
 use crate::multipart::{FileSource, Segment};
@@ -61,6 +63,11 @@ pub struct Now {
 pub enum Action {
     /// Read from the socket, or wait for [`Session::poll_timeout`].
     Read,
+    /// The request's body is complete and queued for signature verification.
+    /// Let the runtime's other ready tasks run once (so their requests join
+    /// the batch; e.g. `yield_now().await`), then await the ticket and pass
+    /// its output to [`Session::verified`].
+    Verify(Ticket),
     /// Await this handler (it catches panics) and pass its outcome to [`Session::complete`].
     Handle(HandlerFuture),
     /// Stream this file into the response with [`Session::send_file_data`] and
@@ -78,6 +85,7 @@ impl std::fmt::Debug for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Read => f.write_str("Read"),
+            Self::Verify(_) => f.write_str("Verify(..)"),
             Self::Handle(_) => f.write_str("Handle(..)"),
             Self::StreamFile(source) => f.debug_tuple("StreamFile").field(source).finish(),
             Self::RunAfter(_) => f.write_str("RunAfter(..)"),
@@ -92,6 +100,8 @@ impl std::fmt::Debug for Action {
 pub enum DriverError {
     /// [`Session::complete`] without a handler running.
     NotHandling,
+    /// [`Session::verified`] without a request awaiting verification.
+    NotVerifying,
     /// File data or a file end without a file being streamed.
     NotStreaming,
     /// More or fewer file bytes than the file's declared length.
@@ -107,6 +117,7 @@ impl std::fmt::Display for DriverError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::NotHandling => f.write_str("no handler is running on this session"),
+            Self::NotVerifying => f.write_str("no request awaits verification on this session"),
             Self::NotStreaming => f.write_str("no file is being streamed on this session"),
             Self::FileLength { declared, supplied } => write!(
                 f,
@@ -124,6 +135,10 @@ enum Stage {
     Idle,
     /// The endpoint accumulates the body.
     Body(Exchange),
+    /// The driver awaits the signature check ([`Action::Verify`]).
+    Verifying,
+    /// Verified; the handler starts at the next poll.
+    Dispatching(Dispatch),
     /// The handler runs in the driver.
     Handling(Responding),
     /// A multipart response is being written; `file` is the file the driver streams.
@@ -232,6 +247,14 @@ impl Session {
         if let Some(after) = self.after.take() {
             return Action::RunAfter(after);
         }
+        if let Stage::Dispatching(_) = self.stage
+            && let Stage::Dispatching(dispatch) = std::mem::replace(&mut self.stage, Stage::Idle)
+        {
+            record_dispatch(&self.span, &dispatch);
+            let (responding, handler) = dispatch.start();
+            self.stage = Stage::Handling(responding);
+            return Action::Handle(handler);
+        }
         loop {
             let event = match self.conn.next_event(now.instant) {
                 Ok(event) => event,
@@ -260,15 +283,11 @@ impl Session {
                 }
                 Event::End => {
                     if let Stage::Body(exchange) = std::mem::replace(&mut self.stage, Stage::Idle) {
-                        match exchange.finish(now.unix_secs) {
-                            Finished::Respond(immediate) => {
-                                self.respond(now, immediate.into_response(), None);
-                            }
-                            Finished::Dispatch(dispatch) => {
-                                record_dispatch(&self.span, &dispatch);
-                                let (responding, handler) = dispatch.start();
-                                self.stage = Stage::Handling(responding);
-                                return Action::Handle(handler);
+                        match exchange.end() {
+                            Err(immediate) => self.respond(now, immediate.into_response(), None),
+                            Ok(signed) => {
+                                self.stage = Stage::Verifying;
+                                return Action::Verify(signed.enqueue(now.unix_secs));
                             }
                         }
                     }
@@ -284,6 +303,8 @@ impl Session {
                     // is the only answer that cannot send a wrong response.
                     Stage::Streaming { file: Some(_), .. }
                     | Stage::Handling(_)
+                    | Stage::Verifying
+                    | Stage::Dispatching(_)
                     | Stage::Idle
                     | Stage::Body(_) => {
                         tracing::error!("session polled while the driver owes it a result");
@@ -297,6 +318,23 @@ impl Session {
                 return Action::RunAfter(after);
             }
         }
+    }
+
+    /// Takes the verification result of [`Action::Verify`]: a rejection or a
+    /// PONG is queued for sending, a dispatch starts its handler at the next
+    /// [`Session::poll`].
+    pub fn verified(&mut self, now: Now, finished: Finished) -> Result<(), DriverError> {
+        let Stage::Verifying = self.stage else {
+            return Err(DriverError::NotVerifying);
+        };
+        match finished {
+            Finished::Respond(immediate) => {
+                self.stage = Stage::Idle;
+                self.respond(now, immediate.into_response(), None);
+            }
+            Finished::Dispatch(dispatch) => self.stage = Stage::Dispatching(dispatch),
+        }
+        Ok(())
     }
 
     /// Turns the handler's outcome into the response.

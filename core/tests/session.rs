@@ -78,6 +78,10 @@ impl Driver {
                     self.flush();
                     return "close";
                 }
+                Action::Verify(ticket) => {
+                    let finished = futures::executor::block_on(ticket);
+                    self.session.verified(self.now, finished).unwrap();
+                }
                 Action::Handle(handler) => {
                     let outcome = futures::executor::block_on(handler);
                     self.session.complete(self.now, outcome).unwrap();
@@ -236,6 +240,12 @@ fn a_file_of_the_wrong_length_closes_the_connection() {
     let mut d = Driver::new(file_endpoint(Some(4), ran.clone()));
     d.session
         .receive(d.now.instant, &request(&fixture("command_echo")));
+    let Action::Verify(ticket) = d.session.poll(d.now) else {
+        panic!("expected verification")
+    };
+    d.session
+        .verified(d.now, futures::executor::block_on(ticket))
+        .unwrap();
     let Action::Handle(handler) = d.session.poll(d.now) else {
         panic!("expected the handler")
     };

@@ -200,6 +200,15 @@ fn serve(
                     Received::Stopping => {} // closed at the top of the loop
                 }
             }
+            Action::Verify(ticket) => {
+                // Other connections' finished requests may join this one's batch.
+                std::thread::yield_now();
+                if let Err(error) = session.verified(now(), block_on(ticket)) {
+                    tracing::error!(%error, "driver error; closing the connection");
+                    io.flush(&mut session)?;
+                    return Ok(());
+                }
+            }
             Action::Handle(handler) => {
                 let outcome = block_on(handler.instrument(session.span().clone()));
                 if let Err(error) = session.complete(now(), outcome) {

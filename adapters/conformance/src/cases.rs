@@ -867,6 +867,37 @@ pub fn pipelined_requests_in_order<H: Harness>() {
     stop_ok(running);
 }
 
+/// Requests completing together on many connections (verified as a batch by
+/// the adapters that batch), a third of them with bad signatures: each gets
+/// its own answer, and every connection goes on serving.
+pub fn concurrent_mixed_signatures<H: Harness>() {
+    let running = start::<H>(demo_service());
+    let good = Request::signed(fixtures::COMMAND_ECHO);
+    let forged = demo::sign(&demo::DEMO_SECRET_SEED, demo::DEMO_TIMESTAMP, b"{}");
+    let bad = good.clone().set("x-signature-ed25519", &forged);
+    let mut clients: Vec<Client> = (0..24).map(|_| connect(running.addr)).collect();
+    for round in 0..2 {
+        for (index, client) in clients.iter_mut().enumerate() {
+            let request = if (index + round) % 3 == 0 {
+                &bad
+            } else {
+                &good
+            };
+            client.send(&request.to_bytes()).expect("send a request");
+        }
+        for (index, client) in clients.iter_mut().enumerate() {
+            let response = client.response().expect("a response");
+            if (index + round) % 3 == 0 {
+                assert_text(&response, 401, "Invalid request signature");
+            } else {
+                assert_json(&response, &message(ECHO_TEXT));
+            }
+        }
+    }
+    drop(clients);
+    stop_ok(running);
+}
+
 /// `Expect: 100-continue`: `100 Continue` before the body is sent, then 200.
 pub fn expect_100_continue<H: Harness>() {
     let running = start::<H>(demo_service());

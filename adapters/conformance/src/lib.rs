@@ -142,6 +142,7 @@ macro_rules! suite {
             demo_modal,
             unknown_command,
             pipelined_requests_in_order,
+            concurrent_mixed_signatures,
             expect_100_continue,
             chunked_request_body,
             body_timeout_408,

@@ -607,6 +607,14 @@ async fn serve_connection(
                     }
                 }
             }
+            Action::Verify(ticket) => {
+                // Other connections' finished requests join this one's batch.
+                futures_lite::future::yield_now().await;
+                if let Err(error) = session.verified(now(), ticket.await) {
+                    tracing::error!(%error, "driver error");
+                    break;
+                }
+            }
             Action::Handle(handler) => {
                 let outcome = handler.instrument(session.span().clone()).await;
                 if let Err(error) = session.complete(now(), outcome) {

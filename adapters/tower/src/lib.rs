@@ -380,7 +380,16 @@ impl Inner {
                 };
             }
         }
-        match exchange.finish(unix_secs()) {
+        let finished = match exchange.end() {
+            Err(immediate) => Finished::Respond(immediate),
+            Ok(signed) => {
+                let ticket = signed.enqueue(unix_secs());
+                // Other requests' finished bodies join this one's batch.
+                tokio::task::yield_now().await;
+                ticket.await
+            }
+        };
+        match finished {
             Finished::Respond(immediate) => plain(immediate.into_response()),
             Finished::Dispatch(dispatch) => {
                 record_dispatch(span, &dispatch);

@@ -233,8 +233,23 @@ impl Exchange {
     /// the interaction and pick its handler.
     ///
     /// `now_unix_secs` is the current Unix time in seconds; it is only read
-    /// when a timestamp window is configured.
+    /// when a timestamp window is configured. Drivers serving many
+    /// connections use [`end`](Self::end) instead, to verify signatures in
+    /// batches.
     pub fn finish(self, now_unix_secs: u64) -> Finished {
+        match self.end() {
+            Ok(signed) => signed.verify(now_unix_secs),
+            Err(immediate) => Finished::Respond(immediate),
+        }
+    }
+
+    /// End of body, leaving the signature check to the caller (the **Signed**
+    /// state): [`Signed::verify`] on its own, or [`Signed::enqueue`] to be
+    /// verified together with other connections' requests.
+    ///
+    /// # Errors
+    /// [`Rejection::EmptyBody`] (400) for an empty body.
+    pub fn end(self) -> Result<Signed, Immediate> {
         let Self {
             endpoint,
             signature,
@@ -242,36 +257,109 @@ impl Exchange {
             body,
             ..
         } = self;
-        let config = endpoint.config();
-        let verifier = config.verifier();
-        let (verified, body) = match body {
-            BodyBuffer::Empty => return reject_unauthenticated(Rejection::EmptyBody),
-            BodyBuffer::One(body) => (
-                verifier.verify(timestamp.as_bytes(), &body, &signature),
-                body,
-            ),
-            BodyBuffer::Many(message) => {
-                let verified = verifier.verify_message(&message, &signature);
-                (verified, message.freeze().slice(timestamp.len()..))
+        let timestamp_len = timestamp.len();
+        let message = match body {
+            BodyBuffer::Empty => return Err(refuse_unauthenticated(Rejection::EmptyBody)),
+            // Verification needs `timestamp ‖ body` in one piece (ed25519-dalek
+            // verifies strictly only over a contiguous message).
+            BodyBuffer::One(body) => {
+                let mut message = BytesMut::with_capacity(timestamp_len + body.len());
+                message.extend_from_slice(timestamp.as_bytes());
+                message.extend_from_slice(&body);
+                message.freeze()
             }
+            BodyBuffer::Many(message) => message.freeze(),
         };
-        if verified.is_err() {
+        Ok(Signed {
+            endpoint,
+            signature,
+            timestamp_len,
+            message,
+        })
+    }
+}
+
+/// The **Signed** state: a complete body whose signature is not checked yet.
+///
+/// Verify it alone with [`verify`](Self::verify), or hand it to the
+/// endpoint's [`VerifyQueue`](super::VerifyQueue) with
+/// [`enqueue`](Self::enqueue) so requests that complete together are verified
+/// as one batch (about half the CPU per signature).
+pub struct Signed {
+    endpoint: Endpoint,
+    signature: [u8; 64],
+    timestamp_len: usize,
+    /// `timestamp ‖ body`, the signed message.
+    message: Bytes,
+}
+
+impl std::fmt::Debug for Signed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signed")
+            .field("body_len", &(self.message.len() - self.timestamp_len))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signed {
+    /// Verify the signature on its own, then continue as [`Exchange::finish`].
+    pub fn verify(self, now_unix_secs: u64) -> Finished {
+        let verified = self
+            .endpoint
+            .config()
+            .verifier()
+            .verify_message(&self.message, &self.signature);
+        self.conclude(verified.is_ok(), now_unix_secs)
+    }
+
+    /// Join the endpoint's batch of requests awaiting verification; the
+    /// [`Ticket`](super::Ticket) resolves to what [`verify`](Self::verify)
+    /// would have returned.
+    pub fn enqueue(self, now_unix_secs: u64) -> super::Ticket {
+        super::VerifyQueue::submit(self.endpoint.clone(), self, now_unix_secs)
+    }
+
+    pub(super) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    pub(super) fn message(&self) -> &[u8] {
+        &self.message
+    }
+
+    pub(super) fn signature(&self) -> &[u8; 64] {
+        &self.signature
+    }
+
+    /// The rest of the checks, once the signature's fate is known.
+    pub(super) fn conclude(self, verified: bool, now_unix_secs: u64) -> Finished {
+        if !verified {
             return reject_unauthenticated(Rejection::InvalidSignature);
         }
+        let config = self.endpoint.config();
         if let Some(window) = config.timestamp_window
-            && !within_window(timestamp.as_bytes(), now_unix_secs, window.as_secs())
+            && !within_window(
+                &self.message[..self.timestamp_len],
+                now_unix_secs,
+                window.as_secs(),
+            )
         {
             return reject_unauthenticated(Rejection::TimestampOutsideWindow);
         }
-        endpoint.dispatch(body)
+        self.endpoint
+            .dispatch(self.message.slice(self.timestamp_len..))
     }
 }
 
 fn reject_unauthenticated(rejection: Rejection) -> Finished {
+    Finished::Respond(refuse_unauthenticated(rejection))
+}
+
+fn refuse_unauthenticated(rejection: Rejection) -> Immediate {
     // Discord probes endpoints with bad signatures, and anyone can send
     // these: never more than a debug line.
     tracing::debug!(status = rejection.status().as_u16(), %rejection, "refused interaction request");
-    Finished::Respond(Immediate::Rejected(rejection))
+    Immediate::Rejected(rejection)
 }
 
 fn reject_authentic(rejection: Rejection) -> Finished {

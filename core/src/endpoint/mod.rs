@@ -9,7 +9,8 @@
 //! | state | value | next step |
 //! |---|---|---|
 //! | Head | [`Endpoint`] + `http::request::Parts` | [`Endpoint::begin`] → [`Exchange`] or [`Rejection`] |
-//! | Body | [`Exchange`] | [`Exchange::push`] each chunk (→ `Exchange` or 413 [`Rejection`]); at the end [`Exchange::finish`]`(now)` → [`Finished`] |
+//! | Body | [`Exchange`] | [`Exchange::push`] each chunk (→ `Exchange` or 413 [`Rejection`]); at the end [`Exchange::finish`]`(now)` → [`Finished`], or [`Exchange::end`] → [`Signed`] |
+//! | Signed | [`Signed`] | [`Signed::verify`]`(now)` → [`Finished`], or [`Signed::enqueue`]`(now)` → a [`Ticket`] that resolves to it, verified in a batch with other requests |
 //! | Respond now | [`Finished::Respond`]`(`[`Immediate`]`)` | [`Immediate::into_response`] (rejections and PONG) |
 //! | Dispatch | [`Finished::Dispatch`]`(`[`Dispatch`]`)` | [`Dispatch::start`] → ([`Responding`], [`HandlerFuture`]) |
 //! | Responding | [`Responding`] | await the `HandlerFuture`, then [`Responding::complete`]`(outcome)` → [`Completed`] |
@@ -103,6 +104,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod batch;
 mod config;
 mod exchange;
 mod handlers;
@@ -113,8 +115,11 @@ mod response;
 
 use std::sync::Arc;
 
+pub use batch::{BatchStats, FALLBACK_SIGNATURES, MAX_BATCH, Ticket, VerifyQueue};
 pub use config::{DEFAULT_MAX_BODY_SIZE, EndpointConfig, InvalidSignature, KeyError, Verifier};
-pub use exchange::{Completed, Dispatch, Exchange, Finished, HandlerFuture, Immediate, Responding};
+pub use exchange::{
+    Completed, Dispatch, Exchange, Finished, HandlerFuture, Immediate, Responding, Signed,
+};
 pub use handlers::{
     AlreadySet, BoxFuture, Context, Handler, HandlerError, HandlerResult, Handlers,
     InteractionKind, OnConflict,
@@ -137,6 +142,7 @@ pub struct Endpoint {
 struct Shared {
     config: EndpointConfig,
     handlers: Handlers,
+    verify_queue: VerifyQueue,
 }
 
 impl Endpoint {
@@ -144,7 +150,11 @@ impl Endpoint {
     #[must_use]
     pub fn new(config: EndpointConfig, handlers: Handlers) -> Self {
         Self {
-            shared: Arc::new(Shared { config, handlers }),
+            shared: Arc::new(Shared {
+                config,
+                handlers,
+                verify_queue: VerifyQueue::default(),
+            }),
         }
     }
 
@@ -158,5 +168,11 @@ impl Endpoint {
     #[must_use]
     pub fn handlers(&self) -> &Handlers {
         &self.shared.handlers
+    }
+
+    /// The requests awaiting batch verification (shared by every clone).
+    #[must_use]
+    pub fn verify_queue(&self) -> &VerifyQueue {
+        &self.shared.verify_queue
     }
 }

@@ -1,0 +1,321 @@
+//! Batch signature verification across requests.
+//!
+//! Ed25519 verification is nearly all the CPU an interaction costs. Checking
+//! `n` signatures as one random linear combination costs about half as much
+//! per signature as `n` single checks once `n` reaches 8–16, so under load the
+//! requests that complete in the same wake-up of a server are verified
+//! together.
+//!
+//! Every connection of an [`Endpoint`] shares its [`VerifyQueue`]. A driver
+//! [`enqueue`](super::Signed::enqueue)s its request, lets the other ready
+//! connections run once (so their requests join the queue), then awaits the
+//! [`Ticket`]. The first ticket polled drains the queue and verifies what it
+//! found; tickets whose request another one took wait for it. No thread,
+//! timer or runtime is involved: whoever polls does the work.
+//!
+//! # Same answers as `verify_strict`
+//! A batch is accepted only if every signature in it passes the checks
+//! `verify_strict` makes cheaply (canonical `s`, canonical `R` that is not of
+//! small order; the key is checked once when the [`Verifier`] is built) and
+//! the combined equation holds. If it does not, each signature is verified
+//! on its own with `verify_strict`, so a bad signature fails only its own
+//! request, and the next [`FALLBACK_SIGNATURES`] are verified singly so a
+//! stream of bad signatures cannot make every batch do its work twice.
+//!
+//! One case differs only for the holder of the private key: a signature
+//! whose `R` has a torsion component passes the batch equation with
+//! probability up to ½ but always fails `verify_strict`. Making it requires
+//! the key, which only Discord has, so peers cannot use it; detecting it
+//! exactly would cost as much as a single verification per signature.
+//!
+//! [`Verifier`]: super::Verifier
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use curve25519_dalek::constants::EIGHT_TORSION;
+use ed25519_dalek::{Signature, VerifyingKey};
+
+use super::Endpoint;
+use super::exchange::{Finished, Signed};
+
+/// The most signatures verified in one batch: beyond this the saving per
+/// signature is flat while the wait of the first request keeps growing.
+pub const MAX_BATCH: usize = 64;
+
+/// After a batch fails, how many signatures are verified singly before
+/// batching again.
+pub const FALLBACK_SIGNATURES: u32 = 32;
+
+/// Counters of a [`VerifyQueue`], for benchmarks and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchStats {
+    /// Batches verified with the combined equation.
+    pub batches: u64,
+    /// Signatures accepted through a combined equation.
+    pub batched_signatures: u64,
+    /// Signatures verified on their own with `verify_strict`.
+    pub single_signatures: u64,
+    /// Batches whose combined equation failed (each signature was then
+    /// verified on its own).
+    pub failed_batches: u64,
+}
+
+/// The requests of one endpoint awaiting signature verification; see the
+/// [module docs](self).
+#[derive(Default)]
+pub struct VerifyQueue {
+    pending: Mutex<Vec<Pending>>,
+    /// Signatures still to verify singly after a failed batch.
+    single_left: AtomicU32,
+    batches: AtomicU64,
+    batched_signatures: AtomicU64,
+    single_signatures: AtomicU64,
+    failed_batches: AtomicU64,
+}
+
+impl std::fmt::Debug for VerifyQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyQueue")
+            .field("pending", &lock(&self.pending).len())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+struct Pending {
+    signed: Signed,
+    now_unix_secs: u64,
+    slot: Arc<Slot>,
+}
+
+impl VerifyQueue {
+    /// Queue `signed` (verified at `now_unix_secs`, for the timestamp window).
+    pub(super) fn submit(endpoint: Endpoint, signed: Signed, now_unix_secs: u64) -> Ticket {
+        let slot = Arc::new(Slot::default());
+        lock(&endpoint.verify_queue().pending).push(Pending {
+            signed,
+            now_unix_secs,
+            slot: Arc::clone(&slot),
+        });
+        Ticket { endpoint, slot }
+    }
+
+    /// Verify up to [`MAX_BATCH`] queued requests now and resolve their
+    /// tickets; returns how many were verified.
+    pub fn run(&self) -> usize {
+        let batch: Vec<Pending> = {
+            let mut pending = lock(&self.pending);
+            let take = pending.len().min(MAX_BATCH);
+            pending.drain(..take).collect()
+        };
+        let count = batch.len();
+        if count == 0 {
+            return 0;
+        }
+        let verified = self.verify(&batch);
+        for (pending, verified) in batch.into_iter().zip(verified) {
+            let finished = pending.signed.conclude(verified, pending.now_unix_secs);
+            pending.slot.fill(finished);
+        }
+        count
+    }
+
+    /// What the queue has done so far.
+    #[must_use]
+    pub fn stats(&self) -> BatchStats {
+        BatchStats {
+            batches: self.batches.load(Ordering::Relaxed),
+            batched_signatures: self.batched_signatures.load(Ordering::Relaxed),
+            single_signatures: self.single_signatures.load(Ordering::Relaxed),
+            failed_batches: self.failed_batches.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether each request's signature verifies, in order.
+    fn verify(&self, batch: &[Pending]) -> Vec<bool> {
+        let mut verified = vec![false; batch.len()];
+        // Signatures the combined equation may decide: a real key (not the
+        // fuzzing verifier) and an `R` that passes the cheap strict checks.
+        let mut candidates = Vec::with_capacity(batch.len());
+        let mut single = Vec::new();
+        for (index, pending) in batch.iter().enumerate() {
+            match pending
+                .signed
+                .endpoint()
+                .config()
+                .verifier()
+                .verifying_key()
+            {
+                Some(key) if plausible_r(pending.signed.signature()) => {
+                    candidates.push((index, *key));
+                }
+                _ => single.push(index),
+            }
+        }
+        if candidates.len() >= 2 && !self.take_single_turn(candidates.len()) {
+            let messages: Vec<&[u8]> = candidates
+                .iter()
+                .map(|&(index, _)| batch[index].signed.message())
+                .collect();
+            let signatures: Vec<Signature> = candidates
+                .iter()
+                .map(|&(index, _)| Signature::from_bytes(batch[index].signed.signature()))
+                .collect();
+            let keys: Vec<VerifyingKey> = candidates.iter().map(|&(_, key)| key).collect();
+            self.batches.fetch_add(1, Ordering::Relaxed);
+            if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+                self.batched_signatures
+                    .fetch_add(candidates.len() as u64, Ordering::Relaxed);
+                for &(index, _) in &candidates {
+                    verified[index] = true;
+                }
+            } else {
+                self.failed_batches.fetch_add(1, Ordering::Relaxed);
+                self.single_left
+                    .store(FALLBACK_SIGNATURES, Ordering::Relaxed);
+                // Anyone can send a bad signature: never more than a debug line.
+                tracing::debug!(
+                    size = candidates.len(),
+                    "signature batch failed; verifying each on its own"
+                );
+                single.extend(candidates.iter().map(|&(index, _)| index));
+            }
+        } else {
+            single.extend(candidates.iter().map(|&(index, _)| index));
+        }
+        self.single_signatures
+            .fetch_add(single.len() as u64, Ordering::Relaxed);
+        for index in single {
+            let signed = &batch[index].signed;
+            verified[index] = signed
+                .endpoint()
+                .config()
+                .verifier()
+                .verify_message(signed.message(), signed.signature())
+                .is_ok();
+        }
+        verified
+    }
+
+    /// Whether these `count` signatures must be verified singly because a
+    /// recent batch failed; counts them off if so.
+    fn take_single_turn(&self, count: usize) -> bool {
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        self.single_left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                (left > 0).then(|| left.saturating_sub(count))
+            })
+            .is_ok()
+    }
+}
+
+/// The cheap part of `verify_strict`'s checks on `R` (the first half of the
+/// signature): a canonical encoding (`y < p`) of a point that is not of small
+/// order. Decompression and the rest are left to the combined equation.
+fn plausible_r(signature: &[u8; 64]) -> bool {
+    let mut r = [0_u8; 32];
+    r.copy_from_slice(&signature[..32]);
+    canonical_y(&r) && !SMALL_ORDER.iter().any(|small| same_y(small, &r))
+}
+
+/// Whether the 255-bit little-endian `y` of an encoded point is below
+/// p = 2²⁵⁵ − 19.
+fn canonical_y(encoded: &[u8; 32]) -> bool {
+    let top = encoded[31] & 0x7f;
+    !(top == 0x7f && encoded[1..31].iter().all(|&b| b == 0xff) && encoded[0] >= 0xed)
+}
+
+/// Equal `y` (the sign bit of `x` ignored: the negation of a small-order
+/// point is one too, and `x = 0` points decode whatever the sign bit says).
+fn same_y(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a[..31] == b[..31] && a[31] & 0x7f == b[31] & 0x7f
+}
+
+/// The canonical encodings of the eight points of small order.
+static SMALL_ORDER: LazyLock<[[u8; 32]; 8]> =
+    LazyLock::new(|| EIGHT_TORSION.map(|point| point.compress().to_bytes()));
+
+/// A request's place in the [`VerifyQueue`]: resolves to its [`Finished`].
+///
+/// Polling it verifies the queued batch if nobody has taken this request yet.
+/// A driver that wants batching lets other connections run once between
+/// [`Signed::enqueue`] and the first poll (e.g. `yield_now().await`).
+#[must_use = "a ticket does nothing unless polled"]
+pub struct Ticket {
+    endpoint: Endpoint,
+    slot: Arc<Slot>,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket").finish_non_exhaustive()
+    }
+}
+
+impl Future for Ticket {
+    type Output = Finished;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished> {
+        let this = self.get_mut();
+        if let Some(finished) = this.slot.take(cx.waker()) {
+            return Poll::Ready(finished);
+        }
+        this.endpoint.verify_queue().run();
+        match this.slot.take(cx.waker()) {
+            Some(finished) => Poll::Ready(finished),
+            // Another ticket's poll took this request and is verifying it;
+            // it wakes this one when done.
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// Where a verified request's result waits for its ticket.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+enum SlotState {
+    #[default]
+    Waiting,
+    Parked(Waker),
+    Done(Finished),
+    Taken,
+}
+
+impl Slot {
+    fn fill(&self, finished: Finished) {
+        let previous = std::mem::replace(&mut *lock(&self.state), SlotState::Done(finished));
+        if let SlotState::Parked(waker) = previous {
+            waker.wake();
+        }
+    }
+
+    /// The result if it is there, else registers `waker` for it.
+    fn take(&self, waker: &Waker) -> Option<Finished> {
+        let mut state = lock(&self.state);
+        match std::mem::replace(&mut *state, SlotState::Taken) {
+            SlotState::Done(finished) => Some(finished),
+            SlotState::Waiting | SlotState::Parked(_) => {
+                *state = SlotState::Parked(waker.clone());
+                None
+            }
+            // Polled after completion: stays pending, as futures may.
+            SlotState::Taken => None,
+        }
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the
+/// data (a queue, a slot) is still consistent, since no code here panics
+/// mid-update.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
