@@ -81,7 +81,7 @@ pub const DEFAULT_INLINE_FILES_LIMIT: u64 = 150_000;
 /// everything off; [`ReplyRouting::enabled`] uses the documented defaults.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplyRouting {
-    /// Defer a handler still running this long after its request was read (`None`:
+    /// Defer a handler still running this long after its request's head arrived (`None`:
     /// never defer).
     pub defer_after: Option<Duration>,
     /// Send a reply whose files total more than this many bytes through the callback
@@ -205,7 +205,6 @@ impl Target {
 
     /// Sends a complete `reply` through `POST /interactions/{id}/{token}/callback`
     /// instead of the HTTP answer (which must then be [`accepted`]).
-    #[must_use]
     pub fn callback_reply(&self, reply: Reply) -> RestReply {
         let (payload, files, after) = reply.into_parts();
         let json = match payload {
@@ -331,7 +330,6 @@ impl Deferred {
 
     /// The REST requests that deliver the handler's late `outcome`, in order (see the
     /// table in the [module docs](self)). Failures are logged here.
-    #[must_use]
     pub fn late_reply(&self, outcome: HandlerResult) -> RestReply {
         let kind = self.target.kind;
         match outcome {

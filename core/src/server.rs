@@ -268,7 +268,10 @@ impl Session {
                             }
                             Finished::Dispatch(dispatch) => {
                                 record_dispatch(&self.span, &dispatch);
-                                self.routing.dispatched(dispatch.context(), now.instant);
+                                self.routing.dispatched(
+                                    dispatch.context(),
+                                    self.started.unwrap_or(now.instant),
+                                );
                                 let (responding, handler) = dispatch.start();
                                 self.stage = Stage::Handling(responding);
                                 return Action::Handle(handler);

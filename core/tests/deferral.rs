@@ -319,3 +319,39 @@ fn token_of(body: &[u8]) -> String {
     let value: serde_json::Value = serde_json::from_slice(body).unwrap();
     value["token"].as_str().unwrap().to_owned()
 }
+
+#[test]
+fn modal_is_deferred_with_5_or_with_6_when_submitted_from_a_message() {
+    let mut s = session(common::endpoint(), ReplyRouting::enabled());
+    let at = now();
+    let handler = dispatch(&mut s, &fixture("modal"), at);
+    assert_eq!(s.defer(at).unwrap().kind(), DeferredKind::Message);
+    assert_eq!(transmit(&mut s), DEFERRED_5);
+    s.complete(at, futures::executor::block_on(handler))
+        .unwrap();
+    let reply = s.poll_rest_reply().unwrap();
+    assert!(matches!(
+        reply.requests.as_slice(),
+        [RestCall::EditOriginal(_)]
+    ));
+
+    // The same modal, submitted from a component's message: 6, and its new message is
+    // a follow-up (the original response is the component's message).
+    let mut modal: serde_json::Value = serde_json::from_slice(&fixture("modal")).unwrap();
+    let component: serde_json::Value = serde_json::from_slice(&fixture("component")).unwrap();
+    modal["message"] = component["message"].clone();
+    let body = serde_json::to_vec(&modal).unwrap();
+    let handler = dispatch(&mut s, &body, at);
+    assert_eq!(s.defer(at).unwrap().kind(), DeferredKind::Update);
+    assert_eq!(transmit(&mut s), DEFERRED_6);
+    s.complete(at, futures::executor::block_on(handler))
+        .unwrap();
+    let reply = s.poll_rest_reply().unwrap();
+    let [RestCall::CreateFollowup(followup)] = reply.requests.as_slice() else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(
+        json_of(followup.body())["content"],
+        "submitted feedback_modal"
+    );
+}

@@ -410,6 +410,7 @@ async fn slow_command_is_deferred_and_its_reply_patches_the_original() {
     // The same connection serves the next request.
     let answer = post(&mut client, fixtures::PING).await;
     assert_eq!(answer.body, br#"{"type":1}"#);
+    drop(client);
     running.stop().await;
 }
 
@@ -425,6 +426,7 @@ async fn slow_component_is_deferred_with_type_6() {
     assert_eq!(requests[0].method, "PATCH");
     assert!(requests[0].path.ends_with("/messages/@original"));
     assert_eq!(json(&requests[0].body)["content"], "updated late");
+    drop(client);
     running.stop().await;
 }
 
@@ -444,6 +446,7 @@ async fn autocomplete_is_never_deferred() {
         post(&mut client, fixtures::PING).await.body,
         br#"{"type":1}"#
     );
+    drop(client);
     running.stop().await;
     assert!(mock.requests().is_empty(), "{:?}", mock.requests());
 }
@@ -459,6 +462,7 @@ async fn handler_error_after_deferral_deletes_the_deferred_message() {
     let requests = mock.wait_for(1).await;
     assert_eq!(requests[0].method, "DELETE");
     assert!(requests[0].path.ends_with("/messages/@original"));
+    drop(client);
     running.stop().await;
     assert_eq!(mock.requests().len(), 1);
 }
@@ -506,6 +510,7 @@ async fn oversized_file_goes_through_the_callback_endpoint() {
     let body = String::from_utf8_lossy(&callback.body);
     assert!(body.contains(r#""type":4"#), "payload_json");
     assert!(body.contains(r#""content":"big file""#));
+    drop(client);
     running.stop().await;
 }
 
