@@ -7,12 +7,14 @@
 //! - [`multipart`]: the `multipart/form-data` encoder for replies with files.
 //! - [`lifespan`]: the startup/shutdown state machine.
 //! - [`rest`]: the Discord REST client rules (routes, auth, rate limits, retries), sans-IO.
+//! - [`deferral`]: replies through REST (automatic deferral, oversized files), sans-IO.
 //! - [`service`]: what an adapter serves (endpoint, lifespan, options).
 //! - [`server`]: one served connection, [`http1`] wired to [`endpoint`], which every
 //!   socket-based adapter drives with the same loop.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod deferral;
 pub mod endpoint;
 pub mod http1;
 pub mod lifespan;

@@ -162,6 +162,7 @@ pub struct Session {
     after: Option<BoxFuture<()>>,
     span: tracing::Span,
     started: Option<Instant>,
+    routing: crate::deferral::Routing,
 }
 
 impl std::fmt::Debug for Session {
@@ -184,6 +185,7 @@ impl Session {
             after: None,
             span: tracing::Span::none(),
             started: None,
+            routing: crate::deferral::Routing::default(),
         }
     }
 
@@ -251,6 +253,8 @@ impl Session {
             && let Stage::Dispatching(dispatch) = std::mem::replace(&mut self.stage, Stage::Idle)
         {
             record_dispatch(&self.span, &dispatch);
+            self.routing
+                .dispatched(dispatch.context(), self.started.unwrap_or(now.instant));
             let (responding, handler) = dispatch.start();
             self.stage = Stage::Handling(responding);
             return Action::Handle(handler);
@@ -339,6 +343,9 @@ impl Session {
 
     /// Turns the handler's outcome into the response.
     pub fn complete(&mut self, now: Now, outcome: HandlerResult) -> Result<(), DriverError> {
+        let Some(outcome) = self.complete_through_rest(now, outcome) else {
+            return Ok(());
+        };
         let Stage::Handling(responding) = std::mem::replace(&mut self.stage, Stage::Idle) else {
             return Err(DriverError::NotHandling);
         };
@@ -501,4 +508,108 @@ pub fn record_response(span: &tracing::Span, status: http::StatusCode, took: std
         "duration_us",
         u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
     );
+}
+
+/// Replies through REST: automatic deferral and oversized files (see [`crate::deferral`]).
+/// Drivers without a REST client never enable them, and nothing below then changes what
+/// a session does.
+///
+/// With routing enabled the loop gains two steps:
+///
+/// ```text
+/// Action::Handle(handler) => race handler against session.defer_deadline():
+///     deadline first  => session.defer(now); write session.poll_transmit() (the type 5/6
+///                        answer); keep awaiting the handler
+///     then            => session.complete(now, outcome)   // never a second HTTP answer
+///                        write session.poll_transmit(); then, for each
+///                        session.poll_rest_reply(): send its requests in order through
+///                        REST (spawned), then run its `after`
+/// ```
+impl Session {
+    /// Lets this session send replies through REST as `routing` says (off by default).
+    pub fn set_reply_routing(&mut self, routing: crate::deferral::ReplyRouting) {
+        self.routing.config = routing;
+    }
+
+    /// The reply routing in force.
+    #[must_use]
+    pub fn reply_routing(&self) -> crate::deferral::ReplyRouting {
+        self.routing.config
+    }
+
+    /// When the handler in flight is to be deferred with [`Session::defer`]: only while
+    /// a handler runs, deferral is enabled, it was not deferred yet and it is not an
+    /// autocomplete handler. Separate from [`Session::poll_timeout`], which is for
+    /// [`Action::Read`]; this one is for [`Action::Handle`].
+    #[must_use]
+    pub fn defer_deadline(&self) -> Option<Instant> {
+        match self.stage {
+            Stage::Handling(_) if self.routing.deferred.is_none() => self.routing.deadline,
+            _ => None,
+        }
+    }
+
+    /// Answers the request of the handler in flight with a deferred response (type 5,
+    /// or 6 for components; see [`crate::deferral`]) and queues it for
+    /// [`Session::poll_transmit`]. The handler keeps running: pass its outcome to
+    /// [`Session::complete`] as usual, which then writes nothing on the connection and
+    /// queues the late reply for [`Session::poll_rest_reply`]. May be called before the
+    /// deadline (e.g. on shutdown).
+    ///
+    /// # Errors
+    /// [`DeferError::Autocomplete`](crate::deferral::DeferError::Autocomplete);
+    /// [`DeferError::NotHandling`](crate::deferral::DeferError::NotHandling) when no
+    /// handler runs, it was already deferred, or routing is disabled.
+    pub fn defer(
+        &mut self,
+        now: Now,
+    ) -> Result<crate::deferral::Deferred, crate::deferral::DeferError> {
+        use crate::deferral::{DeferError, Deferred};
+        if !matches!(self.stage, Stage::Handling(_)) || self.routing.deferred.is_some() {
+            return Err(DeferError::NotHandling);
+        }
+        let Some(target) = self.routing.target.clone() else {
+            return Err(DeferError::NotHandling);
+        };
+        let deferred = Deferred::new(target)?;
+        tracing::debug!(parent: &self.span, kind = deferred.kind().type_number(), "deferring a slow handler");
+        self.stage = Stage::Idle;
+        self.respond(now, deferred.response(), None);
+        self.routing.deadline = None;
+        self.routing.deferred = Some(deferred.clone());
+        Ok(deferred)
+    }
+
+    /// The next reply to send through REST, if any (after [`Session::complete`]).
+    pub fn poll_rest_reply(&mut self) -> Option<crate::deferral::RestReply> {
+        self.routing.queue.pop_front()
+    }
+
+    /// The part of [`Session::complete`] that routes through REST: `None` when the
+    /// outcome was taken care of, else the outcome for the HTTP answer.
+    fn complete_through_rest(&mut self, now: Now, outcome: HandlerResult) -> Option<HandlerResult> {
+        if let Some(deferred) = self.routing.deferred.take() {
+            self.routing.target = None;
+            let reply = deferred.late_reply(outcome);
+            self.routing.queue.push_back(reply);
+            return None;
+        }
+        self.routing.deadline = None;
+        let target = self.routing.target.take();
+        let (Some(limit), Some(target), Stage::Handling(_)) =
+            (self.routing.config.inline_files_limit, target, &self.stage)
+        else {
+            return Some(outcome);
+        };
+        match outcome {
+            Ok(Some(reply)) if crate::deferral::files_exceed(&reply, limit) => {
+                self.stage = Stage::Idle;
+                tracing::debug!(parent: &self.span, "reply files over the inline limit: sending them through the callback endpoint");
+                self.respond(now, crate::deferral::accepted(), None);
+                self.routing.queue.push_back(target.callback_reply(reply));
+                None
+            }
+            outcome => Some(outcome),
+        }
+    }
 }

@@ -38,6 +38,13 @@
 //! | `add_startup_callback(cb)` / `add_shutdown_callback(cb)` | [`Bot::add_startup_callback`] / [`Bot::add_shutdown_callback`] (callbacks receive the [`Bot`]) |
 //! | `remove_*_callback` unknown → `ValueError` | [`UnknownCallback`] |
 //! | callback failure fails startup/shutdown | [`LifecycleError::Callback`] |
+//!
+//! # Replies through REST
+//! A bot's server defers slow handlers and sends oversized files through the callback
+//! endpoint (see [`yuyo_core::deferral`] and [the crate docs](crate#replies-through-rest)):
+//! [`BotBuilder::defer_after`] (default 2.5 s, [`DEFAULT_DEFER_AFTER`]) and
+//! [`BotBuilder::inline_files_limit`] (default 150 000 bytes,
+//! [`DEFAULT_INLINE_FILES_LIMIT`]); `None` turns either off.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -48,6 +55,7 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, watch};
+pub use yuyo_core::deferral::{DEFAULT_DEFER_AFTER, DEFAULT_INLINE_FILES_LIMIT, ReplyRouting};
 use yuyo_core::endpoint::{BoxFuture, Endpoint, EndpointConfig, Handlers, KeyError, Verifier};
 use yuyo_core::lifespan::CallbackError;
 use yuyo_core::rest::{
@@ -148,6 +156,7 @@ pub struct BotBuilder {
     endpoint_path: Option<String>,
     max_body_size: usize,
     executor: Option<Handle>,
+    routing: ReplyRouting,
 }
 
 impl BotBuilder {
@@ -162,7 +171,26 @@ impl BotBuilder {
             endpoint_path: None,
             max_body_size: 1024 * 1024,
             executor: None,
+            routing: ReplyRouting::enabled(),
         }
+    }
+
+    /// Defer a handler still running this long after its request arrived, and deliver
+    /// its reply through REST (default [`DEFAULT_DEFER_AFTER`], 2.5 s; `None`: never).
+    /// Keep it under Discord's 3 s.
+    #[must_use]
+    pub fn defer_after(mut self, after: Option<Duration>) -> Self {
+        self.routing.defer_after = after;
+        self
+    }
+
+    /// Send a reply whose files total more than this many bytes through the callback
+    /// endpoint instead of the HTTP answer (default [`DEFAULT_INLINE_FILES_LIMIT`];
+    /// `None`: always inline).
+    #[must_use]
+    pub fn inline_files_limit(mut self, bytes: Option<u64>) -> Self {
+        self.routing.inline_files_limit = bytes;
+        self
     }
 
     /// The token's type (default [`TokenType::Bot`]).
@@ -287,6 +315,7 @@ impl BotBuilder {
                 endpoint_path: self.endpoint_path,
                 max_body_size: self.max_body_size,
                 executor: self.executor,
+                routing: self.routing,
                 next_id: AtomicU64::new(0),
                 startup: Mutex::new(BTreeMap::new()),
                 shutdown: Mutex::new(BTreeMap::new()),
@@ -310,6 +339,7 @@ struct Inner {
     endpoint_path: Option<String>,
     max_body_size: usize,
     executor: Option<Handle>,
+    routing: ReplyRouting,
     next_id: AtomicU64,
     startup: Mutex<BTreeMap<BotCallbackId, BotCallback>>,
     shutdown: Mutex<BTreeMap<BotCallbackId, BotCallback>>,
@@ -370,6 +400,12 @@ impl Bot {
     #[must_use]
     pub fn executor(&self) -> Option<&Handle> {
         self.inner.executor.as_ref()
+    }
+
+    /// How the bot's server routes replies through REST.
+    #[must_use]
+    pub fn reply_routing(&self) -> ReplyRouting {
+        self.inner.routing
     }
 
     /// Whether the server's lifespan starts and stops the bot.
@@ -534,7 +570,8 @@ impl Bot {
                 async move { bot.do_close().await.map_err(CallbackError::new) }
             });
         }
-        let server = Server::new(service);
+        let server =
+            Server::new(service).with_rest_replies(self.inner.rest.clone(), self.inner.routing);
         Ok(match &self.inner.executor {
             Some(handle) => server.with_runtime(handle.clone()),
             None => server,

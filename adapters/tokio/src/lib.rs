@@ -27,6 +27,22 @@
 //! close after its request in flight, waits up to [`ServeOptions::grace_period`] for
 //! connections and after-response work (then cancels what is left), runs the shutdown
 //! callbacks and returns their result.
+//!
+//! # Replies through REST
+//! A server given a REST client with [`Server::with_rest_replies`] (the [`bot::Bot`]'s
+//! server is, by default) lets the core route replies through REST
+//! ([`yuyo_core::deferral`]):
+//! - **automatic deferral**: a handler still running at the deadline (default 2.5 s)
+//!   gets a deferred response (type 5, or 6 for components) written for it; the
+//!   connection keeps awaiting the handler, whose late reply is then sent through REST
+//!   (edit original response, …) in a spawned task, while the connection serves its next
+//!   request. Autocomplete handlers are never deferred.
+//! - **oversized files**: a reply whose files exceed the inline limit (default 150 000
+//!   bytes) is sent through `POST /interactions/{id}/{token}/callback` and the HTTP
+//!   request is answered `202 Accepted` with no body, as Discord documents.
+//!
+//! Spawned REST replies count as after-response work for shutdown. A plain [`Server`]
+//! has no REST client, so neither happens.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -48,6 +64,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
+use yuyo_core::deferral::{ReplyRouting, RestCall, RestReply};
 use yuyo_core::endpoint::Endpoint;
 use yuyo_core::http1;
 use yuyo_core::multipart::FileSource;
@@ -64,6 +81,7 @@ pub struct Server {
     service: Service,
     shutdown: CancellationToken,
     runtime: Option<Handle>,
+    rest: Option<(rest::RestClient, ReplyRouting)>,
 }
 
 /// Requests a graceful shutdown of a [`Server`]; cheap to clone and usable from any thread.
@@ -94,6 +112,7 @@ impl Server {
             service,
             shutdown: CancellationToken::new(),
             runtime: None,
+            rest: None,
         }
     }
 
@@ -124,6 +143,23 @@ impl Server {
         self
     }
 
+    /// Sends replies through `rest` as `routing` says: automatic deferral and oversized
+    /// files (see [the crate docs](crate#replies-through-rest)). Without it (the
+    /// default) every reply is the HTTP answer.
+    #[must_use]
+    pub fn with_rest_replies(mut self, rest: rest::RestClient, routing: ReplyRouting) -> Self {
+        self.rest = Some((rest, routing));
+        self
+    }
+
+    /// The reply routing in force ([`ReplyRouting::disabled`] without a REST client).
+    #[must_use]
+    pub fn reply_routing(&self) -> ReplyRouting {
+        self.rest
+            .as_ref()
+            .map_or(ReplyRouting::disabled(), |(_, routing)| *routing)
+    }
+
     /// Serves `listener` until shutdown; see the [crate docs](crate#serving).
     ///
     /// # Errors
@@ -135,6 +171,7 @@ impl Server {
             mut service,
             shutdown,
             runtime,
+            rest,
         } = self;
         service.startup().await?;
         let options = service.options().clone();
@@ -154,6 +191,7 @@ impl Server {
             force: CancellationToken::new(),
             tracker: TaskTracker::new(),
             runtime,
+            rest,
         });
 
         accept(&listener, &shared, options.max_connections).await;
@@ -189,6 +227,8 @@ struct Shared {
     /// Connections and after-response work.
     tracker: TaskTracker,
     runtime: Option<Handle>,
+    /// The REST client replies go through, and how.
+    rest: Option<(rest::RestClient, ReplyRouting)>,
 }
 
 impl Shared {
@@ -204,6 +244,19 @@ impl Shared {
         match &self.runtime {
             Some(runtime) => drop(self.tracker.spawn_on(task, runtime)),
             None => drop(self.tracker.spawn(task)),
+        }
+    }
+
+    /// Sends every reply the session queued for REST, each in its own task.
+    fn send_rest_replies(&self, session: &mut Session) {
+        while let Some(reply) = session.poll_rest_reply() {
+            match &self.rest {
+                Some((client, _)) => {
+                    let client = client.clone();
+                    self.spawn(send_rest_reply(client, reply).instrument(session.span().clone()));
+                }
+                None => tracing::error!("a reply went to REST without a REST client"),
+            }
         }
     }
 
@@ -254,6 +307,9 @@ async fn flush(stream: &mut TcpStream, session: &mut Session) -> io::Result<()> 
 /// The session loop of one connection (see [`yuyo_core::server`]).
 async fn serve_connection(shared: &Shared, mut stream: TcpStream, config: http1::Config) {
     let mut session = Session::new(shared.endpoint.clone(), config, Instant::now());
+    if let Some((_, routing)) = &shared.rest {
+        session.set_reply_routing(*routing);
+    }
     let shutdown = shared.shutdown.clone().cancelled_owned();
     tokio::pin!(shutdown);
     let mut closing = false;
@@ -319,10 +375,33 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream, config: http1:
             Action::Handle(handler) => {
                 let handler = handler.instrument(session.span().clone());
                 tokio::pin!(handler);
+                // The deferral deadline, when the core wants one (see `yuyo_core::deferral`).
+                let defer_at = session.defer_deadline();
+                let mut deferring = defer_at.is_some();
+                let defer = async move {
+                    match defer_at {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::pin!(defer);
                 let outcome = loop {
                     tokio::select! {
                         biased;
                         outcome = &mut handler => break outcome,
+                        () = &mut defer, if deferring => {
+                            deferring = false;
+                            match session.defer(now()) {
+                                Ok(_) => {
+                                    // The deferred answer goes out now; the handler goes on.
+                                    if let Err(error) = flush(&mut stream, &mut session).await {
+                                        tracing::debug!(%error, "connection write failed");
+                                        return;
+                                    }
+                                }
+                                Err(error) => tracing::debug!(%error, "handler not deferred"),
+                            }
+                        }
                         () = &mut shutdown, if !closing => {
                             closing = true;
                             session.close();
@@ -333,6 +412,14 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream, config: http1:
                     tracing::error!(%error, "session refused a handler outcome");
                     return;
                 }
+                // The HTTP answer (e.g. the 202 of a reply sent through the callback
+                // endpoint) goes out before the REST requests start.
+                if let Err(error) = flush(&mut stream, &mut session).await {
+                    tracing::debug!(%error, "connection write failed");
+                    shared.send_rest_replies(&mut session);
+                    return;
+                }
+                shared.send_rest_replies(&mut session);
             }
             Action::StreamFile(source) => {
                 if let Err(error) = stream_file(shared, &mut session, &mut stream, source).await {
@@ -403,5 +490,33 @@ async fn stream_file(
                 return Ok(());
             }
         }
+    }
+}
+
+/// Sends a reply's requests in order through `client`, stopping at the first failure
+/// (logged with the route template, never the token), then runs its `after` work.
+async fn send_rest_reply(client: rest::RestClient, reply: RestReply) {
+    let RestReply { requests, after } = reply;
+    for call in requests {
+        let route = call.route_key().clone();
+        let result = match call {
+            RestCall::CreateResponse(request) | RestCall::DeleteOriginal(request) => {
+                client.call(request).await.map(drop)
+            }
+            RestCall::EditOriginal(request) | RestCall::CreateFollowup(request) => {
+                client.call(request).await.map(drop)
+            }
+            _ => {
+                tracing::error!(%route, "yuyo-tokio cannot send this kind of REST reply");
+                break;
+            }
+        };
+        if let Err(error) = result {
+            tracing::error!(%route, %error, "could not deliver an interaction reply through REST");
+            break;
+        }
+    }
+    if let Some(after) = after {
+        after.await;
     }
 }

@@ -532,9 +532,20 @@ impl Transport {
         let result = tokio::time::timeout(read_timeout, async {
             let written = write_request(&mut stream, encoded).await;
             let mut reader = ResponseReader::new(self.settings.limits.clone(), method);
-            if let Err(error) = written {
+            match written {
+                Ok(()) => {}
                 // A server that answers early (e.g. 413) and closes is still heard.
-                tracing::debug!(%error, "request write failed");
+                Err(WriteError::Socket(error)) => {
+                    tracing::debug!(%error, "request write failed");
+                }
+                // The body cannot be completed: the request on the wire is broken, so the
+                // connection is dropped (never pooled) and nothing is read from it.
+                Err(WriteError::File(error)) => {
+                    return Err(SendFailure::new(
+                        TransportErrorKind::Io,
+                        format!("could not stream a request file: {error}"),
+                    ));
+                }
             }
             loop {
                 match reader.poll_response() {
@@ -584,7 +595,24 @@ impl Transport {
     }
 }
 
-async fn write_request(stream: &mut Stream, encoded: &EncodedRequest) -> io::Result<()> {
+/// Why a request could not be written.
+enum WriteError {
+    /// The socket failed.
+    Socket(io::Error),
+    /// A file of the body could not be read, or did not have its declared length.
+    File(io::Error),
+}
+
+impl From<io::Error> for WriteError {
+    fn from(error: io::Error) -> Self {
+        Self::Socket(error)
+    }
+}
+
+/// Writes the request, streaming the body's files from disk a chunk at a time (read on
+/// the blocking pool, [`glue::FILE_CHUNK`](crate::glue::FILE_CHUNK) bytes each, a couple
+/// of chunks ahead of the socket) so a file is never held whole.
+async fn write_request(stream: &mut Stream, encoded: &EncodedRequest) -> Result<(), WriteError> {
     stream.write_all(&encoded.head).await?;
     for segment in &encoded.body {
         match segment {
@@ -594,9 +622,35 @@ async fn write_request(stream: &mut Stream, encoded: &EncodedRequest) -> io::Res
                 }
             }
             Segment::File { source, .. } => {
-                let data = read_source(source).await?;
-                for piece in encoded.framing.frame(data) {
-                    stream.write_all(&piece).await?;
+                let (path, declared) = match source {
+                    FileSource::Path { path, len } => (path.clone(), *len),
+                    FileSource::Later { .. } => {
+                        return Err(WriteError::File(io::Error::other(
+                            "yuyo-tokio has no source for FileSource::Later files",
+                        )));
+                    }
+                };
+                let (tx, mut chunks) = tokio::sync::mpsc::channel(2);
+                drop(tokio::task::spawn_blocking(move || {
+                    crate::glue::read_file_chunks(&path, &tx);
+                }));
+                let mut supplied: u64 = 0;
+                while let Some(chunk) = chunks.recv().await {
+                    let chunk = chunk.map_err(WriteError::File)?;
+                    supplied += chunk.len() as u64;
+                    if declared.is_some_and(|declared| supplied > declared) {
+                        break;
+                    }
+                    for piece in encoded.framing.frame(chunk) {
+                        stream.write_all(&piece).await?;
+                    }
+                }
+                if let Some(declared) = declared
+                    && declared != supplied
+                {
+                    return Err(WriteError::File(io::Error::other(format!(
+                        "request file does not have its declared length of {declared} bytes"
+                    ))));
                 }
             }
         }
@@ -604,22 +658,8 @@ async fn write_request(stream: &mut Stream, encoded: &EncodedRequest) -> io::Res
     if let Some(end) = encoded.framing.end() {
         stream.write_all(&end).await?;
     }
-    stream.flush().await
-}
-
-async fn read_source(source: &FileSource) -> io::Result<Bytes> {
-    match source {
-        FileSource::Path { path, .. } => {
-            let path = path.clone();
-            let read = tokio::task::spawn_blocking(move || std::fs::read(path))
-                .await
-                .map_err(io::Error::other)??;
-            Ok(Bytes::from(read))
-        }
-        FileSource::Later { .. } => Err(io::Error::other(
-            "yuyo-tokio has no source for FileSource::Later files",
-        )),
-    }
+    stream.flush().await?;
+    Ok(())
 }
 
 fn pool_key(uri: &http::Uri) -> Option<PoolKey> {

@@ -30,6 +30,14 @@
 //! does not arrive in time is answered 408) apply; connection limits, head and idle
 //! timeouts and signals are the host's business.
 //!
+//! # Replies through REST
+//! This adapter has no REST client, so it neither defers slow handlers nor sends
+//! oversized files through the callback endpoint ([`yuyo_core::deferral`]): every reply is
+//! the HTTP answer, as with a plain `yuyo_tokio::Server`. A handler that may run past
+//! Discord's 3 s should answer [`Reply::deferred`](yuyo_core::endpoint::Reply::deferred)
+//! itself and finish through REST (e.g. in its `after` work); yuyo-tokio's `Bot` server
+//! does this automatically.
+//!
 //! # Mounting in axum
 //! ```ignore
 //! let interactions = yuyo_tower::InteractionService::new(service);
