@@ -24,6 +24,7 @@ pub mod client;
 pub mod demo;
 pub mod fixtures;
 mod gate;
+pub mod mock_discord;
 
 use std::net::{SocketAddr, TcpListener};
 
