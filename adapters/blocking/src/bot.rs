@@ -363,6 +363,12 @@ impl Bot {
         if !self.is_alive() {
             return Err(LifecycleError::NotRunning);
         }
+        self.closed();
+        Ok(())
+    }
+
+    /// Blocks until the bot is not running.
+    fn closed(&self) {
         let mut closed = lock(&self.inner.closed);
         while !*closed {
             closed = self
@@ -371,7 +377,6 @@ impl Bot {
                 .wait(closed)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        Ok(())
     }
 
     /// Starts the bot and blocks until it is closed.
@@ -380,7 +385,9 @@ impl Bot {
     /// As [`Bot::start`].
     pub fn run(&self) -> Result<(), LifecycleError> {
         self.start()?;
-        self.join()
+        // Not `join`: a close right after the start still ends this run normally.
+        self.closed();
+        Ok(())
     }
 
     /// A server for this bot: the key is found first (a failure is returned and nothing

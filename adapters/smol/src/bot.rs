@@ -381,10 +381,16 @@ impl Bot {
         if !self.is_alive() {
             return Err(LifecycleError::NotRunning);
         }
+        self.closed().await;
+        Ok(())
+    }
+
+    /// Resolves once the bot is not running.
+    async fn closed(&self) {
         loop {
             let listener = self.inner.closed_changed.listen();
             if self.inner.closed.load(Ordering::SeqCst) {
-                return Ok(());
+                return;
             }
             listener.await;
         }
@@ -396,7 +402,9 @@ impl Bot {
     /// As [`Bot::start`].
     pub async fn run(&self) -> Result<(), LifecycleError> {
         self.start().await?;
-        self.join().await
+        // Not `join`: a close right after the start still ends this run normally.
+        self.closed().await;
+        Ok(())
     }
 
     /// A server for this bot: the key is found first (a failure is returned and nothing

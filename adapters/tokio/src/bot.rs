@@ -379,9 +379,14 @@ impl Bot {
         if !self.is_alive() {
             return Err(LifecycleError::NotRunning);
         }
+        self.closed().await;
+        Ok(())
+    }
+
+    /// Resolves once the bot is not running.
+    async fn closed(&self) {
         let mut closed = self.inner.closed.subscribe();
         let _ = closed.wait_for(|&closed| closed).await;
-        Ok(())
     }
 
     /// Starts the bot and waits until it is closed.
@@ -390,7 +395,9 @@ impl Bot {
     /// As [`Bot::start`].
     pub async fn run(&self) -> Result<(), LifecycleError> {
         self.start().await?;
-        self.join().await
+        // Not `join`: a close right after the start still ends this run normally.
+        self.closed().await;
+        Ok(())
     }
 
     /// A server for this bot: the key is found first (a failure is returned and nothing
