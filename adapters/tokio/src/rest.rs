@@ -2,8 +2,10 @@
 //! TCP + TLS (`rustls`, webpki roots), with keep-alive connection reuse, timeouts and
 //! HTTP proxies (`CONNECT`, optional basic auth).
 //!
-//! Every HTTP/1.1 byte is produced and parsed by [`yuyo_core::http1::client`]; this
-//! module only moves bytes, waits and keeps connections.
+//! Every HTTP/1.1 byte is produced and parsed by [`yuyo_core::http1::client`]; settings,
+//! TLS configuration, the proxy handshake and the pool's rules come from
+//! [`yuyo_core::rest::transport`]. This module only moves bytes, waits and keeps
+//! connections.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
