@@ -14,6 +14,11 @@
 //! their response, and connections and after-response work get
 //! [`ServeOptions::grace_period`] to finish before the shutdown callbacks run.
 //!
+//! The [`bot`] module adds yuyo's `AsgiBot` on top: a [`bot::Bot`] holds a
+//! rate-limited Discord REST client ([`rest::RestClient`], `rustls` over
+//! `std::net::TcpStream`, keep-alive pool, timeouts, proxies) and is started and stopped
+//! by the server's lifespan (managed) or by hand with blocking `start`/`close`/`join`/`run`.
+//!
 //! ```no_run
 //! use yuyo_blocking::{Server, Service};
 //! # fn endpoint() -> yuyo_core::endpoint::Endpoint { unimplemented!() }
@@ -24,7 +29,9 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod bot;
 mod connection;
+pub mod rest;
 
 use std::collections::HashMap;
 use std::io;

@@ -4,6 +4,8 @@
 //!   and request signing.
 //! - [`fixtures`]: the Discord request bodies of `core/fixtures/interactions`.
 //! - [`client`]: a small, bounded HTTP/1.1 client over `std::net` for tests.
+//! - [`mock_discord`]: a scripted mock Discord REST server and a `CONNECT` proxy, for the
+//!   adapters' REST client and bot tests.
 //! - [`cases`]: the conformance cases, each generic over a [`Harness`];
 //!   [`suite!`] turns them into one `#[test]` each:
 //!
@@ -24,6 +26,7 @@ pub mod client;
 pub mod demo;
 pub mod fixtures;
 mod gate;
+pub mod mock_discord;
 
 use std::net::{SocketAddr, TcpListener};
 

@@ -8,7 +8,13 @@
 //!
 //! By default [`Server::serve`] runs its own executor on one thread per core
 //! ([`std::thread::available_parallelism`], see [`Server::with_threads`]);
-//! [`Server::serve_on`] spawns onto an executor the caller runs instead.
+//! [`Server::serve_on`] (or [`Server::with_executor`]) spawns onto an executor the
+//! caller runs instead.
+//!
+//! The [`bot`] module adds yuyo's `AsgiBot` on top: a [`bot::Bot`] holds a rate-limited
+//! Discord REST client ([`rest::RestClient`], `futures-rustls` over `async-net`,
+//! keep-alive pool, [`Timer`] timeouts, proxies) and is started and stopped by the
+//! server's lifespan (managed) or by hand with async `start`/`close`/`join`/`run`.
 //!
 //! ```no_run
 //! use yuyo_core::endpoint::{Endpoint, EndpointConfig, Handlers, Reply, Verifier};
@@ -53,6 +59,9 @@ use yuyo_core::multipart::FileSource;
 use yuyo_core::server::{Action, Now, Session};
 
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
+
+pub mod bot;
+pub mod rest;
 
 /// Largest piece of a reply file read (on the blocking pool) and written at once.
 const FILE_CHUNK: usize = 64 * 1024;
@@ -119,6 +128,7 @@ pub struct Server {
     service: Service,
     threads: NonZeroUsize,
     shutdown: ShutdownHandle,
+    executor: Option<Arc<Executor<'static>>>,
 }
 
 impl Server {
@@ -129,6 +139,7 @@ impl Server {
             service,
             threads,
             shutdown: ShutdownHandle::default(),
+            executor: None,
         }
     }
 
@@ -137,6 +148,14 @@ impl Server {
     #[must_use]
     pub fn with_threads(mut self, threads: NonZeroUsize) -> Self {
         self.threads = threads;
+        self
+    }
+
+    /// Makes [`Server::serve`] spawn onto `executor`, which the caller runs (yuyo's
+    /// `executor`), instead of running its own threads.
+    #[must_use]
+    pub fn with_executor(mut self, executor: Arc<Executor<'static>>) -> Self {
+        self.executor = Some(executor);
         self
     }
 
@@ -162,9 +181,13 @@ impl Server {
     }
 
     /// Serves `listener` on the server's own executor, run on [`Server::threads`] threads
-    /// (the accept loop runs in the caller's task). Runs the startup callbacks first, and
+    /// (the accept loop runs in the caller's task), or on the one given to
+    /// [`Server::with_executor`]. Runs the startup callbacks first, and
     /// the shutdown callbacks after a graceful shutdown.
-    pub async fn serve(self, listener: TcpListener) -> Result<(), ServeError> {
+    pub async fn serve(mut self, listener: TcpListener) -> Result<(), ServeError> {
+        if let Some(executor) = self.executor.take() {
+            return self.serve_on(&executor, listener).await;
+        }
         let executor = Arc::new(Executor::new());
         let workers = Workers::start(&executor, self.threads.get())?;
         let result = self.serve_on(&executor, listener).await;

@@ -46,101 +46,27 @@
 //! [`BotBuilder::inline_files_limit`] (default 150 000 bytes,
 //! [`DEFAULT_INLINE_FILES_LIMIT`]); `None` turns either off.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, watch};
 pub use yuyo_core::deferral::{DEFAULT_DEFER_AFTER, DEFAULT_INLINE_FILES_LIMIT, ReplyRouting};
-use yuyo_core::endpoint::{BoxFuture, Endpoint, EndpointConfig, Handlers, KeyError, Verifier};
+use yuyo_core::endpoint::{BoxFuture, Endpoint, Handlers, KeyError, Verifier};
 use yuyo_core::lifespan::CallbackError;
+use yuyo_core::rest::bot::{BotCallbacks, BotEndpoint, discovered_verifier, public_key_of};
 use yuyo_core::rest::{
-    Begin, ConfigError, KeyDiscovery, KeyDiscoveryError, RestConfig, RestConfigBuilder,
-    TokenStrategy, TokenType,
+    Begin, KeyDiscovery, RestConfig, RestConfigBuilder, TokenStrategy, TokenType,
 };
 
-use crate::rest::{HttpSettings, ProxySettings, RestClient, TransportSetupError};
+pub use yuyo_core::rest::bot::{BotCallbackId, BotError, LifecycleError, UnknownCallback};
+pub use yuyo_core::rest::{ConfigError, KeyDiscoveryError};
+
+use crate::rest::{HttpSettings, ProxySettings, RestClient};
 use crate::{Server, Service};
-
-/// Why a bot could not be built or served.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum BotError {
-    /// Contradictory or unusable REST settings (yuyo's `ValueError`).
-    Config(ConfigError),
-    /// The public key given is not a usable key (bad hex, wrong length, bad point).
-    PublicKey(KeyError),
-    /// The transport (TLS) could not be set up.
-    Transport(TransportSetupError),
-    /// Starting or stopping failed.
-    Lifecycle(LifecycleError),
-}
-
-impl fmt::Display for BotError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Config(e) => e.fmt(f),
-            Self::PublicKey(e) => e.fmt(f),
-            Self::Transport(e) => e.fmt(f),
-            Self::Lifecycle(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for BotError {}
-
-/// yuyo's `RuntimeError`s, and failures while starting or stopping.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum LifecycleError {
-    /// The bot is managed by the server's lifespan: start/close/join/run by hand are refused.
-    Managed,
-    /// `start`/`run` on a bot that is running.
-    AlreadyRunning,
-    /// `close`/`join` on a bot that is not running; `server` on an unmanaged bot
-    /// whose key is not known yet.
-    NotRunning,
-    /// The public key could not be discovered.
-    KeyDiscovery(KeyDiscoveryError),
-    /// A startup or shutdown callback failed (all failures' messages).
-    Callback(String),
-}
-
-impl fmt::Display for LifecycleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Managed => f.write_str(
-                "the bot is managed by the server's lifespan; build it unmanaged to start or close it by hand",
-            ),
-            Self::AlreadyRunning => f.write_str("the bot is already running"),
-            Self::NotRunning => f.write_str("the bot is not running"),
-            Self::KeyDiscovery(e) => e.fmt(f),
-            Self::Callback(e) => write!(f, "a lifecycle callback failed: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for LifecycleError {}
-
-/// A callback id was not registered (yuyo's `ValueError`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnknownCallback(pub BotCallbackId);
-
-impl fmt::Display for UnknownCallback {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "callback {} is not registered", self.0.0)
-    }
-}
-
-impl std::error::Error for UnknownCallback {}
-
-/// Identifies a startup or shutdown callback of a [`Bot`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BotCallbackId(u64);
 
 type BotCallback = Arc<dyn Fn(Bot) -> BoxFuture<Result<(), CallbackError>> + Send + Sync>;
 
@@ -152,9 +78,7 @@ pub struct BotBuilder {
     managed: bool,
     http: HttpSettings,
     proxy: Option<ProxySettings>,
-    handlers: Handlers,
-    endpoint_path: Option<String>,
-    max_body_size: usize,
+    endpoint: BotEndpoint,
     executor: Option<Handle>,
     routing: ReplyRouting,
 }
@@ -167,9 +91,7 @@ impl BotBuilder {
             managed: true,
             http: HttpSettings::default(),
             proxy: None,
-            handlers: Handlers::new(),
-            endpoint_path: None,
-            max_body_size: 1024 * 1024,
+            endpoint: BotEndpoint::default(),
             executor: None,
             routing: ReplyRouting::enabled(),
         }
@@ -224,21 +146,21 @@ impl BotBuilder {
     /// The interaction handlers.
     #[must_use]
     pub fn handlers(mut self, handlers: Handlers) -> Self {
-        self.handlers = handlers;
+        self.endpoint.handlers = handlers;
         self
     }
 
     /// The endpoint's path (default: the endpoint's default).
     #[must_use]
     pub fn endpoint_path(mut self, path: impl Into<String>) -> Self {
-        self.endpoint_path = Some(path.into());
+        self.endpoint.path = Some(path.into());
         self
     }
 
     /// Largest request body accepted (default 1 MiB).
     #[must_use]
     pub fn max_body_size(mut self, bytes: usize) -> Self {
-        self.max_body_size = bytes;
+        self.endpoint.max_body_size = bytes;
         self
     }
 
@@ -311,14 +233,10 @@ impl BotBuilder {
                 verifier: Mutex::new(verifier),
                 discovery: Mutex::new(KeyDiscovery::new(token_type)),
                 discovered: Notify::new(),
-                handlers: self.handlers,
-                endpoint_path: self.endpoint_path,
-                max_body_size: self.max_body_size,
+                endpoint: self.endpoint,
                 executor: self.executor,
                 routing: self.routing,
-                next_id: AtomicU64::new(0),
-                startup: Mutex::new(BTreeMap::new()),
-                shutdown: Mutex::new(BTreeMap::new()),
+                callbacks: Mutex::new(BotCallbacks::default()),
             }),
         })
     }
@@ -335,14 +253,10 @@ struct Inner {
     verifier: Mutex<Option<Verifier>>,
     discovery: Mutex<KeyDiscovery>,
     discovered: Notify,
-    handlers: Handlers,
-    endpoint_path: Option<String>,
-    max_body_size: usize,
+    endpoint: BotEndpoint,
     executor: Option<Handle>,
     routing: ReplyRouting,
-    next_id: AtomicU64,
-    startup: Mutex<BTreeMap<BotCallbackId, BotCallback>>,
-    shutdown: Mutex<BTreeMap<BotCallbackId, BotCallback>>,
+    callbacks: Mutex<BotCallbacks<BotCallback>>,
 }
 
 /// yuyo's `AsgiBot` on tokio; see the [module docs](self). Cheap to clone.
@@ -423,21 +337,14 @@ impl Bot {
     /// The public key, once given or discovered.
     #[must_use]
     pub fn public_key(&self) -> Option<[u8; 32]> {
-        lock(&self.inner.verifier)
-            .as_ref()
-            .and_then(Verifier::verifying_key)
-            .map(ed25519_bytes)
+        lock(&self.inner.verifier).as_ref().and_then(public_key_of)
     }
 
     /// The interaction endpoint (yuyo's `interaction_server`), once the key is known.
     #[must_use]
     pub fn interaction_server(&self) -> Option<Endpoint> {
         let verifier = lock(&self.inner.verifier).clone()?;
-        let mut config = EndpointConfig::new(verifier).max_body_size(self.inner.max_body_size);
-        if let Some(path) = &self.inner.endpoint_path {
-            config = config.path(path.clone());
-        }
-        Some(Endpoint::new(config, self.inner.handlers.clone()))
+        Some(self.inner.endpoint.endpoint(verifier))
     }
 
     /// Adds a callback run (with the bot) when it starts; a failure fails startup.
@@ -446,7 +353,7 @@ impl Bot {
         F: Fn(Bot) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
     {
-        self.add(&self.inner.startup, callback)
+        lock(&self.inner.callbacks).add_startup(boxed(callback))
     }
 
     /// Adds a callback run (with the bot) when it closes; a failure fails the close.
@@ -455,7 +362,7 @@ impl Bot {
         F: Fn(Bot) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
     {
-        self.add(&self.inner.shutdown, callback)
+        lock(&self.inner.callbacks).add_shutdown(boxed(callback))
     }
 
     /// Removes a startup callback.
@@ -463,10 +370,7 @@ impl Bot {
     /// # Errors
     /// [`UnknownCallback`] when `id` is not a registered startup callback.
     pub fn remove_startup_callback(&self, id: BotCallbackId) -> Result<(), UnknownCallback> {
-        lock(&self.inner.startup)
-            .remove(&id)
-            .map(drop)
-            .ok_or(UnknownCallback(id))
+        lock(&self.inner.callbacks).remove_startup(id)
     }
 
     /// Removes a shutdown callback.
@@ -474,25 +378,7 @@ impl Bot {
     /// # Errors
     /// [`UnknownCallback`] when `id` is not a registered shutdown callback.
     pub fn remove_shutdown_callback(&self, id: BotCallbackId) -> Result<(), UnknownCallback> {
-        lock(&self.inner.shutdown)
-            .remove(&id)
-            .map(drop)
-            .ok_or(UnknownCallback(id))
-    }
-
-    fn add<F, Fut>(
-        &self,
-        list: &Mutex<BTreeMap<BotCallbackId, BotCallback>>,
-        callback: F,
-    ) -> BotCallbackId
-    where
-        F: Fn(Bot) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
-    {
-        let id = BotCallbackId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
-        let boxed: BotCallback = Arc::new(move |bot| Box::pin(callback(bot)));
-        lock(list).insert(id, boxed);
-        id
+        lock(&self.inner.callbacks).remove_shutdown(id)
     }
 
     /// Starts the bot: finds the public key if needed, then runs the startup callbacks.
@@ -529,9 +415,14 @@ impl Bot {
         if !self.is_alive() {
             return Err(LifecycleError::NotRunning);
         }
+        self.closed().await;
+        Ok(())
+    }
+
+    /// Resolves once the bot is not running.
+    async fn closed(&self) {
         let mut closed = self.inner.closed.subscribe();
         let _ = closed.wait_for(|&closed| closed).await;
-        Ok(())
     }
 
     /// Starts the bot and waits until it is closed.
@@ -540,7 +431,9 @@ impl Bot {
     /// As [`Bot::start`].
     pub async fn run(&self) -> Result<(), LifecycleError> {
         self.start().await?;
-        self.join().await
+        // Not `join`: a close right after the start still ends this run normally.
+        self.closed().await;
+        Ok(())
     }
 
     /// A server for this bot: the key is found first (a failure is returned and nothing
@@ -584,7 +477,7 @@ impl Bot {
             return Err(LifecycleError::AlreadyRunning);
         }
         self.ensure_key().await?;
-        let callbacks: Vec<BotCallback> = lock(&self.inner.startup).values().cloned().collect();
+        let callbacks = lock(&self.inner.callbacks).startup();
         run_callbacks(self, callbacks).await?;
         self.inner.alive.store(true, Ordering::SeqCst);
         self.inner.closed.send_replace(false);
@@ -596,7 +489,7 @@ impl Bot {
         if !self.is_alive() {
             return Err(LifecycleError::NotRunning);
         }
-        let callbacks: Vec<BotCallback> = lock(&self.inner.shutdown).values().cloned().collect();
+        let callbacks = lock(&self.inner.callbacks).shutdown();
         let result = run_callbacks(self, callbacks).await;
         self.inner.rest.transport().clear_idle();
         self.inner.alive.store(false, Ordering::SeqCst);
@@ -631,15 +524,17 @@ impl Bot {
     }
 
     fn set_key(&self, key: &[u8; 32]) -> Result<(), LifecycleError> {
-        let verifier = Verifier::from_bytes(key)
-            .map_err(|_| LifecycleError::KeyDiscovery(KeyDiscoveryError::InvalidVerifyKey))?;
-        *lock(&self.inner.verifier) = Some(verifier);
+        *lock(&self.inner.verifier) = Some(discovered_verifier(key)?);
         Ok(())
     }
 }
 
-fn ed25519_bytes(key: &ed25519_dalek::VerifyingKey) -> [u8; 32] {
-    key.to_bytes()
+fn boxed<F, Fut>(callback: F) -> BotCallback
+where
+    F: Fn(Bot) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
+{
+    Arc::new(move |bot| Box::pin(callback(bot)))
 }
 
 async fn run_callbacks(bot: &Bot, callbacks: Vec<BotCallback>) -> Result<(), LifecycleError> {
@@ -649,9 +544,5 @@ async fn run_callbacks(bot: &Bot, callbacks: Vec<BotCallback>) -> Result<(), Lif
             failures.push(error.to_string());
         }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(LifecycleError::Callback(failures.join("; ")))
-    }
+    LifecycleError::from_callback_failures(failures)
 }

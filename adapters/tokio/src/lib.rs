@@ -7,6 +7,11 @@
 //! work. Every protocol decision is the core's. It works on both the current-thread and
 //! the multi-thread runtime.
 //!
+//! The [`bot`] module adds yuyo's `AsgiBot` on top: a [`bot::Bot`] holds a rate-limited
+//! Discord REST client ([`rest::RestClient`], `tokio-rustls`, keep-alive pool, timeouts,
+//! proxies) and is started and stopped by the server's lifespan (managed) or by hand
+//! with async `start`/`close`/`join`/`run`.
+//!
 //! ```no_run
 //! # async fn run(service: yuyo_tokio::Service) -> Result<(), Box<dyn std::error::Error>> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;

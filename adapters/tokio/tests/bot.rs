@@ -1,12 +1,12 @@
-//! The tokio REST client and bot against a mock Discord REST server on 127.0.0.1.
+//! The tokio REST client and bot against the mock Discord of `yuyo-conformance` on
+//! 127.0.0.1.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use yuyo_conformance::mock_discord::{ConnectProxy, MockDiscord, Reply};
 use yuyo_core::multipart::FilePart;
 use yuyo_core::rest::{
     Backoff, NoContent, Payload, RequestBody, RestConfig, RestError, RestRequest, TokenType,
@@ -16,171 +16,6 @@ use yuyo_tokio::rest::{HttpSettings, ProxySettings, RestClient, TlsVerification}
 
 const LIMIT: Duration = Duration::from_secs(20);
 const KEY_HEX: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
-
-#[derive(Clone, Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-    delay: Option<Duration>,
-    drop: bool,
-}
-
-impl Reply {
-    fn ok(body: &str) -> Self {
-        Self {
-            status: 200,
-            headers: Vec::new(),
-            body: body.to_owned(),
-            delay: None,
-            drop: false,
-        }
-    }
-    fn status(status: u16, body: &str) -> Self {
-        Self {
-            status,
-            ..Self::ok(body)
-        }
-    }
-    fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
-        self
-    }
-    fn dropped() -> Self {
-        Self {
-            drop: true,
-            ..Self::ok("")
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Recorded {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    at: Instant,
-}
-
-impl Recorded {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-#[derive(Clone, Default)]
-struct Mock {
-    script: Arc<Mutex<VecDeque<Reply>>>,
-    log: Arc<Mutex<Vec<Recorded>>>,
-}
-
-impl Mock {
-    fn push(&self, reply: Reply) {
-        self.script.lock().unwrap().push_back(reply);
-    }
-    fn requests(&self) -> Vec<Recorded> {
-        self.log.lock().unwrap().clone()
-    }
-
-    async fn start(&self) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mock = self.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let mock = mock.clone();
-                tokio::spawn(async move { mock.serve(stream).await });
-            }
-        });
-        format!("http://{addr}/api/v10")
-    }
-
-    /// Serves requests on one connection until it closes or a reply drops it.
-    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, mut stream: S) {
-        let mut buf = Vec::new();
-        loop {
-            let Some(request) = read_request(&mut stream, &mut buf).await else {
-                return;
-            };
-            self.log.lock().unwrap().push(request);
-            let reply = self
-                .script
-                .lock()
-                .unwrap()
-                .pop_front()
-                .unwrap_or_else(|| Reply::ok("{}"));
-            if let Some(delay) = reply.delay {
-                tokio::time::sleep(delay).await;
-            }
-            if reply.drop {
-                return;
-            }
-            let mut out = format!(
-                "HTTP/1.1 {} X\r\ncontent-length: {}\r\ncontent-type: application/json\r\n",
-                reply.status,
-                reply.body.len()
-            );
-            for (name, value) in &reply.headers {
-                out.push_str(&format!("{name}: {value}\r\n"));
-            }
-            out.push_str("\r\n");
-            out.push_str(&reply.body);
-            if stream.write_all(out.as_bytes()).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-async fn read_request<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> Option<Recorded> {
-    let head_end = loop {
-        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos + 4;
-        }
-        let mut chunk = [0_u8; 4096];
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8(buf[..head_end].to_vec()).ok()?;
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let method = first.next()?.to_owned();
-    let path = first.next()?.to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    buf.drain(..head_end);
-    while buf.len() < len {
-        let mut chunk = [0_u8; 4096];
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body: Vec<u8> = buf.drain(..len).collect();
-    Some(Recorded {
-        method,
-        path,
-        headers,
-        body,
-        at: Instant::now(),
-    })
-}
 
 fn fast_backoff() -> Backoff {
     Backoff {
@@ -211,8 +46,8 @@ async fn bounded<F: std::future::Future>(f: F) -> F::Output {
 
 #[tokio::test]
 async fn token_header_user_agent_and_keep_alive() {
-    let mock = Mock::default();
-    let url = mock.start().await;
+    let mock = MockDiscord::new();
+    let url = mock.start().unwrap();
     let client = client(&url, |b| b);
     bounded(async {
         for _ in 0..2 {
@@ -238,8 +73,8 @@ async fn token_header_user_agent_and_keep_alive() {
 
 #[tokio::test]
 async fn bucket_is_learned_and_waited_for() {
-    let mock = Mock::default();
-    let url = mock.start().await;
+    let mock = MockDiscord::new();
+    let url = mock.start().unwrap();
     mock.push(
         Reply::ok("{}")
             .header("x-ratelimit-bucket", "b1")
@@ -272,8 +107,8 @@ async fn bucket_is_learned_and_waited_for() {
 
 #[tokio::test]
 async fn route_429_is_waited_out() {
-    let mock = Mock::default();
-    let url = mock.start().await;
+    let mock = MockDiscord::new();
+    let url = mock.start().unwrap();
     mock.push(
         Reply::status(
             429,
@@ -292,8 +127,8 @@ async fn route_429_is_waited_out() {
 
 #[tokio::test]
 async fn global_429_is_waited_out() {
-    let mock = Mock::default();
-    let url = mock.start().await;
+    let mock = MockDiscord::new();
+    let url = mock.start().unwrap();
     mock.push(
         Reply::status(429, r#"{"message":"slow","retry_after":0.2,"global":true}"#)
             .header("x-ratelimit-global", "true")
@@ -310,8 +145,8 @@ async fn global_429_is_waited_out() {
 
 #[tokio::test]
 async fn max_rate_limit_exceeded_is_an_error() {
-    let mock = Mock::default();
-    let url = mock.start().await;
+    let mock = MockDiscord::new();
+    let url = mock.start().unwrap();
     mock.push(Reply::status(
         429,
         r#"{"message":"slow","retry_after":30,"global":false}"#,
@@ -331,8 +166,8 @@ async fn max_rate_limit_exceeded_is_an_error() {
 
 #[tokio::test]
 async fn retries_are_exhausted_on_5xx() {
-    let mock = Mock::default();
-    let url = mock.start().await;
+    let mock = MockDiscord::new();
+    let url = mock.start().unwrap();
     for _ in 0..3 {
         mock.push(Reply::status(502, "bad gateway"));
     }
@@ -350,8 +185,8 @@ async fn retries_are_exhausted_on_5xx() {
 
 #[tokio::test]
 async fn dropped_connection_and_slow_answer() {
-    let mock = Mock::default();
-    let url = mock.start().await;
+    let mock = MockDiscord::new();
+    let url = mock.start().unwrap();
     mock.push(Reply::dropped());
     let client = client(&url, |b| b);
     bounded(client.request(http::Method::GET, "/channels/1", RequestBody::Empty))
@@ -360,8 +195,8 @@ async fn dropped_connection_and_slow_answer() {
     assert_eq!(mock.requests().len(), 2);
 
     // A slow answer past the read timeout is a timeout (a POST is not retried).
-    let slow = Mock::default();
-    let url = slow.start().await;
+    let slow = MockDiscord::new();
+    let url = slow.start().unwrap();
     slow.push(Reply {
         delay: Some(Duration::from_secs(5)),
         ..Reply::ok("{}")
@@ -392,8 +227,8 @@ async fn dropped_connection_and_slow_answer() {
 
 #[tokio::test]
 async fn multipart_upload() {
-    let mock = Mock::default();
-    let url = mock.start().await;
+    let mock = MockDiscord::new();
+    let url = mock.start().unwrap();
     mock.push(Reply::status(204, ""));
     let client = client(&url, |b| b);
     let payload = Payload::raw_json(&br#"{"type":4,"data":{"content":"hi"}}"#[..])
@@ -424,8 +259,8 @@ async fn multipart_upload() {
 
 #[tokio::test]
 async fn public_key_discovery_bot_token() {
-    let mock = Mock::default();
-    let url = mock.start().await;
+    let mock = MockDiscord::new();
+    let url = mock.start().unwrap();
     mock.push(Reply::ok(&format!(
         r#"{{"id":"1","verify_key":"{KEY_HEX}"}}"#
     )));
@@ -442,8 +277,8 @@ async fn public_key_discovery_bot_token() {
 
 #[tokio::test]
 async fn public_key_discovery_bearer_token_single_flight() {
-    let mock = Mock::default();
-    let url = mock.start().await;
+    let mock = MockDiscord::new();
+    let url = mock.start().unwrap();
     mock.push(Reply {
         delay: Some(Duration::from_millis(100)),
         ..Reply::ok(&format!(
@@ -592,7 +427,7 @@ async fn removing_an_unknown_callback_is_an_error() {
 
 #[tokio::test]
 async fn tls_with_a_custom_ca() {
-    use tokio_rustls::rustls;
+    use yuyo_tokio::rest::rustls;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -610,22 +445,15 @@ async fn tls_with_a_custom_ca() {
             rustls::pki_types::PrivatePkcs8KeyDer::from(leaf_key.serialize_der()).into(),
         )
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mock = Mock::default();
-    let serving = mock.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            let mock = serving.clone();
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(stream).await {
-                    mock.serve(tls).await;
-                }
-            });
-        }
-    });
+    let server_config = Arc::new(server_config);
+    let mock = MockDiscord::new();
+    let port = mock
+        .start_with(move |tcp| {
+            let tls = rustls::ServerConnection::new(Arc::clone(&server_config)).ok()?;
+            Some(rustls::StreamOwned::new(tls, tcp))
+        })
+        .unwrap()
+        .port();
     let url = format!("https://localhost:{port}/api/v10");
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der().clone()).unwrap();
@@ -660,48 +488,23 @@ async fn tls_with_a_custom_ca() {
 
 #[tokio::test]
 async fn proxy_connect_with_basic_auth() {
-    let mock = Mock::default();
-    let url = mock.start().await;
-    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_addr = proxy.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::<Recorded>::new()));
-    let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = proxy.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let Some(request) = read_request(&mut client, &mut buf).await else {
-                    return;
-                };
-                let target = request.path.clone();
-                log.lock().unwrap().push(request);
-                let Ok(mut upstream) = TcpStream::connect(target).await else {
-                    let _ = client
-                        .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
-                        .await;
-                    return;
-                };
-                let _ = client
-                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    .await;
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-            });
-        }
-    });
+    let mock = MockDiscord::new();
+    let url = mock.start().unwrap();
+    let proxy = ConnectProxy::start().unwrap();
+    let proxy_addr = proxy.addr();
     let config = RestConfig::builder()
         .token("tok")
         .rest_url(&url)
         .build()
         .unwrap();
-    let proxy = ProxySettings::new(&format!("http://{proxy_addr}"))
+    let settings = ProxySettings::new(&format!("http://{proxy_addr}"))
         .unwrap()
         .with_basic_auth("user", "pass");
-    let client = RestClient::new(config, HttpSettings::default(), Some(proxy)).unwrap();
+    let client = RestClient::new(config, HttpSettings::default(), Some(settings)).unwrap();
     bounded(client.request(http::Method::GET, "/users/@me", RequestBody::Empty))
         .await
         .unwrap();
-    let seen = seen.lock().unwrap().clone();
+    let seen = proxy.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].method, "CONNECT");
     assert_eq!(

@@ -8,7 +8,7 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
 use super::auth::TokenError;
-use super::route::RouteKey;
+use super::route::{InvalidPath, RouteKey};
 
 /// Discord's JSON error body (`{"code": 50035, "message": "...", "errors": {...}}`).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -195,3 +195,43 @@ impl fmt::Display for RestError {
 }
 
 impl std::error::Error for RestError {}
+
+/// A REST transport could not be set up (e.g. TLS configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportSetupError(String);
+
+impl TransportSetupError {
+    /// A setup failure described by `message`.
+    #[must_use]
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for TransportSetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot set up the REST transport: {}", self.0)
+    }
+}
+
+impl std::error::Error for TransportSetupError {}
+
+/// Why an adapter's generic `request(method, path, body)` failed.
+#[derive(Debug, Clone)]
+pub enum RequestError {
+    /// The path is not usable as a route.
+    InvalidPath(InvalidPath),
+    /// The call failed.
+    Rest(RestError),
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidPath(e) => write!(f, "invalid path: {e}"),
+            Self::Rest(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}

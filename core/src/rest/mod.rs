@@ -10,6 +10,9 @@
 //! - [`RateLimiter`]: the rate-limit state every call of a client shares
 //!   (rules in [`ratelimit`]).
 //! - [`KeyDiscovery`]: single-flight public-key discovery.
+//! - [`bot`]: what every adapter's `Bot` shares (errors, callbacks, endpoint).
+//! - `transport` (feature `transport`): what every adapter's HTTP transport shares
+//!   (settings, TLS configuration, proxy `CONNECT`, pool bookkeeping).
 //!
 //! # Driving a call
 //! Every adapter runs the same loop (`limiter` is the client's
@@ -84,6 +87,7 @@
 //! not log URIs.
 
 mod auth;
+pub mod bot;
 mod call;
 mod config;
 mod discovery;
@@ -91,6 +95,8 @@ mod error;
 pub mod ratelimit;
 mod request;
 mod route;
+#[cfg(feature = "transport")]
+pub mod transport;
 
 #[cfg(test)]
 mod tests;
@@ -102,7 +108,10 @@ pub use config::{
     DEFAULT_MAX_RETRIES, DEFAULT_REST_URL, RestConfig, RestConfigBuilder, USER_AGENT,
 };
 pub use discovery::{Begin, KeyDiscovery, KeyDiscoveryError, verify_key_from, verify_key_request};
-pub use error::{DiscordError, HttpError, RestError, TransportError, TransportErrorKind};
+pub use error::{
+    DiscordError, HttpError, RequestError, RestError, TransportError, TransportErrorKind,
+    TransportSetupError,
+};
 pub use ratelimit::{
     Permit, RateLimitHeaders, RateLimited, RateLimiter, Scope, WaitReason, WaitUntil,
 };

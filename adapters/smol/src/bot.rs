@@ -1,0 +1,518 @@
+//! The bot on smol: yuyo's `AsgiBot` — an interactions endpoint plus a rate-limited
+//! REST client, started and stopped with the server (managed, the default) or by hand.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use yuyo_smol::bot::Bot;
+//! let bot = Bot::builder("token").build()?; // the public key is fetched at startup
+//! let server = bot.server().await?;          // managed: the server's lifespan runs it
+//! let listener = async_net::TcpListener::bind("127.0.0.1:8080").await?;
+//! server.serve(listener).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # yuyo's `AsgiBot` → here
+//! | yuyo | here |
+//! |---|---|
+//! | `AsgiBot(token, …)` | [`Bot::builder`]`(token)` … [`BotBuilder::build`] |
+//! | `token: TokenStrategy` | [`Bot::builder_with_strategy`] |
+//! | `token_type="Bot"/"Bearer"` (default Bot) | [`BotBuilder::token_type`] |
+//! | `token_type` with a strategy → `ValueError` | [`BotError::Config`] ([`ConfigError::TokenTypeWithStrategy`]) |
+//! | `public_key: str` (hex) / `bytes` | [`BotBuilder::public_key_hex`] / [`BotBuilder::public_key_bytes`]; bad hex → [`BotError::PublicKey`] at `build` |
+//! | `public_key=None` (fetched from the token) | [`KeyDiscovery`], single-flight, at startup ([`Bot::public_key`]) |
+//! | `asgi_managed=True` / `False` | default / [`BotBuilder::unmanaged`] ([`Bot::is_managed`]) |
+//! | `executor` | [`BotBuilder::executor`] (an [`Executor`] the caller runs; [`Bot::executor`], [`Server::with_executor`]) |
+//! | `http_settings` | [`BotBuilder::http_settings`] ([`HttpSettings`]; [`Bot::http_settings`]) |
+//! | `proxy_settings` | [`BotBuilder::proxy_settings`] ([`ProxySettings`]; [`Bot::proxy_settings`]) |
+//! | `max_body_size=1024**2` | [`BotBuilder::max_body_size`] |
+//! | `max_rate_limit=300.0` / `inf` | [`BotBuilder::max_rate_limit`] (`Some` / `None`) |
+//! | `max_retries=3` | [`BotBuilder::max_retries`] |
+//! | `rest_url` | [`BotBuilder::rest_url`] |
+//! | `__call__` (ASGI app) | [`Bot::server`] (a [`Server`] whose lifespan runs the bot) |
+//! | `rest` | [`Bot::rest`] |
+//! | `interaction_server` / `server` | [`Bot::interaction_server`] (once the key is known) |
+//! | `is_alive` | [`Bot::is_alive`] |
+//! | `start()` / `close()` / `join()` / `run()` | [`Bot::start`] / [`Bot::close`] / [`Bot::join`] / [`Bot::run`] |
+//! | `RuntimeError` (managed; already alive; not alive) | [`LifecycleError::Managed`] / [`LifecycleError::AlreadyRunning`] / [`LifecycleError::NotRunning`] |
+//! | `add_startup_callback(cb)` / `add_shutdown_callback(cb)` | [`Bot::add_startup_callback`] / [`Bot::add_shutdown_callback`] (callbacks receive the [`Bot`]) |
+//! | `remove_*_callback` unknown → `ValueError` | [`UnknownCallback`] |
+//! | callback failure fails startup/shutdown | [`LifecycleError::Callback`] |
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_executor::Executor;
+use event_listener::Event;
+use yuyo_core::endpoint::{BoxFuture, Endpoint, Handlers, KeyError, Verifier};
+use yuyo_core::lifespan::CallbackError;
+use yuyo_core::rest::bot::{BotCallbacks, BotEndpoint, discovered_verifier, public_key_of};
+use yuyo_core::rest::{
+    Begin, KeyDiscovery, RestConfig, RestConfigBuilder, TokenStrategy, TokenType,
+};
+
+pub use yuyo_core::rest::bot::{BotCallbackId, BotError, LifecycleError, UnknownCallback};
+pub use yuyo_core::rest::{ConfigError, KeyDiscoveryError};
+
+use crate::rest::{HttpSettings, ProxySettings, RestClient};
+use crate::{Server, Service};
+
+type BotCallback = Arc<dyn Fn(Bot) -> BoxFuture<Result<(), CallbackError>> + Send + Sync>;
+
+/// Builds a [`Bot`]; mirrors `AsgiBot.__init__`.
+#[derive(Debug)]
+pub struct BotBuilder {
+    rest: RestConfigBuilder,
+    public_key: Option<Result<Verifier, KeyError>>,
+    managed: bool,
+    http: HttpSettings,
+    proxy: Option<ProxySettings>,
+    endpoint: BotEndpoint,
+    executor: Option<Arc<Executor<'static>>>,
+}
+
+impl BotBuilder {
+    fn with_rest(rest: RestConfigBuilder) -> Self {
+        Self {
+            rest,
+            public_key: None,
+            managed: true,
+            http: HttpSettings::default(),
+            proxy: None,
+            endpoint: BotEndpoint::default(),
+            executor: None,
+        }
+    }
+
+    /// The token's type (default [`TokenType::Bot`]).
+    #[must_use]
+    pub fn token_type(mut self, token_type: TokenType) -> Self {
+        self.rest = self.rest.token_type(token_type);
+        self
+    }
+
+    /// The public key as 64 hex digits; bad hex fails [`BotBuilder::build`].
+    #[must_use]
+    pub fn public_key_hex(mut self, key: &str) -> Self {
+        self.public_key = Some(Verifier::from_hex(key));
+        self
+    }
+
+    /// The raw 32-byte public key.
+    #[must_use]
+    pub fn public_key_bytes(mut self, key: [u8; 32]) -> Self {
+        self.public_key = Some(Verifier::from_bytes(&key));
+        self
+    }
+
+    /// Start and close by hand instead of with the server (yuyo's `asgi_managed=False`).
+    #[must_use]
+    pub fn unmanaged(mut self) -> Self {
+        self.managed = false;
+        self
+    }
+
+    /// The interaction handlers.
+    #[must_use]
+    pub fn handlers(mut self, handlers: Handlers) -> Self {
+        self.endpoint.handlers = handlers;
+        self
+    }
+
+    /// The endpoint's path (default: the endpoint's default).
+    #[must_use]
+    pub fn endpoint_path(mut self, path: impl Into<String>) -> Self {
+        self.endpoint.path = Some(path.into());
+        self
+    }
+
+    /// Largest request body accepted (default 1 MiB).
+    #[must_use]
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.endpoint.max_body_size = bytes;
+        self
+    }
+
+    /// HTTP settings of the REST transport.
+    #[must_use]
+    pub fn http_settings(mut self, settings: HttpSettings) -> Self {
+        self.http = settings;
+        self
+    }
+
+    /// An HTTP proxy for REST.
+    #[must_use]
+    pub fn proxy_settings(mut self, proxy: ProxySettings) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
+    /// Longest rate-limit wait accepted (`None`: any).
+    #[must_use]
+    pub fn max_rate_limit(mut self, max: Option<Duration>) -> Self {
+        self.rest = self.rest.max_rate_limit(max);
+        self
+    }
+
+    /// Retries after 5xx answers and transport failures.
+    #[must_use]
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.rest = self.rest.max_retries(retries);
+        self
+    }
+
+    /// The REST base URL (a mock in tests).
+    #[must_use]
+    pub fn rest_url(mut self, url: impl Into<String>) -> Self {
+        self.rest = self.rest.rest_url(url);
+        self
+    }
+
+    /// Any other REST setting (backoff, global limit…).
+    #[must_use]
+    pub fn map_rest(mut self, f: impl FnOnce(RestConfigBuilder) -> RestConfigBuilder) -> Self {
+        self.rest = f(self.rest);
+        self
+    }
+
+    /// The executor the server runs connections and handlers on (yuyo's `executor`);
+    /// the caller must be running it.
+    #[must_use]
+    pub fn executor(mut self, executor: Arc<Executor<'static>>) -> Self {
+        self.executor = Some(executor);
+        self
+    }
+
+    /// Builds the bot.
+    ///
+    /// # Errors
+    /// [`BotError::Config`], [`BotError::PublicKey`], [`BotError::Transport`].
+    pub fn build(self) -> Result<Bot, BotError> {
+        let verifier = self.public_key.transpose().map_err(BotError::PublicKey)?;
+        let config: RestConfig = self.rest.build().map_err(BotError::Config)?;
+        let token_type = config.token_type();
+        let rest = RestClient::new(config, self.http, self.proxy).map_err(BotError::Transport)?;
+        Ok(Bot {
+            inner: Arc::new(Inner {
+                rest,
+                managed: self.managed,
+                alive: AtomicBool::new(false),
+                transition: async_lock::Mutex::new(()),
+                closed: AtomicBool::new(true),
+                closed_changed: Event::new(),
+                verifier: Mutex::new(verifier),
+                discovery: Mutex::new(KeyDiscovery::new(token_type)),
+                discovered: Event::new(),
+                endpoint: self.endpoint,
+                executor: self.executor,
+                callbacks: Mutex::new(BotCallbacks::default()),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    rest: RestClient,
+    managed: bool,
+    alive: AtomicBool,
+    /// Serialises start and close.
+    transition: async_lock::Mutex<()>,
+    /// `true` while not running; `join` waits for it.
+    closed: AtomicBool,
+    closed_changed: Event,
+    verifier: Mutex<Option<Verifier>>,
+    discovery: Mutex<KeyDiscovery>,
+    discovered: Event,
+    endpoint: BotEndpoint,
+    executor: Option<Arc<Executor<'static>>>,
+    callbacks: Mutex<BotCallbacks<BotCallback>>,
+}
+
+/// yuyo's `AsgiBot` on smol; see the [module docs](self). Cheap to clone.
+#[derive(Clone)]
+pub struct Bot {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Bot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bot")
+            .field("managed", &self.inner.managed)
+            .field("alive", &self.is_alive())
+            .field("rest", &self.inner.rest)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Bot {
+    /// A builder for a bot authenticated with `token`.
+    #[must_use]
+    pub fn builder(token: impl Into<String>) -> BotBuilder {
+        BotBuilder::with_rest(RestConfig::builder().token(token))
+    }
+
+    /// A builder for a bot authenticated through `strategy`.
+    #[must_use]
+    pub fn builder_with_strategy(strategy: Arc<dyn TokenStrategy>) -> BotBuilder {
+        BotBuilder::with_rest(RestConfig::builder().token_strategy(strategy))
+    }
+
+    /// The REST client.
+    #[must_use]
+    pub fn rest(&self) -> &RestClient {
+        &self.inner.rest
+    }
+
+    /// The HTTP settings.
+    #[must_use]
+    pub fn http_settings(&self) -> &HttpSettings {
+        self.inner.rest.transport().settings()
+    }
+
+    /// The proxy settings.
+    #[must_use]
+    pub fn proxy_settings(&self) -> Option<&ProxySettings> {
+        self.inner.rest.transport().proxy()
+    }
+
+    /// The executor given, if any.
+    #[must_use]
+    pub fn executor(&self) -> Option<&Arc<Executor<'static>>> {
+        self.inner.executor.as_ref()
+    }
+
+    /// Whether the server's lifespan starts and stops the bot.
+    #[must_use]
+    pub fn is_managed(&self) -> bool {
+        self.inner.managed
+    }
+
+    /// Whether the bot is running.
+    #[must_use]
+    pub fn is_alive(&self) -> bool {
+        self.inner.alive.load(Ordering::SeqCst)
+    }
+
+    /// The public key, once given or discovered.
+    #[must_use]
+    pub fn public_key(&self) -> Option<[u8; 32]> {
+        lock(&self.inner.verifier).as_ref().and_then(public_key_of)
+    }
+
+    /// The interaction endpoint (yuyo's `interaction_server`), once the key is known.
+    #[must_use]
+    pub fn interaction_server(&self) -> Option<Endpoint> {
+        let verifier = lock(&self.inner.verifier).clone()?;
+        Some(self.inner.endpoint.endpoint(verifier))
+    }
+
+    /// Adds a callback run (with the bot) when it starts; a failure fails startup.
+    pub fn add_startup_callback<F, Fut>(&self, callback: F) -> BotCallbackId
+    where
+        F: Fn(Bot) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
+    {
+        lock(&self.inner.callbacks).add_startup(boxed(callback))
+    }
+
+    /// Adds a callback run (with the bot) when it closes; a failure fails the close.
+    pub fn add_shutdown_callback<F, Fut>(&self, callback: F) -> BotCallbackId
+    where
+        F: Fn(Bot) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
+    {
+        lock(&self.inner.callbacks).add_shutdown(boxed(callback))
+    }
+
+    /// Removes a startup callback.
+    ///
+    /// # Errors
+    /// [`UnknownCallback`] when `id` is not a registered startup callback.
+    pub fn remove_startup_callback(&self, id: BotCallbackId) -> Result<(), UnknownCallback> {
+        lock(&self.inner.callbacks).remove_startup(id)
+    }
+
+    /// Removes a shutdown callback.
+    ///
+    /// # Errors
+    /// [`UnknownCallback`] when `id` is not a registered shutdown callback.
+    pub fn remove_shutdown_callback(&self, id: BotCallbackId) -> Result<(), UnknownCallback> {
+        lock(&self.inner.callbacks).remove_shutdown(id)
+    }
+
+    /// Starts the bot: finds the public key if needed, then runs the startup callbacks.
+    ///
+    /// # Errors
+    /// [`LifecycleError::Managed`] for a managed bot, [`LifecycleError::AlreadyRunning`],
+    /// or the discovery / callback failure.
+    pub async fn start(&self) -> Result<(), LifecycleError> {
+        if self.inner.managed {
+            return Err(LifecycleError::Managed);
+        }
+        self.do_start().await
+    }
+
+    /// Closes the bot: runs the shutdown callbacks and drops idle connections.
+    ///
+    /// # Errors
+    /// [`LifecycleError::Managed`], [`LifecycleError::NotRunning`], or a callback failure.
+    pub async fn close(&self) -> Result<(), LifecycleError> {
+        if self.inner.managed {
+            return Err(LifecycleError::Managed);
+        }
+        self.do_close().await
+    }
+
+    /// Waits until the bot is closed.
+    ///
+    /// # Errors
+    /// [`LifecycleError::Managed`], [`LifecycleError::NotRunning`].
+    pub async fn join(&self) -> Result<(), LifecycleError> {
+        if self.inner.managed {
+            return Err(LifecycleError::Managed);
+        }
+        if !self.is_alive() {
+            return Err(LifecycleError::NotRunning);
+        }
+        self.closed().await;
+        Ok(())
+    }
+
+    /// Resolves once the bot is not running.
+    async fn closed(&self) {
+        loop {
+            let listener = self.inner.closed_changed.listen();
+            if self.inner.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Starts the bot and waits until it is closed.
+    ///
+    /// # Errors
+    /// As [`Bot::start`].
+    pub async fn run(&self) -> Result<(), LifecycleError> {
+        self.start().await?;
+        // Not `join`: a close right after the start still ends this run normally.
+        self.closed().await;
+        Ok(())
+    }
+
+    /// A server for this bot: the key is found first (a failure is returned and nothing
+    /// is served), and for a managed bot the server's lifespan runs the bot's startup
+    /// and shutdown.
+    ///
+    /// # Errors
+    /// [`LifecycleError::KeyDiscovery`]; [`LifecycleError::NotRunning`] for an
+    /// unmanaged bot without a known key (start it first).
+    pub async fn server(&self) -> Result<Server, LifecycleError> {
+        if self.inner.managed {
+            self.ensure_key().await?;
+        }
+        let endpoint = self
+            .interaction_server()
+            .ok_or(LifecycleError::NotRunning)?;
+        let mut service = Service::new(endpoint);
+        if self.inner.managed {
+            let bot = self.clone();
+            service.add_startup_callback(move || {
+                let bot = bot.clone();
+                async move { bot.do_start().await.map_err(CallbackError::new) }
+            });
+            let bot = self.clone();
+            service.add_shutdown_callback(move || {
+                let bot = bot.clone();
+                async move { bot.do_close().await.map_err(CallbackError::new) }
+            });
+        }
+        let server = Server::new(service);
+        Ok(match &self.inner.executor {
+            Some(executor) => server.with_executor(Arc::clone(executor)),
+            None => server,
+        })
+    }
+
+    async fn do_start(&self) -> Result<(), LifecycleError> {
+        let _transition = self.inner.transition.lock().await;
+        if self.is_alive() {
+            return Err(LifecycleError::AlreadyRunning);
+        }
+        self.ensure_key().await?;
+        let callbacks = lock(&self.inner.callbacks).startup();
+        run_callbacks(self, callbacks).await?;
+        self.inner.alive.store(true, Ordering::SeqCst);
+        self.inner.closed.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn do_close(&self) -> Result<(), LifecycleError> {
+        let _transition = self.inner.transition.lock().await;
+        if !self.is_alive() {
+            return Err(LifecycleError::NotRunning);
+        }
+        let callbacks = lock(&self.inner.callbacks).shutdown();
+        let result = run_callbacks(self, callbacks).await;
+        self.inner.rest.transport().clear_idle();
+        self.inner.alive.store(false, Ordering::SeqCst);
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.closed_changed.notify(usize::MAX);
+        result
+    }
+
+    /// Finds the public key unless known: single-flight through [`KeyDiscovery`].
+    async fn ensure_key(&self) -> Result<(), LifecycleError> {
+        loop {
+            if lock(&self.inner.verifier).is_some() {
+                return Ok(());
+            }
+            // Listening before `begin`: a discovery finishing in between is not missed.
+            let listener = self.inner.discovered.listen();
+            let begin = lock(&self.inner.discovery)
+                .begin()
+                .map_err(LifecycleError::KeyDiscovery)?;
+            match begin {
+                Begin::Ready(key) => return self.set_key(&key),
+                Begin::Wait => listener.await,
+                Begin::Fetch(request) => {
+                    let outcome = self.inner.rest.call(request).await;
+                    let found = lock(&self.inner.discovery).finish(outcome);
+                    self.inner.discovered.notify(usize::MAX);
+                    let key = found.map_err(LifecycleError::KeyDiscovery)?;
+                    return self.set_key(&key);
+                }
+            }
+        }
+    }
+
+    fn set_key(&self, key: &[u8; 32]) -> Result<(), LifecycleError> {
+        *lock(&self.inner.verifier) = Some(discovered_verifier(key)?);
+        Ok(())
+    }
+}
+
+fn boxed<F, Fut>(callback: F) -> BotCallback
+where
+    F: Fn(Bot) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
+{
+    Arc::new(move |bot| Box::pin(callback(bot)))
+}
+
+async fn run_callbacks(bot: &Bot, callbacks: Vec<BotCallback>) -> Result<(), LifecycleError> {
+    let mut failures = Vec::new();
+    for callback in callbacks {
+        if let Err(error) = callback(bot.clone()).await {
+            failures.push(error.to_string());
+        }
+    }
+    LifecycleError::from_callback_failures(failures)
+}
