@@ -1945,23 +1945,25 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(256))]
+                #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256)
+        ))]
 
-            #[test]
-            fn lifespan_matches_the_model(ops in proptest::collection::vec(op(), 0..40)) {
-                let mut model = Model::default();
-                let mut real = Real::default();
-                for (step, op) in ops.iter().enumerate() {
-                    let expected = model.apply(op);
-                    let actual = real.apply(op);
-                    prop_assert_eq!(&actual, &expected, "step {} {:?}", step, op);
-                    prop_assert_eq!(real.lifespan.state(), &model.state(), "step {} {:?}", step, op);
-                    let startup: Vec<_> = model.startup.iter().map(|(id, _)| *id).collect();
-                    let shutdown: Vec<_> = model.shutdown.iter().map(|(id, _)| *id).collect();
-                    prop_assert_eq!(real.lifespan.startup_callback_ids().collect::<Vec<_>>(), startup);
-                    prop_assert_eq!(real.lifespan.shutdown_callback_ids().collect::<Vec<_>>(), shutdown);
+                #[test]
+                fn lifespan_matches_the_model(ops in proptest::collection::vec(op(), 0..40)) {
+                    let mut model = Model::default();
+                    let mut real = Real::default();
+                    for (step, op) in ops.iter().enumerate() {
+                        let expected = model.apply(op);
+                        let actual = real.apply(op);
+                        prop_assert_eq!(&actual, &expected, "step {} {:?}", step, op);
+                        prop_assert_eq!(real.lifespan.state(), &model.state(), "step {} {:?}", step, op);
+                        let startup: Vec<_> = model.startup.iter().map(|(id, _)| *id).collect();
+                        let shutdown: Vec<_> = model.shutdown.iter().map(|(id, _)| *id).collect();
+                        prop_assert_eq!(real.lifespan.startup_callback_ids().collect::<Vec<_>>(), startup);
+                        prop_assert_eq!(real.lifespan.shutdown_callback_ids().collect::<Vec<_>>(), shutdown);
+                    }
                 }
             }
-        }
     }
 }

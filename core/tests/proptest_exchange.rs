@@ -73,7 +73,9 @@ fn chunk(body: &Bytes, cuts: &[usize]) -> Vec<Bytes> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(128)
+    ))]
 
     #[test]
     fn order_case_and_chunking_do_not_matter(

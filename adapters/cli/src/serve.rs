@@ -23,6 +23,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode, String> {
     let mut service = demo::demo_service(verifier);
     service.options_mut().handle_signals = true;
 
+    let endpoint = service.endpoint().clone();
     let announce = |addr: SocketAddr| announce(addr, &public_key, demo_key, args.runtime);
     let served = match args.runtime {
         Runtime::Smol => smol(service, args.bind, announce),
@@ -31,7 +32,14 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode, String> {
         Runtime::Tower => tower(service, args.bind, announce),
     };
     served.map_err(|e| e.to_string())?;
-    tracing::info!("stopped");
+    let stats = endpoint.verify_queue().stats();
+    tracing::info!(
+        batches = stats.batches,
+        batched_signatures = stats.batched_signatures,
+        single_signatures = stats.single_signatures,
+        failed_batches = stats.failed_batches,
+        "stopped"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -36,8 +36,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use curve25519_dalek::constants::EIGHT_TORSION;
-use ed25519_dalek::{Signature, VerifyingKey};
+use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+use ed25519_dalek::VerifyingKey;
+use sha2::{Digest, Sha512};
 
 use super::Endpoint;
 use super::exchange::{Finished, Signed};
@@ -139,39 +143,26 @@ impl VerifyQueue {
     /// Whether each request's signature verifies, in order.
     fn verify(&self, batch: &[Pending]) -> Vec<bool> {
         let mut verified = vec![false; batch.len()];
-        // Signatures the combined equation may decide: a real key (not the
-        // fuzzing verifier) and an `R` that passes the cheap strict checks.
-        let mut candidates = Vec::with_capacity(batch.len());
+        // Requests the combined equation may decide: a real key (not the
+        // fuzzing verifier) and a signature that passes the cheap strict checks.
+        let mut terms = Vec::with_capacity(batch.len());
         let mut single = Vec::new();
         for (index, pending) in batch.iter().enumerate() {
-            match pending
-                .signed
-                .endpoint()
-                .config()
-                .verifier()
-                .verifying_key()
-            {
-                Some(key) if plausible_r(pending.signed.signature()) => {
-                    candidates.push((index, *key));
-                }
-                _ => single.push(index),
+            let signed = &pending.signed;
+            match signed.endpoint().config().verifier().verifying_key() {
+                Some(key) => match Term::new(signed, key) {
+                    Some(term) => terms.push((index, term)),
+                    None => single.push(index),
+                },
+                None => single.push(index),
             }
         }
-        if candidates.len() >= 2 && !self.take_single_turn(candidates.len()) {
-            let messages: Vec<&[u8]> = candidates
-                .iter()
-                .map(|&(index, _)| batch[index].signed.message())
-                .collect();
-            let signatures: Vec<Signature> = candidates
-                .iter()
-                .map(|&(index, _)| Signature::from_bytes(batch[index].signed.signature()))
-                .collect();
-            let keys: Vec<VerifyingKey> = candidates.iter().map(|&(_, key)| key).collect();
+        if terms.len() >= 2 && !self.take_single_turn(terms.len()) {
             self.batches.fetch_add(1, Ordering::Relaxed);
-            if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+            if combined_equation_holds(&terms) {
                 self.batched_signatures
-                    .fetch_add(candidates.len() as u64, Ordering::Relaxed);
-                for &(index, _) in &candidates {
+                    .fetch_add(terms.len() as u64, Ordering::Relaxed);
+                for &(index, _) in &terms {
                     verified[index] = true;
                 }
             } else {
@@ -180,13 +171,13 @@ impl VerifyQueue {
                     .store(FALLBACK_SIGNATURES, Ordering::Relaxed);
                 // Anyone can send a bad signature: never more than a debug line.
                 tracing::debug!(
-                    size = candidates.len(),
+                    size = terms.len(),
                     "signature batch failed; verifying each on its own"
                 );
-                single.extend(candidates.iter().map(|&(index, _)| index));
+                single.extend(terms.iter().map(|&(index, _)| index));
             }
         } else {
-            single.extend(candidates.iter().map(|&(index, _)| index));
+            single.extend(terms.iter().map(|&(index, _)| index));
         }
         self.single_signatures
             .fetch_add(single.len() as u64, Ordering::Relaxed);
@@ -196,7 +187,7 @@ impl VerifyQueue {
                 .endpoint()
                 .config()
                 .verifier()
-                .verify_message(signed.message(), signed.signature())
+                .verify(signed.timestamp(), signed.body(), signed.signature())
                 .is_ok();
         }
         verified
@@ -212,6 +203,101 @@ impl VerifyQueue {
             })
             .is_ok()
     }
+}
+
+/// One signature's part of the combined equation `[s]B = R + [k]A`.
+struct Term {
+    r: EdwardsPoint,
+    s: Scalar,
+    /// `k = H(R ‖ A ‖ timestamp ‖ body)`.
+    k: Scalar,
+    /// The key `A`, as a point.
+    a: EdwardsPoint,
+    signature: [u8; 64],
+}
+
+impl Term {
+    /// `None` when the signature fails a check `verify_strict` makes before
+    /// its equation (canonical `s`, canonical `R` of large order): such a
+    /// request is verified on its own, which rejects it.
+    fn new(signed: &Signed, key: &VerifyingKey) -> Option<Self> {
+        let signature = *signed.signature();
+        if !plausible_r(&signature) {
+            return None;
+        }
+        let (r_bytes, s_bytes) = signature.split_at(32);
+        let r_bytes: [u8; 32] = r_bytes.try_into().ok()?;
+        let s_bytes: [u8; 32] = s_bytes.try_into().ok()?;
+        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes))?;
+        let r = CompressedEdwardsY(r_bytes).decompress()?;
+        let mut hash = Sha512::new();
+        hash.update(r_bytes);
+        hash.update(key.as_bytes());
+        hash.update(signed.timestamp());
+        hash.update(signed.body());
+        Some(Self {
+            r,
+            s,
+            k: Scalar::from_bytes_mod_order_wide(&hash.finalize().into()),
+            a: key.to_edwards(),
+            signature,
+        })
+    }
+}
+
+/// Whether `Σ zᵢ·(Rᵢ + kᵢ·Aᵢ − sᵢ·B) = 0` for random 128-bit `zᵢ`: true
+/// when every signature verifies; when any does not, false except with
+/// probability 2⁻¹²⁸ (see the module docs for the torsion caveat).
+///
+/// Unlike `ed25519_dalek::verify_batch`, terms that share a key (every
+/// request of an endpoint does) share one `A` term: the multiscalar
+/// multiplication has `n + 2` points instead of `2n + 1`, about half the
+/// work.
+fn combined_equation_holds(terms: &[(usize, Term)]) -> bool {
+    // The zᵢ are derived from every input, so a peer cannot choose its
+    // signature knowing them (as ed25519-dalek derives its own).
+    let mut transcript = Sha512::new();
+    transcript.update(b"yuyo ed25519 batch v1");
+    for (_, term) in terms {
+        transcript.update(term.signature);
+        transcript.update(term.k.as_bytes());
+    }
+    let seed = transcript.finalize();
+
+    let mut scalars = Vec::with_capacity(terms.len() + 2);
+    let mut points = Vec::with_capacity(terms.len() + 2);
+    let mut keys: Vec<(EdwardsPoint, Scalar)> = Vec::with_capacity(1);
+    let mut basepoint = Scalar::ZERO;
+    for (index, (_, term)) in terms.iter().enumerate() {
+        let z = Scalar::from(random_128(&seed, index));
+        scalars.push(z);
+        points.push(term.r);
+        basepoint -= z * term.s;
+        let zk = z * term.k;
+        match keys.iter_mut().find(|(a, _)| *a == term.a) {
+            Some((_, coefficient)) => *coefficient += zk,
+            None => keys.push((term.a, zk)),
+        }
+    }
+    for (a, coefficient) in keys {
+        scalars.push(coefficient);
+        points.push(a);
+    }
+    scalars.push(basepoint);
+    points.push(ED25519_BASEPOINT_POINT);
+    EdwardsPoint::vartime_multiscalar_mul(scalars, points).is_identity()
+}
+
+/// The `index`th 128-bit coefficient from the transcript `seed`; odd, so
+/// never zero.
+fn random_128(seed: &[u8], index: usize) -> u128 {
+    let mut hash = Sha512::new();
+    hash.update(seed);
+    hash.update((index as u64).to_le_bytes());
+    let digest = hash.finalize();
+    let mut bytes = [0_u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(bytes) | 1
 }
 
 /// The cheap part of `verify_strict`'s checks on `R` (the first half of the

@@ -257,24 +257,17 @@ impl Exchange {
             body,
             ..
         } = self;
-        let timestamp_len = timestamp.len();
-        let message = match body {
+        let body = match body {
             BodyBuffer::Empty => return Err(refuse_unauthenticated(Rejection::EmptyBody)),
-            // Verification needs `timestamp ‖ body` in one piece (ed25519-dalek
-            // verifies strictly only over a contiguous message).
-            BodyBuffer::One(body) => {
-                let mut message = BytesMut::with_capacity(timestamp_len + body.len());
-                message.extend_from_slice(timestamp.as_bytes());
-                message.extend_from_slice(&body);
-                message.freeze()
-            }
-            BodyBuffer::Many(message) => message.freeze(),
+            BodyBuffer::One(body) => body,
+            // Accumulated right behind the timestamp (for single verification).
+            BodyBuffer::Many(message) => message.freeze().slice(timestamp.len()..),
         };
         Ok(Signed {
             endpoint,
             signature,
-            timestamp_len,
-            message,
+            timestamp,
+            body,
         })
     }
 }
@@ -288,15 +281,15 @@ impl Exchange {
 pub struct Signed {
     endpoint: Endpoint,
     signature: [u8; 64],
-    timestamp_len: usize,
-    /// `timestamp ‖ body`, the signed message.
-    message: Bytes,
+    /// The signed message is `timestamp ‖ body`.
+    timestamp: HeaderValue,
+    body: Bytes,
 }
 
 impl std::fmt::Debug for Signed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Signed")
-            .field("body_len", &(self.message.len() - self.timestamp_len))
+            .field("body_len", &self.body.len())
             .finish_non_exhaustive()
     }
 }
@@ -304,11 +297,11 @@ impl std::fmt::Debug for Signed {
 impl Signed {
     /// Verify the signature on its own, then continue as [`Exchange::finish`].
     pub fn verify(self, now_unix_secs: u64) -> Finished {
-        let verified = self
-            .endpoint
-            .config()
-            .verifier()
-            .verify_message(&self.message, &self.signature);
+        let verified = self.endpoint.config().verifier().verify(
+            self.timestamp.as_bytes(),
+            &self.body,
+            &self.signature,
+        );
         self.conclude(verified.is_ok(), now_unix_secs)
     }
 
@@ -323,8 +316,12 @@ impl Signed {
         &self.endpoint
     }
 
-    pub(super) fn message(&self) -> &[u8] {
-        &self.message
+    pub(super) fn timestamp(&self) -> &[u8] {
+        self.timestamp.as_bytes()
+    }
+
+    pub(super) fn body(&self) -> &[u8] {
+        &self.body
     }
 
     pub(super) fn signature(&self) -> &[u8; 64] {
@@ -338,16 +335,11 @@ impl Signed {
         }
         let config = self.endpoint.config();
         if let Some(window) = config.timestamp_window
-            && !within_window(
-                &self.message[..self.timestamp_len],
-                now_unix_secs,
-                window.as_secs(),
-            )
+            && !within_window(self.timestamp.as_bytes(), now_unix_secs, window.as_secs())
         {
             return reject_unauthenticated(Rejection::TimestampOutsideWindow);
         }
-        self.endpoint
-            .dispatch(self.message.slice(self.timestamp_len..))
+        self.endpoint.dispatch(self.body)
     }
 }
 
