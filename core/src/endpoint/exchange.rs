@@ -372,7 +372,7 @@ impl Endpoint {
         // The typed parse comes first: on the hot path it is the only pass
         // over the body. Only when it fails does the cheap probe run, to
         // answer with the right status.
-        let error = match serde_json::from_slice::<Interaction>(&body) {
+        let error = match super::parse::interaction(&body) {
             Ok(interaction) => match InteractionKind::from_interaction_type(interaction.kind) {
                 Some(kind) => return self.to_handler(kind, Box::new(interaction), body),
                 None if interaction.kind == InteractionType::Ping => {

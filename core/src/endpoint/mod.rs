@@ -108,6 +108,7 @@ mod batch;
 mod config;
 mod exchange;
 mod handlers;
+mod parse;
 mod probe;
 mod rejection;
 mod reply;
