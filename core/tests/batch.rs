@@ -272,3 +272,24 @@ proptest! {
         prop_assert_eq!(batch(batched), expected);
     }
 }
+
+#[test]
+fn a_ticket_deep_in_a_long_queue_is_resolved_by_its_own_poll() {
+    // More requests than one batch takes: polling the last ticket first runs
+    // batches until its own request is done.
+    let endpoint = endpoint();
+    let body = fixture("command_echo");
+    let good = post(&endpoint, &body);
+    let count = yuyo_core::endpoint::MAX_BATCH + 5;
+    let mut tickets: Vec<_> = (0..count)
+        .map(|_| signed(&endpoint, &body).enqueue(NOW))
+        .collect();
+    let last = tickets.pop().unwrap();
+    assert_eq!(settle(futures::executor::block_on(last)), good);
+    for ticket in tickets {
+        assert_eq!(settle(futures::executor::block_on(ticket)), good);
+    }
+    let stats = endpoint.verify_queue().stats();
+    assert_eq!(stats.batches, 2);
+    assert_eq!(stats.batched_signatures, count as u64);
+}
