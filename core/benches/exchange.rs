@@ -1,15 +1,19 @@
 //! The whole verify → parse → dispatch-decision path for the signed
 //! `command_echo.json`, beside `ed25519-dalek`'s `verify_strict` alone on the
 //! same message, in the same run; then the same path with the signatures
-//! verified in batches (the endpoint's `VerifyQueue`).
+//! verified in batches (the endpoint's `VerifyQueue`), and bytes in → bytes
+//! out through one keep-alive `server::Session`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
+use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::{Signature, Signer, SigningKey};
 use yuyo_core::endpoint::{Endpoint, EndpointConfig, Finished, Handlers, Reply, Verifier};
+use yuyo_core::http1;
+use yuyo_core::server::{Action, Now, Session};
 
 const TIMESTAMP: &[u8] = b"1700000000";
 
@@ -76,6 +80,23 @@ fn bench(c: &mut Criterion) {
     let _: &Signature = &signature;
     group.finish();
 
+    // Bytes in, bytes out: one keep-alive `Session` (http1 + endpoint) takes
+    // the raw request through verification, the handler and the response.
+    let mut raw = format!(
+        "POST / HTTP/1.1\r\nhost: bot.example.com\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nx-signature-ed25519: {}\r\nx-signature-timestamp: 1700000000\r\n\r\n",
+        body.len(),
+        hex::encode(signature.to_bytes())
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    let now = Now {
+        instant: Instant::now(),
+        unix_secs: 1_700_000_000,
+    };
+    let mut session = Session::new(endpoint.clone(), http1::Config::default(), now.instant);
+    group_session(c, &mut session, &raw, now);
+
     // The same path with signatures verified in batches of `size` through the
     // endpoint's queue (throughput = requests).
     let mut group = c.benchmark_group("command_echo_batched");
@@ -97,6 +118,37 @@ fn bench(c: &mut Criterion) {
             });
         });
     }
+    group.finish();
+}
+
+fn group_session(c: &mut Criterion, session: &mut Session, raw: &[u8], now: Now) {
+    let mut group = c.benchmark_group("session");
+    group.bench_function("request_response_keep_alive", |b| {
+        b.iter(|| {
+            session.receive(now.instant, black_box(raw));
+            let mut written = 0;
+            loop {
+                let action = session.poll(now);
+                while let Some(bytes) = session.poll_transmit() {
+                    written += bytes.len();
+                }
+                match action {
+                    Action::Verify(ticket) => {
+                        let finished = futures::executor::block_on(ticket);
+                        session.verified(now, finished).unwrap();
+                    }
+                    Action::Handle(handler) => {
+                        let outcome = futures::executor::block_on(handler);
+                        session.complete(now, outcome).unwrap();
+                    }
+                    Action::Read => break,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert!(written > 0);
+            black_box(written)
+        });
+    });
     group.finish();
 }
 

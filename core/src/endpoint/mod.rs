@@ -65,6 +65,8 @@
 //!    `max_body_size` → 413; running total over it while streaming → 413
 //! 6. empty body → 400
 //! 7. signature does not verify (`verify_strict`) over `timestamp ‖ body` → 401
+//!    (drivers verify requests that complete together as one batch, with the
+//!    same answers: see [`VerifyQueue`])
 //! 8. timestamp window configured and timestamp not an integer within it → 401
 //! 9. body not a JSON object → 400; `type` missing or not an integer → 400
 //! 10. `type` 1 (PING) → 200 `{"type":1}` (`application/json`, no handler)
