@@ -285,6 +285,9 @@ impl Wake for Unpark {
 /// and parks between wake-ups, but parks with [`parking::Parker::park_deadline`], so
 /// the deadline itself wakes it. A timer crate would do the same with more machinery:
 /// `async_io::Timer` outside `async_io::block_on` needs async-io's global driver thread.
+///
+/// Only a pending future can be interrupted: a handler that blocks the thread inside
+/// `poll` (e.g. `std::thread::sleep`) is answered when it returns, as on any runtime.
 fn run_until<F: Future>(mut future: Pin<&mut F>, deadline: Instant) -> Option<F::Output> {
     let (parker, unparker) = parking::pair();
     let waker = TaskWaker::from(Arc::new(Unpark(unparker)));
@@ -342,6 +345,83 @@ fn stream_file(io: &mut Io, session: &mut Session, source: &FileSource) -> io::R
                 tracing::error!(%error, path = %path.display(), "cannot read a reply file");
                 session.abort_file();
                 return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn run_until_returns_a_ready_output() {
+        let mut future = std::pin::pin!(async { 7 });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert_eq!(run_until(future.as_mut(), deadline), Some(7));
+    }
+
+    #[test]
+    fn run_until_gives_up_at_the_deadline_and_the_future_runs_on() {
+        let (tx, rx) = async_channel_like();
+        let mut waiting = std::pin::pin!(rx);
+        let deadline = Instant::now() + Duration::from_millis(20);
+        assert_eq!(run_until(waiting.as_mut(), deadline), None);
+        assert!(Instant::now() >= deadline);
+        tx.send(1).unwrap();
+        assert_eq!(block_on(waiting), 1);
+    }
+
+    #[test]
+    fn run_until_is_woken_by_another_thread() {
+        let (tx, rx) = async_channel_like();
+        let handle = std::thread::spawn(move || tx.send(5).unwrap());
+        let mut future = std::pin::pin!(rx);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert_eq!(run_until(future.as_mut(), deadline), Some(5));
+        handle.join().unwrap();
+    }
+
+    /// A one-shot channel whose receiver is a future woken by the sender.
+    fn async_channel_like() -> (OneshotSender, OneshotReceiver) {
+        let shared = Arc::new(std::sync::Mutex::new((None, None::<TaskWaker>)));
+        (OneshotSender(shared.clone()), OneshotReceiver(shared))
+    }
+
+    type Slot = Arc<std::sync::Mutex<(Option<u32>, Option<TaskWaker>)>>;
+
+    struct OneshotSender(Slot);
+
+    impl OneshotSender {
+        fn send(self, value: u32) -> Result<(), ()> {
+            let waker = {
+                let mut slot = self.0.lock().map_err(drop)?;
+                slot.0 = Some(value);
+                slot.1.take()
+            };
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+            Ok(())
+        }
+    }
+
+    struct OneshotReceiver(Slot);
+
+    impl Future for OneshotReceiver {
+        type Output = u32;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u32> {
+            let mut slot = self.0.lock().unwrap();
+            match slot.0.take() {
+                Some(value) => Poll::Ready(value),
+                None => {
+                    slot.1 = Some(cx.waker().clone());
+                    Poll::Pending
+                }
             }
         }
     }
