@@ -49,6 +49,7 @@
 //! reply's `after` work runs once it is done.
 
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -500,6 +501,16 @@ impl RestCall {
             Self::EditOriginal(request) | Self::CreateFollowup(request) => request.route().key(),
         }
     }
+
+    /// The request, with its answer's body ignored: delivering a reply only needs to
+    /// know whether each request succeeded.
+    #[must_use]
+    pub fn into_request(self) -> RestRequest<serde::de::IgnoredAny> {
+        match self {
+            Self::CreateResponse(request) | Self::DeleteOriginal(request) => request.expect(),
+            Self::EditOriginal(request) | Self::CreateFollowup(request) => request.expect(),
+        }
+    }
 }
 
 /// A reply delivered through REST: the requests to send in order (stop at the first
@@ -511,6 +522,33 @@ pub struct RestReply {
     pub requests: Vec<RestCall>,
     /// The reply's [`after`](Reply::after) work, to run once the requests are done.
     pub after: Option<BoxFuture<()>>,
+}
+
+impl RestReply {
+    /// Delivers this reply, the same on every runtime: sends each request in order with
+    /// `send` (a driver's REST client), stops at the first failure (logged with the
+    /// route template, never the token), then runs the reply's `after` work whether the
+    /// requests succeeded or not.
+    ///
+    /// A blocking driver passes a `send` that returns a ready future.
+    pub async fn deliver<S, F, E>(self, mut send: S)
+    where
+        S: FnMut(RestRequest<serde::de::IgnoredAny>) -> F,
+        F: Future<Output = Result<(), E>>,
+        E: fmt::Display,
+    {
+        let Self { requests, after } = self;
+        for call in requests {
+            let route = call.route_key().clone();
+            if let Err(error) = send(call.into_request()).await {
+                tracing::error!(%route, %error, "could not deliver an interaction reply through REST");
+                break;
+            }
+        }
+        if let Some(after) = after {
+            after.await;
+        }
+    }
 }
 
 impl fmt::Debug for RestReply {

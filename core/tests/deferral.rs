@@ -368,3 +368,45 @@ fn modal_is_deferred_with_5_or_with_6_when_submitted_from_a_message() {
         "submitted feedback_modal"
     );
 }
+
+/// The ephemeral late reply (DELETE, then a follow-up) with `after` work that records it ran.
+fn two_call_reply() -> (RestReply, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let mut s = session(common::endpoint(), ReplyRouting::enabled());
+    let at = now();
+    let handler = dispatch(&mut s, &fixture("command_ephemeral"), at);
+    s.defer(at).unwrap();
+    s.complete(at, futures::executor::block_on(handler))
+        .unwrap();
+    let mut reply = s.poll_rest_reply().unwrap();
+    assert_eq!(reply.requests.len(), 2);
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = ran.clone();
+    reply.after = Some(Box::pin(async move {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    }));
+    (reply, ran)
+}
+
+#[test]
+fn deliver_sends_in_order_then_runs_after() {
+    let (reply, ran) = two_call_reply();
+    let mut sent = Vec::new();
+    futures::executor::block_on(reply.deliver(|request| {
+        sent.push(request.route().method().clone());
+        std::future::ready(Ok::<(), &str>(()))
+    }));
+    assert_eq!(sent, [http::Method::DELETE, http::Method::POST]);
+    assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+}
+
+#[test]
+fn deliver_stops_at_the_first_failure_and_still_runs_after() {
+    let (reply, ran) = two_call_reply();
+    let mut sent = 0;
+    futures::executor::block_on(reply.deliver(|_request| {
+        sent += 1;
+        std::future::ready(Err("mock failure"))
+    }));
+    assert_eq!(sent, 1, "the follow-up is not sent after a failed DELETE");
+    assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+}

@@ -38,6 +38,13 @@
 //! | `add_startup_callback(cb)` / `add_shutdown_callback(cb)` | [`Bot::add_startup_callback`] / [`Bot::add_shutdown_callback`] (callbacks receive the [`Bot`]) |
 //! | `remove_*_callback` unknown → `ValueError` | [`UnknownCallback`] |
 //! | callback failure fails startup/shutdown | [`LifecycleError::Callback`] |
+//!
+//! # Replies through REST
+//! A bot's server defers slow handlers and sends oversized files through the callback
+//! endpoint (see [`yuyo_core::deferral`] and [the crate docs](crate#replies-through-rest)),
+//! exactly as on yuyo-tokio: [`BotBuilder::defer_after`] (default 2.5 s,
+//! [`DEFAULT_DEFER_AFTER`]) and [`BotBuilder::inline_files_limit`] (default 150 000
+//! bytes, [`DEFAULT_INLINE_FILES_LIMIT`]); `None` turns either off.
 
 use std::fmt;
 use std::future::Future;
@@ -46,6 +53,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures_lite::future::block_on;
+pub use yuyo_core::deferral::{DEFAULT_DEFER_AFTER, DEFAULT_INLINE_FILES_LIMIT, ReplyRouting};
 use yuyo_core::endpoint::{BoxFuture, Endpoint, Handlers, KeyError, Verifier};
 use yuyo_core::lifespan::CallbackError;
 use yuyo_core::rest::bot::{BotCallbacks, BotEndpoint, discovered_verifier, public_key_of};
@@ -70,6 +78,7 @@ pub struct BotBuilder {
     http: HttpSettings,
     proxy: Option<ProxySettings>,
     endpoint: BotEndpoint,
+    routing: ReplyRouting,
 }
 
 impl BotBuilder {
@@ -81,7 +90,26 @@ impl BotBuilder {
             http: HttpSettings::default(),
             proxy: None,
             endpoint: BotEndpoint::default(),
+            routing: ReplyRouting::enabled(),
         }
+    }
+
+    /// Defer a handler still running this long after its request arrived, and deliver
+    /// its reply through REST (default [`DEFAULT_DEFER_AFTER`], 2.5 s; `None`: never).
+    /// Keep it under Discord's 3 s.
+    #[must_use]
+    pub fn defer_after(mut self, after: Option<Duration>) -> Self {
+        self.routing.defer_after = after;
+        self
+    }
+
+    /// Send a reply whose files total more than this many bytes through the callback
+    /// endpoint instead of the HTTP answer (default [`DEFAULT_INLINE_FILES_LIMIT`];
+    /// `None`: always inline).
+    #[must_use]
+    pub fn inline_files_limit(mut self, bytes: Option<u64>) -> Self {
+        self.routing.inline_files_limit = bytes;
+        self
     }
 
     /// The token's type (default [`TokenType::Bot`]).
@@ -196,6 +224,7 @@ impl BotBuilder {
                 discovery: Mutex::new(KeyDiscovery::new(token_type)),
                 discovered: Condvar::new(),
                 endpoint: self.endpoint,
+                routing: self.routing,
                 callbacks: Mutex::new(BotCallbacks::default()),
             }),
         })
@@ -217,6 +246,7 @@ struct Inner {
     discovered: Condvar,
     endpoint: BotEndpoint,
     callbacks: Mutex<BotCallbacks<BotCallback>>,
+    routing: ReplyRouting,
 }
 
 /// yuyo's `AsgiBot` on std threads; see the [module docs](self). Cheap to clone.
@@ -268,6 +298,12 @@ impl Bot {
     #[must_use]
     pub fn proxy_settings(&self) -> Option<&ProxySettings> {
         self.inner.rest.transport().proxy()
+    }
+
+    /// How the bot's server routes replies through REST.
+    #[must_use]
+    pub fn reply_routing(&self) -> ReplyRouting {
+        self.inner.routing
     }
 
     /// Whether the server's lifespan starts and stops the bot.
@@ -418,7 +454,7 @@ impl Bot {
                 async move { result }
             });
         }
-        Ok(Server::new(service))
+        Ok(Server::new(service).with_rest_replies(self.inner.rest.clone(), self.inner.routing))
     }
 
     fn do_start(&self) -> Result<(), LifecycleError> {

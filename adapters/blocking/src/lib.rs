@@ -27,6 +27,25 @@
 //! server.serve(std::net::TcpListener::bind("127.0.0.1:8080")?)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Replies through REST
+//! A server given a REST client with [`Server::with_rest_replies`] (the [`bot::Bot`]'s
+//! server is, by default) lets the core route replies through REST
+//! ([`yuyo_core::deferral`]), as on yuyo-tokio:
+//! - **automatic deferral**: a handler still running at the deadline (default 2.5 s)
+//!   gets a deferred response (type 5, or 6 for components) written for it; the
+//!   connection thread keeps running the handler, whose late reply is then sent through
+//!   REST (edit original response, …) on a thread of its own, while the connection
+//!   serves its next request. Autocomplete handlers are never deferred. The deadline
+//!   needs no timer thread: the connection thread runs the handler with its own small
+//!   executor that parks with a timeout until the deadline (see `run_until` in the
+//!   connection module), then goes on with `block_on`.
+//! - **oversized files**: a reply whose files exceed the inline limit (default 150 000
+//!   bytes) is sent through `POST /interactions/{id}/{token}/callback` and the HTTP
+//!   request is answered `202 Accepted` with no body, as Discord documents.
+//!
+//! REST replies count as after-response work for shutdown. A plain [`Server`] has no
+//! REST client, so neither happens.
 #![deny(missing_docs)]
 
 pub mod bot;
@@ -43,6 +62,8 @@ use std::time::Instant;
 
 use futures_lite::future::block_on;
 use mio::{Events, Interest, Poll, Token, Waker};
+use tracing::Instrument;
+use yuyo_core::deferral::{ReplyRouting, RestReply};
 
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
 
@@ -54,6 +75,7 @@ const WAKE: Token = Token(1);
 pub struct Server {
     service: Service,
     shared: Arc<Shared>,
+    rest: Option<(rest::RestClient, ReplyRouting)>,
 }
 
 /// Requests a graceful shutdown of a [`Server`]; cheap to clone, usable from any thread.
@@ -78,7 +100,25 @@ impl Server {
         Self {
             service,
             shared: Arc::new(Shared::default()),
+            rest: None,
         }
+    }
+
+    /// Sends replies through `rest` as `routing` says: automatic deferral and oversized
+    /// files (see [the crate docs](crate#replies-through-rest)). Without it (the
+    /// default) every reply is the HTTP answer.
+    #[must_use]
+    pub fn with_rest_replies(mut self, rest: rest::RestClient, routing: ReplyRouting) -> Self {
+        self.rest = Some((rest, routing));
+        self
+    }
+
+    /// The reply routing in force ([`ReplyRouting::disabled`] without a REST client).
+    #[must_use]
+    pub fn reply_routing(&self) -> ReplyRouting {
+        self.rest
+            .as_ref()
+            .map_or(ReplyRouting::disabled(), |(_, routing)| *routing)
     }
 
     /// The service: endpoint (handler registry and config), lifespan and options.
@@ -167,11 +207,12 @@ impl Server {
         let endpoint = self.service.endpoint().clone();
         let http = self.service.options().connection_config(others);
         let shared = Arc::clone(&self.shared);
+        let rest = self.rest.clone();
         let spawned = thread::Builder::new()
             .name("yuyo-connection".to_owned())
             .spawn(move || {
                 let _guard = guard;
-                connection::run(stream, endpoint, http, &shared);
+                connection::run(stream, endpoint, http, rest, &shared);
             });
         if let Err(error) = spawned {
             tracing::error!(%error, "cannot start a connection thread");
@@ -271,15 +312,30 @@ impl Shared {
 
     /// Runs after-response work on a thread of its own, tracked for shutdown.
     pub(crate) fn spawn_after(self: &Arc<Self>, work: yuyo_core::endpoint::BoxFuture<()>) {
+        self.spawn_tracked("yuyo-after", work);
+    }
+
+    /// Delivers a reply through REST on a thread of its own, tracked for shutdown like
+    /// after-response work (see [`RestReply::deliver`]).
+    pub(crate) fn spawn_rest_reply(self: &Arc<Self>, client: rest::RestClient, reply: RestReply) {
+        let span = tracing::Span::current();
+        let send = async move {
+            let client = &client;
+            reply
+                .deliver(|request| std::future::ready(client.call(request).map(drop)))
+                .await;
+        };
+        self.spawn_tracked("yuyo-rest-reply", Box::pin(send.instrument(span)));
+    }
+
+    fn spawn_tracked(self: &Arc<Self>, name: &str, work: yuyo_core::endpoint::BoxFuture<()>) {
         let guard = TaskGuard::after(self);
-        let spawned = thread::Builder::new()
-            .name("yuyo-after".to_owned())
-            .spawn(move || {
-                let _guard = guard;
-                block_on(work);
-            });
+        let spawned = thread::Builder::new().name(name.to_owned()).spawn(move || {
+            let _guard = guard;
+            block_on(work);
+        });
         if let Err(error) = spawned {
-            tracing::error!(%error, "cannot start a thread for after-response work; dropped");
+            tracing::error!(%error, name, "cannot start a thread for after-response work; dropped");
         }
     }
 }

@@ -38,6 +38,13 @@
 //! | `add_startup_callback(cb)` / `add_shutdown_callback(cb)` | [`Bot::add_startup_callback`] / [`Bot::add_shutdown_callback`] (callbacks receive the [`Bot`]) |
 //! | `remove_*_callback` unknown → `ValueError` | [`UnknownCallback`] |
 //! | callback failure fails startup/shutdown | [`LifecycleError::Callback`] |
+//!
+//! # Replies through REST
+//! A bot's server defers slow handlers and sends oversized files through the callback
+//! endpoint (see [`yuyo_core::deferral`] and [the crate docs](crate#replies-through-rest)),
+//! exactly as on yuyo-tokio: [`BotBuilder::defer_after`] (default 2.5 s,
+//! [`DEFAULT_DEFER_AFTER`]) and [`BotBuilder::inline_files_limit`] (default 150 000
+//! bytes, [`DEFAULT_INLINE_FILES_LIMIT`]); `None` turns either off.
 
 use std::fmt;
 use std::future::Future;
@@ -47,6 +54,7 @@ use std::time::Duration;
 
 use async_executor::Executor;
 use event_listener::Event;
+pub use yuyo_core::deferral::{DEFAULT_DEFER_AFTER, DEFAULT_INLINE_FILES_LIMIT, ReplyRouting};
 use yuyo_core::endpoint::{BoxFuture, Endpoint, Handlers, KeyError, Verifier};
 use yuyo_core::lifespan::CallbackError;
 use yuyo_core::rest::bot::{BotCallbacks, BotEndpoint, discovered_verifier, public_key_of};
@@ -72,6 +80,7 @@ pub struct BotBuilder {
     proxy: Option<ProxySettings>,
     endpoint: BotEndpoint,
     executor: Option<Arc<Executor<'static>>>,
+    routing: ReplyRouting,
 }
 
 impl BotBuilder {
@@ -83,8 +92,27 @@ impl BotBuilder {
             http: HttpSettings::default(),
             proxy: None,
             endpoint: BotEndpoint::default(),
+            routing: ReplyRouting::enabled(),
             executor: None,
         }
+    }
+
+    /// Defer a handler still running this long after its request arrived, and deliver
+    /// its reply through REST (default [`DEFAULT_DEFER_AFTER`], 2.5 s; `None`: never).
+    /// Keep it under Discord's 3 s.
+    #[must_use]
+    pub fn defer_after(mut self, after: Option<Duration>) -> Self {
+        self.routing.defer_after = after;
+        self
+    }
+
+    /// Send a reply whose files total more than this many bytes through the callback
+    /// endpoint instead of the HTTP answer (default [`DEFAULT_INLINE_FILES_LIMIT`];
+    /// `None`: always inline).
+    #[must_use]
+    pub fn inline_files_limit(mut self, bytes: Option<u64>) -> Self {
+        self.routing.inline_files_limit = bytes;
+        self
     }
 
     /// The token's type (default [`TokenType::Bot`]).
@@ -207,6 +235,7 @@ impl BotBuilder {
                 discovery: Mutex::new(KeyDiscovery::new(token_type)),
                 discovered: Event::new(),
                 endpoint: self.endpoint,
+                routing: self.routing,
                 executor: self.executor,
                 callbacks: Mutex::new(BotCallbacks::default()),
             }),
@@ -229,6 +258,7 @@ struct Inner {
     endpoint: BotEndpoint,
     executor: Option<Arc<Executor<'static>>>,
     callbacks: Mutex<BotCallbacks<BotCallback>>,
+    routing: ReplyRouting,
 }
 
 /// yuyo's `AsgiBot` on smol; see the [module docs](self). Cheap to clone.
@@ -286,6 +316,12 @@ impl Bot {
     #[must_use]
     pub fn executor(&self) -> Option<&Arc<Executor<'static>>> {
         self.inner.executor.as_ref()
+    }
+
+    /// How the bot's server routes replies through REST.
+    #[must_use]
+    pub fn reply_routing(&self) -> ReplyRouting {
+        self.inner.routing
     }
 
     /// Whether the server's lifespan starts and stops the bot.
@@ -434,7 +470,8 @@ impl Bot {
                 async move { bot.do_close().await.map_err(CallbackError::new) }
             });
         }
-        let server = Server::new(service);
+        let server =
+            Server::new(service).with_rest_replies(self.inner.rest.clone(), self.inner.routing);
         Ok(match &self.inner.executor {
             Some(executor) => server.with_executor(Arc::clone(executor)),
             None => server,

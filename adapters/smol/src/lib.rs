@@ -33,6 +33,22 @@
 //! })
 //! # }
 //! ```
+//!
+//! # Replies through REST
+//! A server given a REST client with [`Server::with_rest_replies`] (the [`bot::Bot`]'s
+//! server is, by default) lets the core route replies through REST
+//! ([`yuyo_core::deferral`]), as on yuyo-tokio:
+//! - **automatic deferral**: a handler still running at the deadline (default 2.5 s,
+//!   an [`async_io::Timer`]) gets a deferred response (type 5, or 6 for components)
+//!   written for it; the connection keeps awaiting the handler, whose late reply is then
+//!   sent through REST (edit original response, …) in a spawned task, while the
+//!   connection serves its next request. Autocomplete handlers are never deferred.
+//! - **oversized files**: a reply whose files exceed the inline limit (default 150 000
+//!   bytes) is sent through `POST /interactions/{id}/{token}/callback` and the HTTP
+//!   request is answered `202 Accepted` with no body, as Discord documents.
+//!
+//! Spawned REST replies count as after-response work for shutdown. A plain [`Server`]
+//! has no REST client, so neither happens.
 #![deny(missing_docs)]
 
 use std::future::Future;
@@ -53,6 +69,7 @@ use event_listener::{Event, EventListener};
 use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::Instrument;
+use yuyo_core::deferral::ReplyRouting;
 use yuyo_core::endpoint::Endpoint;
 use yuyo_core::http1;
 use yuyo_core::multipart::FileSource;
@@ -129,6 +146,7 @@ pub struct Server {
     threads: NonZeroUsize,
     shutdown: ShutdownHandle,
     executor: Option<Arc<Executor<'static>>>,
+    rest: Option<(rest::RestClient, ReplyRouting)>,
 }
 
 impl Server {
@@ -140,7 +158,25 @@ impl Server {
             threads,
             shutdown: ShutdownHandle::default(),
             executor: None,
+            rest: None,
         }
+    }
+
+    /// Sends replies through `rest` as `routing` says: automatic deferral and oversized
+    /// files (see [the crate docs](crate#replies-through-rest)). Without it (the
+    /// default) every reply is the HTTP answer.
+    #[must_use]
+    pub fn with_rest_replies(mut self, rest: rest::RestClient, routing: ReplyRouting) -> Self {
+        self.rest = Some((rest, routing));
+        self
+    }
+
+    /// The reply routing in force ([`ReplyRouting::disabled`] without a REST client).
+    #[must_use]
+    pub fn reply_routing(&self) -> ReplyRouting {
+        self.rest
+            .as_ref()
+            .map_or(ReplyRouting::disabled(), |(_, routing)| *routing)
     }
 
     /// Sets how many threads run the server's own executor in [`Server::serve`]
@@ -212,6 +248,7 @@ impl Server {
             cancel: Flag::default(),
             active: AtomicUsize::new(0),
             drained: Event::new(),
+            rest: self.rest.take(),
         });
         let signals = Signals::new(options.handle_signals);
 
@@ -338,9 +375,11 @@ struct Shared {
     stop: Arc<Flag>,
     /// The grace period is over: tasks stop where they are.
     cancel: Flag,
-    /// Connections and after-response work still running.
+    /// Connections, after-response work and REST replies still running.
     active: AtomicUsize,
     drained: Event,
+    /// The REST client replies go through, and how.
+    rest: Option<(rest::RestClient, ReplyRouting)>,
 }
 
 /// Counts one task as active until dropped.
@@ -365,6 +404,25 @@ impl Shared {
                 future::or(task, tracked.0.cancel.wait()).await;
             })
             .detach();
+    }
+
+    /// Sends every reply the session queued for REST, each in its own tracked task.
+    fn send_rest_replies(self: &Arc<Self>, session: &mut Session) {
+        while let Some(reply) = session.poll_rest_reply() {
+            match &self.rest {
+                Some((client, _)) => {
+                    let client = client.clone();
+                    let send = async move {
+                        let client = &client;
+                        reply
+                            .deliver(|request| async move { client.call(request).await.map(drop) })
+                            .await;
+                    };
+                    self.spawn(send.instrument(session.span().clone()));
+                }
+                None => tracing::error!("a reply went to REST without a REST client"),
+            }
+        }
     }
 
     async fn wait_drained(&self) {
@@ -534,6 +592,9 @@ async fn serve_connection(
     shared: Arc<Shared>,
 ) {
     let mut session = Session::new(endpoint, config, Instant::now());
+    if let Some((_, routing)) = &shared.rest {
+        session.set_reply_routing(*routing);
+    }
     // Readiness is awaited on the shared socket, then bytes are read straight into the
     // session's buffer: an idle connection holds no read buffer.
     let socket: Arc<Async<std::net::TcpStream>> = stream.clone().into();
@@ -639,10 +700,46 @@ async fn serve_connection(
                 }
             }
             Action::Handle(handler) => {
-                let outcome = handler.instrument(session.span().clone()).await;
+                let mut handler = std::pin::pin!(handler.instrument(session.span().clone()));
+                // Race the handler against the deferral deadline, when the core wants one
+                // (see `yuyo_core::deferral`); the handler keeps running after it.
+                let outcome = match session.defer_deadline() {
+                    None => handler.await,
+                    Some(at) => {
+                        let raced = future::or(async { Some((&mut handler).await) }, async {
+                            Timer::at(at).await;
+                            None
+                        })
+                        .await;
+                        match raced {
+                            Some(outcome) => outcome,
+                            None => {
+                                match session.defer(now()) {
+                                    // The deferred answer goes out now; the handler goes on.
+                                    Ok(_) => {
+                                        if let Err(error) = flush(&mut session, &mut stream).await {
+                                            tracing::debug!(%error, "write failed; dropping the connection");
+                                            return;
+                                        }
+                                    }
+                                    Err(error) => tracing::debug!(%error, "handler not deferred"),
+                                }
+                                handler.await
+                            }
+                        }
+                    }
+                };
                 if let Err(error) = session.complete(now(), outcome) {
                     tracing::error!(%error, "driver error");
                     break;
+                }
+                // The HTTP answer (e.g. the 202 of a reply sent through the callback
+                // endpoint) goes out before the REST requests start.
+                let flushed = flush(&mut session, &mut stream).await;
+                shared.send_rest_replies(&mut session);
+                if let Err(error) = flushed {
+                    tracing::debug!(%error, "write failed; dropping the connection");
+                    return;
                 }
             }
             Action::StreamFile(source) => {

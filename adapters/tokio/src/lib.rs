@@ -69,7 +69,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
-use yuyo_core::deferral::{ReplyRouting, RestCall, RestReply};
+use yuyo_core::deferral::{ReplyRouting, RestReply};
 use yuyo_core::endpoint::Endpoint;
 use yuyo_core::http1;
 use yuyo_core::multipart::FileSource;
@@ -498,30 +498,11 @@ async fn stream_file(
     }
 }
 
-/// Sends a reply's requests in order through `client`, stopping at the first failure
-/// (logged with the route template, never the token), then runs its `after` work.
+/// Sends a reply's requests in order through `client`, then runs its `after` work
+/// (see [`RestReply::deliver`]).
 async fn send_rest_reply(client: rest::RestClient, reply: RestReply) {
-    let RestReply { requests, after } = reply;
-    for call in requests {
-        let route = call.route_key().clone();
-        let result = match call {
-            RestCall::CreateResponse(request) | RestCall::DeleteOriginal(request) => {
-                client.call(request).await.map(drop)
-            }
-            RestCall::EditOriginal(request) | RestCall::CreateFollowup(request) => {
-                client.call(request).await.map(drop)
-            }
-            _ => {
-                tracing::error!(%route, "yuyo-tokio cannot send this kind of REST reply");
-                break;
-            }
-        };
-        if let Err(error) = result {
-            tracing::error!(%route, %error, "could not deliver an interaction reply through REST");
-            break;
-        }
-    }
-    if let Some(after) = after {
-        after.await;
-    }
+    let client = &client;
+    reply
+        .deliver(|request| async move { client.call(request).await.map(drop) })
+        .await;
 }
