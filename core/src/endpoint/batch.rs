@@ -1,35 +1,4 @@
-//! Batch signature verification across requests.
-//!
-//! Ed25519 verification is most of the CPU an interaction costs. Checking
-//! `n` signatures against one key as a single random linear combination (one
-//! multiscalar multiplication of `n + 2` points) costs a third to a fifth of
-//! `n` single checks once `n` reaches 8–64 (see the `exchange` bench), so
-//! under load the requests that complete in the same wake-up of a server are
-//! verified together.
-//!
-//! Every connection of an [`Endpoint`] shares its [`VerifyQueue`]. A driver
-//! [`enqueue`](super::Signed::enqueue)s its request, lets the other ready
-//! connections run once (so their requests join the queue), then awaits the
-//! [`Ticket`]. The first ticket polled drains the queue and verifies what it
-//! found; tickets whose request another one took wait for it. No thread,
-//! timer or runtime is involved: whoever polls does the work.
-//!
-//! # Same answers as `verify_strict`
-//! A batch is accepted only if every signature in it passes the checks
-//! `verify_strict` makes cheaply (canonical `s`, canonical `R` that is not of
-//! small order; the key is checked once when the [`Verifier`] is built) and
-//! the combined equation holds. If it does not, each signature is verified
-//! on its own with `verify_strict`, so a bad signature fails only its own
-//! request, and the next [`FALLBACK_SIGNATURES`] are verified singly so a
-//! stream of bad signatures cannot make every batch do its work twice.
-//!
-//! One case differs only for the holder of the private key: a signature
-//! whose `R` has a torsion component passes the batch equation with
-//! probability up to ½ but always fails `verify_strict`. Making it requires
-//! the key, which only Discord has, so peers cannot use it; detecting it
-//! exactly would cost as much as a single verification per signature.
-//!
-//! [`Verifier`]: super::Verifier
+//! Batch signature verification across requests; see [`VerifyQueue`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -70,8 +39,39 @@ pub struct BatchStats {
     pub failed_batches: u64,
 }
 
-/// The requests of one endpoint awaiting signature verification; see the
-/// [module docs](self).
+/// The requests of one endpoint awaiting signature verification, checked in
+/// batches.
+///
+/// Ed25519 verification is most of the CPU an interaction costs. Checking
+/// `n` signatures against one key as a single random linear combination (one
+/// multiscalar multiplication of `n + 2` points) costs a third to a fifth of
+/// `n` single checks once `n` reaches 8–64 (see the `exchange` bench), so
+/// under load the requests that complete in the same wake-up of a server are
+/// verified together.
+///
+/// Every connection of an [`Endpoint`] shares its queue. A driver
+/// [`enqueue`](super::Signed::enqueue)s its request, lets the other ready
+/// connections run once (so their requests join the queue), then awaits the
+/// [`Ticket`]. The first ticket polled drains the queue and verifies what it
+/// found; tickets whose request another one took wait for it. No thread,
+/// timer or runtime is involved: whoever polls does the work.
+///
+/// # Same answers as `verify_strict`
+/// A batch is accepted only if every signature in it passes the checks
+/// `verify_strict` makes cheaply (canonical `s`, canonical `R` that is not of
+/// small order; the key is checked once when the [`Verifier`] is built) and
+/// the combined equation holds. If it does not, each signature is verified
+/// on its own with `verify_strict`, so a bad signature fails only its own
+/// request, and the next [`FALLBACK_SIGNATURES`] are verified singly so a
+/// stream of bad signatures cannot make every batch do its work twice.
+///
+/// One case differs only for the holder of the private key: a signature
+/// whose `R` has a torsion component passes the batch equation with
+/// probability up to ½ but always fails `verify_strict`. Making it requires
+/// the key, which only Discord has, so peers cannot use it; detecting it
+/// exactly would cost as much as a single verification per signature.
+///
+/// [`Verifier`]: super::Verifier
 #[derive(Default)]
 pub struct VerifyQueue {
     pending: Mutex<Vec<Pending>>,

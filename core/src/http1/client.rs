@@ -1,7 +1,7 @@
 //! Sans-IO HTTP/1.1, client side: what a REST transport needs to talk to Discord.
 //!
 //! It shares its framing code with the server [`Connection`](super::Connection) (as h11
-//! does both sides): the same chunked/Content-Length [`BodyDecoder`] decodes response
+//! does both sides): the same chunked/Content-Length `BodyDecoder` decodes response
 //! bodies, under the same limits.
 //!
 //! - [`encode_request`] turns an `http::Request<RequestBody>` into a head and the body
