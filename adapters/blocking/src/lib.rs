@@ -52,13 +52,13 @@ pub mod bot;
 mod connection;
 pub mod rest;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -66,6 +66,9 @@ use tracing::Instrument;
 use yuyo_core::deferral::{ReplyRouting, RestReply};
 
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
+
+/// How long a connection thread waits for a new connection before it exits.
+const WORKER_IDLE: Duration = Duration::from_secs(10);
 
 const LISTENER: Token = Token(0);
 const WAKE: Token = Token(1);
@@ -208,13 +211,11 @@ impl Server {
         let http = self.service.options().connection_config(others);
         let shared = Arc::clone(&self.shared);
         let rest = self.rest.clone();
-        let spawned = thread::Builder::new()
-            .name("yuyo-connection".to_owned())
-            .spawn(move || {
-                let _guard = guard;
-                connection::run(stream, endpoint, http, rest, &shared);
-            });
-        if let Err(error) = spawned {
+        let job: Job = Box::new(move || {
+            let _guard = guard;
+            connection::run(stream, endpoint, http, rest, &shared);
+        });
+        if let Err(error) = run_on_worker(&self.shared, job) {
             tracing::error!(%error, "cannot start a connection thread");
         }
     }
@@ -272,6 +273,78 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     tasks: Mutex<Tasks>,
     tasks_done: Condvar,
+    workers: Mutex<Workers>,
+    work_ready: Condvar,
+}
+
+/// A connection to serve, on a connection thread.
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Connection threads outlive their connection for [`WORKER_IDLE`], so a server
+/// under `Connection: close` load does not create a thread per request.
+#[derive(Default)]
+struct Workers {
+    queue: VecDeque<Job>,
+    /// Threads waiting for a job (some may be about to take a queued one).
+    idle: usize,
+}
+
+impl std::fmt::Debug for Workers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workers")
+            .field("queued", &self.queue.len())
+            .field("idle", &self.idle)
+            .finish()
+    }
+}
+
+/// Runs `job` on an idle connection thread, or on a new one.
+fn run_on_worker(shared: &Arc<Shared>, job: Job) -> io::Result<()> {
+    let mut workers = lock(&shared.workers);
+    if workers.idle > workers.queue.len() {
+        workers.queue.push_back(job);
+        drop(workers);
+        shared.work_ready.notify_one();
+        return Ok(());
+    }
+    drop(workers);
+    let shared = Arc::clone(shared);
+    thread::Builder::new()
+        .name("yuyo-connection".to_owned())
+        .spawn(move || worker(&shared, job))
+        .map(drop)
+}
+
+/// A connection thread: serves `job`, then the next queued one, until idle for
+/// [`WORKER_IDLE`] or shutdown.
+fn worker(shared: &Shared, mut job: Job) {
+    loop {
+        job();
+        let mut workers = lock(&shared.workers);
+        workers.idle += 1;
+        let next = loop {
+            if let Some(next) = workers.queue.pop_front() {
+                break Some(next);
+            }
+            if shared.is_stopping() {
+                break None;
+            }
+            let (guard, waited) = shared
+                .work_ready
+                .wait_timeout(workers, WORKER_IDLE)
+                .unwrap_or_else(PoisonError::into_inner);
+            workers = guard;
+            if waited.timed_out() && workers.queue.is_empty() {
+                break None;
+            }
+        };
+        workers.idle -= 1;
+        drop(workers);
+        match next {
+            Some(next) => job = next,
+            None => return,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -287,6 +360,9 @@ impl Shared {
 
     fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        // Idle connection threads exit.
+        drop(lock(&self.workers));
+        self.work_ready.notify_all();
         if let Some(waker) = lock(&self.accept_waker).as_ref() {
             wake(waker);
         }
