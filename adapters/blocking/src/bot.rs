@@ -50,16 +50,15 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use futures_lite::future::block_on;
 pub use yuyo_core::deferral::{DEFAULT_DEFER_AFTER, DEFAULT_INLINE_FILES_LIMIT, ReplyRouting};
-use yuyo_core::endpoint::{BoxFuture, Endpoint, Handlers, KeyError, Verifier};
+use yuyo_core::endpoint::{BoxFuture, Endpoint, Verifier};
 use yuyo_core::lifespan::CallbackError;
-use yuyo_core::rest::bot::{BotCallbacks, BotEndpoint, discovered_verifier, public_key_of};
-use yuyo_core::rest::{
-    Begin, KeyDiscovery, RestConfig, RestConfigBuilder, TokenStrategy, TokenType,
+use yuyo_core::rest::bot::{
+    BotCallbacks, BotEndpoint, BotSettings, BuildBot, discovered_verifier, public_key_of,
 };
+use yuyo_core::rest::{Begin, KeyDiscovery, TokenStrategy};
 
 pub use yuyo_core::rest::bot::{BotCallbackId, BotError, LifecycleError, UnknownCallback};
 pub use yuyo_core::rest::{ConfigError, KeyDiscoveryError};
@@ -69,162 +68,30 @@ use crate::{Server, Service};
 
 type BotCallback = Arc<dyn Fn(Bot) -> BoxFuture<Result<(), CallbackError>> + Send + Sync>;
 
-/// Builds a [`Bot`]; mirrors `AsgiBot.__init__`.
-#[derive(Debug)]
-pub struct BotBuilder {
-    rest: RestConfigBuilder,
-    public_key: Option<Result<Verifier, KeyError>>,
-    managed: bool,
-    http: HttpSettings,
-    proxy: Option<ProxySettings>,
-    endpoint: BotEndpoint,
-    routing: ReplyRouting,
-}
+/// Builds a [`Bot`]; mirrors `AsgiBot.__init__` (the builder every adapter shares;
+/// there is no executor: handlers run on the connection threads, so [`BotBuilder::executor`] cannot be called).
+pub type BotBuilder = yuyo_core::rest::bot::BotBuilder<Bot>;
 
-impl BotBuilder {
-    fn with_rest(rest: RestConfigBuilder) -> Self {
-        Self {
-            rest,
-            public_key: None,
-            managed: true,
-            http: HttpSettings::default(),
-            proxy: None,
-            endpoint: BotEndpoint::default(),
-            routing: ReplyRouting::enabled(),
-        }
-    }
+impl BuildBot for Bot {
+    type Executor = std::convert::Infallible;
 
-    /// Defer a handler still running this long after its request arrived, and deliver
-    /// its reply through REST (default [`DEFAULT_DEFER_AFTER`], 2.5 s; `None`: never).
-    /// Keep it under Discord's 3 s.
-    #[must_use]
-    pub fn defer_after(mut self, after: Option<Duration>) -> Self {
-        self.routing.defer_after = after;
-        self
-    }
-
-    /// Send a reply whose files total more than this many bytes through the callback
-    /// endpoint instead of the HTTP answer (default [`DEFAULT_INLINE_FILES_LIMIT`];
-    /// `None`: always inline).
-    #[must_use]
-    pub fn inline_files_limit(mut self, bytes: Option<u64>) -> Self {
-        self.routing.inline_files_limit = bytes;
-        self
-    }
-
-    /// The token's type (default [`TokenType::Bot`]).
-    #[must_use]
-    pub fn token_type(mut self, token_type: TokenType) -> Self {
-        self.rest = self.rest.token_type(token_type);
-        self
-    }
-
-    /// The public key as 64 hex digits; bad hex fails [`BotBuilder::build`].
-    #[must_use]
-    pub fn public_key_hex(mut self, key: &str) -> Self {
-        self.public_key = Some(Verifier::from_hex(key));
-        self
-    }
-
-    /// The raw 32-byte public key.
-    #[must_use]
-    pub fn public_key_bytes(mut self, key: [u8; 32]) -> Self {
-        self.public_key = Some(Verifier::from_bytes(&key));
-        self
-    }
-
-    /// Start and close by hand instead of with the server (yuyo's `asgi_managed=False`).
-    #[must_use]
-    pub fn unmanaged(mut self) -> Self {
-        self.managed = false;
-        self
-    }
-
-    /// The interaction handlers.
-    #[must_use]
-    pub fn handlers(mut self, handlers: Handlers) -> Self {
-        self.endpoint.handlers = handlers;
-        self
-    }
-
-    /// The endpoint's path (default: the endpoint's default).
-    #[must_use]
-    pub fn endpoint_path(mut self, path: impl Into<String>) -> Self {
-        self.endpoint.path = Some(path.into());
-        self
-    }
-
-    /// Largest request body accepted (default 1 MiB).
-    #[must_use]
-    pub fn max_body_size(mut self, bytes: usize) -> Self {
-        self.endpoint.max_body_size = bytes;
-        self
-    }
-
-    /// HTTP settings of the REST transport.
-    #[must_use]
-    pub fn http_settings(mut self, settings: HttpSettings) -> Self {
-        self.http = settings;
-        self
-    }
-
-    /// An HTTP proxy for REST.
-    #[must_use]
-    pub fn proxy_settings(mut self, proxy: ProxySettings) -> Self {
-        self.proxy = Some(proxy);
-        self
-    }
-
-    /// Longest rate-limit wait accepted (`None`: any).
-    #[must_use]
-    pub fn max_rate_limit(mut self, max: Option<Duration>) -> Self {
-        self.rest = self.rest.max_rate_limit(max);
-        self
-    }
-
-    /// Retries after 5xx answers and transport failures.
-    #[must_use]
-    pub fn max_retries(mut self, retries: u32) -> Self {
-        self.rest = self.rest.max_retries(retries);
-        self
-    }
-
-    /// The REST base URL (a mock in tests).
-    #[must_use]
-    pub fn rest_url(mut self, url: impl Into<String>) -> Self {
-        self.rest = self.rest.rest_url(url);
-        self
-    }
-
-    /// Any other REST setting (backoff, global limit…).
-    #[must_use]
-    pub fn map_rest(mut self, f: impl FnOnce(RestConfigBuilder) -> RestConfigBuilder) -> Self {
-        self.rest = f(self.rest);
-        self
-    }
-
-    /// Builds the bot.
-    ///
-    /// # Errors
-    /// [`BotError::Config`], [`BotError::PublicKey`], [`BotError::Transport`].
-    pub fn build(self) -> Result<Bot, BotError> {
-        let verifier = self.public_key.transpose().map_err(BotError::PublicKey)?;
-        let config: RestConfig = self.rest.build().map_err(BotError::Config)?;
-        let token_type = config.token_type();
-        let rest = RestClient::new(config, self.http, self.proxy).map_err(BotError::Transport)?;
-        Ok(Bot {
+    fn from_settings(settings: BotSettings<std::convert::Infallible>) -> Result<Self, BotError> {
+        let token_type = settings.rest.token_type();
+        let rest = RestClient::new(settings.rest, settings.http, settings.proxy)
+            .map_err(BotError::Transport)?;
+        Ok(Self {
             inner: Arc::new(Inner {
                 rest,
-                managed: self.managed,
+                managed: settings.managed,
                 alive: AtomicBool::new(false),
                 transition: Mutex::new(()),
                 closed: Mutex::new(true),
                 closed_changed: Condvar::new(),
-                verifier: Mutex::new(verifier),
+                verifier: Mutex::new(settings.verifier),
                 discovery: Mutex::new(KeyDiscovery::new(token_type)),
                 discovered: Condvar::new(),
-                endpoint: self.endpoint,
-                routing: self.routing,
+                endpoint: settings.endpoint,
+                routing: settings.routing,
                 callbacks: Mutex::new(BotCallbacks::default()),
             }),
         })
@@ -273,13 +140,13 @@ impl Bot {
     /// A builder for a bot authenticated with `token`.
     #[must_use]
     pub fn builder(token: impl Into<String>) -> BotBuilder {
-        BotBuilder::with_rest(RestConfig::builder().token(token))
+        BotBuilder::new(token)
     }
 
     /// A builder for a bot authenticated through `strategy`.
     #[must_use]
     pub fn builder_with_strategy(strategy: Arc<dyn TokenStrategy>) -> BotBuilder {
-        BotBuilder::with_rest(RestConfig::builder().token_strategy(strategy))
+        BotBuilder::with_strategy(strategy)
     }
 
     /// The REST client.

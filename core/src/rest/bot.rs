@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::ConfigError;
+#[cfg(feature = "transport")]
+pub use super::bot_builder::{BotBuilder, BotSettings, BuildBot};
 use super::discovery::KeyDiscoveryError;
 use super::error::TransportSetupError;
 use crate::endpoint::{Endpoint, EndpointConfig, Handlers, KeyError, Verifier};

@@ -88,6 +88,8 @@
 
 mod auth;
 pub mod bot;
+#[cfg(feature = "transport")]
+mod bot_builder;
 mod call;
 mod config;
 mod discovery;
