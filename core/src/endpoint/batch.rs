@@ -110,8 +110,9 @@ impl VerifyQueue {
         Ticket { endpoint, slot }
     }
 
-    /// Verify up to [`MAX_BATCH`] queued requests now and resolve their
-    /// tickets; returns how many were verified.
+    /// Verify the signatures of up to [`MAX_BATCH`] queued requests now and
+    /// wake their tickets (each finishes its own request); returns how many
+    /// were verified.
     pub fn run(&self) -> usize {
         let batch: Vec<Pending> = {
             let mut pending = lock(&self.pending);
@@ -124,8 +125,14 @@ impl VerifyQueue {
         }
         let verified = self.verify(&batch);
         for (pending, verified) in batch.into_iter().zip(verified) {
-            let finished = pending.signed.conclude(verified, pending.now_unix_secs);
-            pending.slot.fill(finished);
+            // The rest (timestamp window, JSON, dispatch) is left to each
+            // ticket's own poll, so it runs on its own task, in parallel on a
+            // multi-threaded runtime, and not at all for a dropped ticket.
+            pending.slot.fill(Verified {
+                signed: pending.signed,
+                verified,
+                now_unix_secs: pending.now_unix_secs,
+            });
         }
         count
     }
@@ -350,8 +357,8 @@ impl Future for Ticket {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished> {
         let this = self.get_mut();
         loop {
-            if let Some(finished) = this.slot.take(cx.waker()) {
-                return Poll::Ready(finished);
+            if let Some(done) = this.slot.take(cx.waker()) {
+                return Poll::Ready(done.signed.conclude(done.verified, done.now_unix_secs));
             }
             // Batches are capped, so this request may be further down the
             // queue: run batches until it is done or the queue is empty.
@@ -364,7 +371,14 @@ impl Future for Ticket {
     }
 }
 
-/// Where a verified request's result waits for its ticket.
+/// A request whose signature has been checked.
+struct Verified {
+    signed: Signed,
+    verified: bool,
+    now_unix_secs: u64,
+}
+
+/// Where a verified request waits for its ticket.
 #[derive(Default)]
 struct Slot {
     state: Mutex<SlotState>,
@@ -375,23 +389,23 @@ enum SlotState {
     #[default]
     Waiting,
     Parked(Waker),
-    Done(Finished),
+    Done(Verified),
     Taken,
 }
 
 impl Slot {
-    fn fill(&self, finished: Finished) {
-        let previous = std::mem::replace(&mut *lock(&self.state), SlotState::Done(finished));
+    fn fill(&self, done: Verified) {
+        let previous = std::mem::replace(&mut *lock(&self.state), SlotState::Done(done));
         if let SlotState::Parked(waker) = previous {
             waker.wake();
         }
     }
 
     /// The result if it is there, else registers `waker` for it.
-    fn take(&self, waker: &Waker) -> Option<Finished> {
+    fn take(&self, waker: &Waker) -> Option<Verified> {
         let mut state = lock(&self.state);
         match std::mem::replace(&mut *state, SlotState::Taken) {
-            SlotState::Done(finished) => Some(finished),
+            SlotState::Done(done) => Some(done),
             SlotState::Waiting | SlotState::Parked(_) => {
                 *state = SlotState::Parked(waker.clone());
                 None
