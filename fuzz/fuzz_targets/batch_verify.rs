@@ -1,6 +1,8 @@
 //! Differential: a batch of requests verified through the endpoint's `VerifyQueue` must
-//! get exactly the answers single verification (`verify_strict`) gives each of them,
-//! whatever mix of valid, corrupted and arbitrary signatures the fuzzer builds.
+//! get exactly the answers single verification gives each of them, and single
+//! verification (`Verifier::verify`) exactly the answers of ed25519-dalek's
+//! `verify_strict`, whatever mix of valid, corrupted and arbitrary signatures the
+//! fuzzer builds.
 #![no_main]
 
 use std::future::Future;
@@ -32,7 +34,8 @@ struct Request<'a> {
     signature: Signature,
 }
 
-fn signed(endpoint: &Endpoint, key: &SigningKey, request: &Request<'_>) -> Option<Signed> {
+/// The request's signature, as sent, over `timestamp ‖ body`.
+fn signature(key: &SigningKey, request: &Request<'_>) -> ([u8; 64], Vec<u8>) {
     let timestamp = request.timestamp.to_string();
     let message = [timestamp.as_bytes(), request.body].concat();
     let mut signature = key.sign(&message).to_bytes();
@@ -47,6 +50,12 @@ fn signed(endpoint: &Endpoint, key: &SigningKey, request: &Request<'_>) -> Optio
         Signature::OtherR(r) => signature[..32].copy_from_slice(r),
         Signature::Raw(raw) => signature = *raw,
     }
+    (signature, message)
+}
+
+fn signed(endpoint: &Endpoint, key: &SigningKey, request: &Request<'_>) -> Option<Signed> {
+    let timestamp = request.timestamp.to_string();
+    let (signature, _) = signature(key, request);
     let hex: String = signature.iter().map(|b| format!("{b:02x}")).collect();
     let (head, ()) = http::Request::post("/")
         .header("content-type", "application/json")
@@ -72,7 +81,7 @@ fuzz_target!(|requests: Vec<Request<'_>>| {
     let verifier = Verifier::from_bytes(key.verifying_key().as_bytes()).expect("test key");
     let mut handlers = Handlers::new();
     handlers.set_command(|_ctx| async { Ok(None) }).ok();
-    let endpoint = Endpoint::new(EndpointConfig::new(verifier), handlers);
+    let endpoint = Endpoint::new(EndpointConfig::new(verifier.clone()), handlers);
 
     let mut expected = Vec::new();
     let mut tickets = Vec::new();
@@ -82,6 +91,12 @@ fuzz_target!(|requests: Vec<Request<'_>>| {
         else {
             continue;
         };
+        let (sent, message) = signature(&key, request);
+        let strict = key
+            .verifying_key()
+            .verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&sent))
+            .is_ok();
+        assert_eq!(verifier.verify_message(&message, &sent).is_ok(), strict);
         expected.push(answer(alone.verify(0)));
         tickets.push(batched.enqueue(0));
     }

@@ -3,18 +3,18 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
-use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
-use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha512};
 
 use super::Endpoint;
 use super::exchange::{Finished, Signed};
+use super::signature::{Claim, PublicKey};
 
 /// The most signatures verified in one batch: beyond this the saving per
 /// signature is flat while the wait of the first request keeps growing.
@@ -32,7 +32,8 @@ pub struct BatchStats {
     pub batches: u64,
     /// Signatures accepted through a combined equation.
     pub batched_signatures: u64,
-    /// Signatures verified on their own with `verify_strict`.
+    /// Signatures checked on their own (with `verify_strict`'s equation, or
+    /// rejected by its cheap checks).
     pub single_signatures: u64,
     /// Batches whose combined equation failed (each signature was then
     /// verified on its own).
@@ -60,8 +61,8 @@ pub struct BatchStats {
 /// A batch is accepted only if every signature in it passes the checks
 /// `verify_strict` makes cheaply (canonical `s`, canonical `R` that is not of
 /// small order; the key is checked once when the [`Verifier`] is built) and
-/// the combined equation holds. If it does not, each signature is verified
-/// on its own with `verify_strict`, so a bad signature fails only its own
+/// the combined equation holds. If it does not, each signature is checked
+/// on its own with `verify_strict`'s equation, so a bad signature fails only its own
 /// request, and the next [`FALLBACK_SIGNATURES`] are verified singly so a
 /// stream of bad signatures cannot make every batch do its work twice.
 ///
@@ -151,52 +152,51 @@ impl VerifyQueue {
     /// Whether each request's signature verifies, in order.
     fn verify(&self, batch: &[Pending]) -> Vec<bool> {
         let mut verified = vec![false; batch.len()];
-        // Requests the combined equation may decide: a real key (not the
-        // fuzzing verifier) and a signature that passes the cheap strict checks.
-        let mut terms = Vec::with_capacity(batch.len());
-        let mut single = Vec::new();
+        // A request without a claim fails `verify_strict`'s cheap checks and
+        // stays rejected (unless the verifier is the fuzzing one).
+        let mut claims = Vec::with_capacity(batch.len());
         for (index, pending) in batch.iter().enumerate() {
             let signed = &pending.signed;
-            match signed.endpoint().config().verifier().verifying_key() {
-                Some(key) => match Term::new(signed, key) {
-                    Some(term) => terms.push((index, term)),
-                    None => single.push(index),
-                },
-                None => single.push(index),
+            let verifier = signed.endpoint().config().verifier();
+            match verifier.public_key() {
+                Some(key) => {
+                    let message = [signed.timestamp(), signed.body()];
+                    if let Some(claim) = Claim::new(key, signed.signature(), &message) {
+                        claims.push((index, claim, key));
+                    }
+                }
+                None => {
+                    verified[index] = verifier
+                        .verify(signed.timestamp(), signed.body(), signed.signature())
+                        .is_ok();
+                }
             }
         }
-        if terms.len() >= 2 && !self.take_single_turn(terms.len()) {
+        if claims.len() >= 2 && !self.take_single_turn(claims.len()) {
             self.batches.fetch_add(1, Ordering::Relaxed);
-            if combined_equation_holds(&terms) {
+            if combined_equation_holds(&claims) {
                 self.batched_signatures
-                    .fetch_add(terms.len() as u64, Ordering::Relaxed);
-                for &(index, _) in &terms {
+                    .fetch_add(claims.len() as u64, Ordering::Relaxed);
+                self.single_signatures
+                    .fetch_add((batch.len() - claims.len()) as u64, Ordering::Relaxed);
+                for &(index, ..) in &claims {
                     verified[index] = true;
                 }
-            } else {
-                self.failed_batches.fetch_add(1, Ordering::Relaxed);
-                self.single_left
-                    .store(FALLBACK_SIGNATURES, Ordering::Relaxed);
-                // Anyone can send a bad signature: never more than a debug line.
-                tracing::debug!(
-                    size = terms.len(),
-                    "signature batch failed; verifying each on its own"
-                );
-                single.extend(terms.iter().map(|&(index, _)| index));
+                return verified;
             }
-        } else {
-            single.extend(terms.iter().map(|&(index, _)| index));
+            self.failed_batches.fetch_add(1, Ordering::Relaxed);
+            self.single_left
+                .store(FALLBACK_SIGNATURES, Ordering::Relaxed);
+            // Anyone can send a bad signature: never more than a debug line.
+            tracing::debug!(
+                size = claims.len(),
+                "signature batch failed; verifying each on its own"
+            );
         }
         self.single_signatures
-            .fetch_add(single.len() as u64, Ordering::Relaxed);
-        for index in single {
-            let signed = &batch[index].signed;
-            verified[index] = signed
-                .endpoint()
-                .config()
-                .verifier()
-                .verify(signed.timestamp(), signed.body(), signed.signature())
-                .is_ok();
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        for (index, claim, key) in &claims {
+            verified[*index] = claim.holds(key);
         }
         verified
     }
@@ -213,46 +213,6 @@ impl VerifyQueue {
     }
 }
 
-/// One signature's part of the combined equation `[s]B = R + [k]A`.
-struct Term {
-    r: EdwardsPoint,
-    s: Scalar,
-    /// `k = H(R ‖ A ‖ timestamp ‖ body)`.
-    k: Scalar,
-    /// The key `A`, as a point.
-    a: EdwardsPoint,
-    signature: [u8; 64],
-}
-
-impl Term {
-    /// `None` when the signature fails a check `verify_strict` makes before
-    /// its equation (canonical `s`, canonical `R` of large order): such a
-    /// request is verified on its own, which rejects it.
-    fn new(signed: &Signed, key: &VerifyingKey) -> Option<Self> {
-        let signature = *signed.signature();
-        if !plausible_r(&signature) {
-            return None;
-        }
-        let (r_bytes, s_bytes) = signature.split_at(32);
-        let r_bytes: [u8; 32] = r_bytes.try_into().ok()?;
-        let s_bytes: [u8; 32] = s_bytes.try_into().ok()?;
-        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes))?;
-        let r = CompressedEdwardsY(r_bytes).decompress()?;
-        let mut hash = Sha512::new();
-        hash.update(r_bytes);
-        hash.update(key.as_bytes());
-        hash.update(signed.timestamp());
-        hash.update(signed.body());
-        Some(Self {
-            r,
-            s,
-            k: Scalar::from_bytes_mod_order_wide(&hash.finalize().into()),
-            a: key.to_edwards(),
-            signature,
-        })
-    }
-}
-
 /// Whether `Σ zᵢ·(Rᵢ + kᵢ·Aᵢ − sᵢ·B) = 0` for random 128-bit `zᵢ`: true
 /// when every signature verifies; when any does not, false except with
 /// probability 2⁻¹²⁸ (see the module docs for the torsion caveat).
@@ -261,12 +221,12 @@ impl Term {
 /// request of an endpoint does) share one `A` term: the multiscalar
 /// multiplication has `n + 2` points instead of `2n + 1`, about half the
 /// work.
-fn combined_equation_holds(terms: &[(usize, Term)]) -> bool {
+fn combined_equation_holds(terms: &[(usize, Claim, &PublicKey)]) -> bool {
     // The zᵢ are derived from every input, so a peer cannot choose its
     // signature knowing them (as ed25519-dalek derives its own).
     let mut transcript = Sha512::new();
     transcript.update(b"yuyo ed25519 batch v1");
-    for (_, term) in terms {
+    for (_, term, _) in terms {
         transcript.update(term.signature);
         transcript.update(term.k.as_bytes());
     }
@@ -276,15 +236,15 @@ fn combined_equation_holds(terms: &[(usize, Term)]) -> bool {
     let mut points = Vec::with_capacity(terms.len() + 2);
     let mut keys: Vec<(EdwardsPoint, Scalar)> = Vec::with_capacity(1);
     let mut basepoint = Scalar::ZERO;
-    for (index, (_, term)) in terms.iter().enumerate() {
+    for (index, (_, term, key)) in terms.iter().enumerate() {
         let z = Scalar::from(random_128(&seed, index));
         scalars.push(z);
         points.push(term.r);
         basepoint -= z * term.s;
         let zk = z * term.k;
-        match keys.iter_mut().find(|(a, _)| *a == term.a) {
+        match keys.iter_mut().find(|(a, _)| a == key.point()) {
             Some((_, coefficient)) => *coefficient += zk,
-            None => keys.push((term.a, zk)),
+            None => keys.push((*key.point(), zk)),
         }
     }
     for (a, coefficient) in keys {
@@ -307,32 +267,6 @@ fn random_128(seed: &[u8], index: usize) -> u128 {
     bytes.copy_from_slice(&digest[..16]);
     u128::from_le_bytes(bytes) | 1
 }
-
-/// The cheap part of `verify_strict`'s checks on `R` (the first half of the
-/// signature): a canonical encoding (`y < p`) of a point that is not of small
-/// order. Decompression and the rest are left to the combined equation.
-fn plausible_r(signature: &[u8; 64]) -> bool {
-    let mut r = [0_u8; 32];
-    r.copy_from_slice(&signature[..32]);
-    canonical_y(&r) && !SMALL_ORDER.iter().any(|small| same_y(small, &r))
-}
-
-/// Whether the 255-bit little-endian `y` of an encoded point is below
-/// p = 2²⁵⁵ − 19.
-fn canonical_y(encoded: &[u8; 32]) -> bool {
-    let top = encoded[31] & 0x7f;
-    !(top == 0x7f && encoded[1..31].iter().all(|&b| b == 0xff) && encoded[0] >= 0xed)
-}
-
-/// Equal `y` (the sign bit of `x` ignored: the negation of a small-order
-/// point is one too, and `x = 0` points decode whatever the sign bit says).
-fn same_y(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a[..31] == b[..31] && a[31] & 0x7f == b[31] & 0x7f
-}
-
-/// The canonical encodings of the eight points of small order.
-static SMALL_ORDER: LazyLock<[[u8; 32]; 8]> =
-    LazyLock::new(|| EIGHT_TORSION.map(|point| point.compress().to_bytes()));
 
 /// A request's place in the [`VerifyQueue`]: resolves to its [`Finished`].
 ///

@@ -3,15 +3,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
+
+use super::signature::PublicKey;
 
 /// Default for [`EndpointConfig::max_body_size`]: 1 MiB, as in yuyo's `AsgiAdapter`.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
-
-/// Messages up to this size are concatenated on the stack for verification, so
-/// the common case (a request body that arrived as one chunk) needs no heap
-/// allocation; Discord's interaction payloads are typically 1–3 KiB.
-const STACK_MESSAGE_SIZE: usize = 4096;
 
 /// How an endpoint is set up: where it listens, how much it reads, and whose
 /// signatures it trusts.
@@ -159,7 +156,8 @@ impl fmt::Display for InvalidSignature {
 impl std::error::Error for InvalidSignature {}
 
 /// Checks Discord's Ed25519 request signatures against an application's public
-/// key, with `verify_strict` (rejects malleable and small-order signatures).
+/// key, strictly: exactly what ed25519-dalek's `verify_strict` accepts (it rejects
+/// malleable and small-order signatures), computed with less work.
 #[derive(Clone, Debug)]
 pub struct Verifier {
     mode: VerifierMode,
@@ -167,7 +165,7 @@ pub struct Verifier {
 
 #[derive(Clone, Debug)]
 enum VerifierMode {
-    Key(VerifyingKey),
+    Key(PublicKey),
     /// Lets fuzzers past the cryptography; only exists with the `fuzzing` feature.
     #[cfg(feature = "fuzzing")]
     AcceptAll,
@@ -185,7 +183,7 @@ impl Verifier {
             return Err(KeyError::WeakKey);
         }
         Ok(Self {
-            mode: VerifierMode::Key(key),
+            mode: VerifierMode::Key(PublicKey::new(key)),
         })
     }
 
@@ -222,14 +220,22 @@ impl Verifier {
     #[must_use]
     pub fn verifying_key(&self) -> Option<&VerifyingKey> {
         match &self.mode {
+            VerifierMode::Key(key) => Some(key.verifying()),
+            #[cfg(feature = "fuzzing")]
+            VerifierMode::AcceptAll => None,
+        }
+    }
+
+    /// The key with its precomputed points, unless this is the fuzzing verifier.
+    pub(super) fn public_key(&self) -> Option<&PublicKey> {
+        match &self.mode {
             VerifierMode::Key(key) => Some(key),
             #[cfg(feature = "fuzzing")]
             VerifierMode::AcceptAll => None,
         }
     }
 
-    /// Verify `signature` over `message`, which must already be
-    /// `timestamp ‖ body`.
+    /// Verify `signature` over `message` (`timestamp ‖ body`).
     ///
     /// # Errors
     /// [`InvalidSignature`] when the signature does not verify strictly.
@@ -238,22 +244,10 @@ impl Verifier {
         message: &[u8],
         signature: &[u8; 64],
     ) -> Result<(), InvalidSignature> {
-        match &self.mode {
-            VerifierMode::Key(key) => key
-                .verify_strict(message, &Signature::from_bytes(signature))
-                .map_err(|_| InvalidSignature),
-            #[cfg(feature = "fuzzing")]
-            VerifierMode::AcceptAll => Ok(()),
-        }
+        self.verify_parts(&[message], signature)
     }
 
-    /// Verify `signature` over `timestamp ‖ body`.
-    ///
-    /// ed25519-dalek 2.x only verifies strictly over one contiguous message, so
-    /// the two are concatenated: on the stack up to 4 KiB (no allocation),
-    /// on the heap beyond that. [`Exchange`](super::Exchange) avoids even
-    /// that copy when the body arrives in several chunks, by accumulating it
-    /// right behind the timestamp.
+    /// Verify `signature` over `timestamp ‖ body`, hashed in place (no copy).
     ///
     /// # Errors
     /// [`InvalidSignature`] when the signature does not verify strictly.
@@ -263,18 +257,21 @@ impl Verifier {
         body: &[u8],
         signature: &[u8; 64],
     ) -> Result<(), InvalidSignature> {
-        let len = timestamp.len() + body.len();
-        if len <= STACK_MESSAGE_SIZE {
-            let mut message = [0_u8; STACK_MESSAGE_SIZE];
-            let (head, rest) = message.split_at_mut(timestamp.len());
-            head.copy_from_slice(timestamp);
-            rest[..body.len()].copy_from_slice(body);
-            self.verify_message(&message[..len], signature)
-        } else {
-            let mut message = Vec::with_capacity(len);
-            message.extend_from_slice(timestamp);
-            message.extend_from_slice(body);
-            self.verify_message(&message, signature)
+        self.verify_parts(&[timestamp, body], signature)
+    }
+
+    fn verify_parts(
+        &self,
+        message: &[&[u8]],
+        signature: &[u8; 64],
+    ) -> Result<(), InvalidSignature> {
+        match &self.mode {
+            VerifierMode::Key(key) => key
+                .verifies(signature, message)
+                .then_some(())
+                .ok_or(InvalidSignature),
+            #[cfg(feature = "fuzzing")]
+            VerifierMode::AcceptAll => Ok(()),
         }
     }
 }

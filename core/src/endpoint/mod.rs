@@ -115,6 +115,7 @@ mod probe;
 mod rejection;
 mod reply;
 mod response;
+mod signature;
 
 use std::sync::Arc;
 
