@@ -133,15 +133,19 @@ impl Connections {
         head_timeout: std::time::Duration,
     ) -> impl Future<Output = ()> + Send + 'static {
         let stop = self.stop.clone();
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(head_timeout)
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(self.service.clone()),
-            );
+        // Boxed once here rather than pinned inside the task: an async block keeps
+        // the moved-in connection and the pinned copy in separate slots, doubling
+        // what every idle connection holds.
+        let mut connection = Box::pin(
+            http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(head_timeout)
+                .serve_connection(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(self.service.clone()),
+                ),
+        );
         async move {
-            tokio::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
                 () = stop.cancelled() => {
