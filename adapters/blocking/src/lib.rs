@@ -50,28 +50,29 @@
 
 pub mod bot;
 mod connection;
+mod reactor;
 pub mod rest;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::Waker;
 use tracing::Instrument;
 use yuyo_core::deferral::{ReplyRouting, RestReply};
+use yuyo_core::endpoint::Endpoint;
+
+use connection::Conn;
 
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
 
-/// How long a connection thread waits for a new connection before it exits.
+/// How long a connection thread waits for a connection to serve before it exits.
 const WORKER_IDLE: Duration = Duration::from_secs(10);
-
-const LISTENER: Token = Token(0);
-const WAKE: Token = Token(1);
 
 /// A server for one [`Service`], on std threads.
 #[derive(Debug)]
@@ -154,75 +155,27 @@ impl Server {
         if self.service.options().handle_signals {
             signals::watch(&self.shared);
         }
-        let accepted = self.accept_loop(listener);
+        let options = self.service.options().clone();
+        self.shared
+            .max_connections
+            .store(options.max_connections.max(1), Ordering::SeqCst);
+        let ctx = Arc::new(Ctx {
+            endpoint: self.service.endpoint().clone(),
+            options,
+            rest: self.rest.clone(),
+        });
+        let (served, grace_deadline) = reactor::run(listener, &self.shared, &ctx);
         self.shared.shutdown();
-        self.drain();
+        let deadline =
+            grace_deadline.unwrap_or_else(|| Instant::now() + self.service.options().grace_period);
+        self.drain(deadline);
         let stopped = block_on(self.service.shutdown());
-        accepted.map_err(ServeError::Io)?;
+        served.map_err(ServeError::Io)?;
         stopped
     }
 
-    /// Accepts connections until shutdown; the listener is closed when this returns.
-    fn accept_loop(&self, listener: TcpListener) -> io::Result<()> {
-        let mut poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-        *lock(&self.shared.accept_waker) = Some(Arc::clone(&waker));
-        listener.set_nonblocking(true)?;
-        let mut listener = mio::net::TcpListener::from_std(listener);
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let mut events = Events::with_capacity(16);
-        let max = self.service.options().max_connections.max(1);
-        loop {
-            if self.shared.is_stopping() {
-                return Ok(());
-            }
-            // Edge-triggered: accept until the backlog is empty, or until the cap (a
-            // finishing connection wakes this loop to go on).
-            while self.shared.connections() < max {
-                match listener.accept() {
-                    Ok((stream, _peer)) => self.spawn_connection(stream),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if is_transient(&e) => {}
-                    Err(e) if is_resource_exhaustion(&e) => {
-                        // Wait for a connection to end (it wakes us) or a new arrival.
-                        tracing::warn!(error = %e, "cannot accept a connection");
-                        break;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            match poll.poll(&mut events, None) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    fn spawn_connection(&self, stream: mio::net::TcpStream) {
-        if self.shared.is_stopping() {
-            return; // dropped: closed unanswered, like a connection never accepted
-        }
-        let _ = stream.set_nodelay(true);
-        let others = lock(&self.shared.tasks).connections;
-        let guard = TaskGuard::connection(&self.shared);
-        let endpoint = self.service.endpoint().clone();
-        let http = self.service.options().connection_config(others);
-        let shared = Arc::clone(&self.shared);
-        let rest = self.rest.clone();
-        let job: Job = Box::new(move || {
-            let _guard = guard;
-            connection::run(stream, endpoint, http, rest, &shared);
-        });
-        if let Err(error) = run_on_worker(&self.shared, job) {
-            tracing::error!(%error, "cannot start a connection thread");
-        }
-    }
-
-    /// Waits for connections and after-response work, at most the grace period.
-    fn drain(&self) {
-        let deadline = Instant::now() + self.service.options().grace_period;
+    /// Waits for connections and after-response work, until `deadline` at most.
+    fn drain(&self, deadline: Instant) {
         let mut tasks = lock(&self.shared.tasks);
         while tasks.connections + tasks.after > 0 {
             let now = Instant::now();
@@ -242,6 +195,13 @@ impl Server {
                 .0;
         }
     }
+}
+
+/// What the reactor and the workers need of the server.
+pub(crate) struct Ctx {
+    endpoint: Endpoint,
+    options: ServeOptions,
+    rest: Option<(rest::RestClient, ReplyRouting)>,
 }
 
 fn is_transient(e: &io::Error) -> bool {
@@ -267,24 +227,27 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     stopping: AtomicBool,
-    accept_waker: Mutex<Option<Arc<Waker>>>,
-    /// Wakers of live connections, to wake them for shutdown.
-    connection_wakers: Mutex<HashMap<u64, Arc<Waker>>>,
+    /// Wakes the reactor: shutdown, a connection ending at the cap, an earlier deadline.
+    reactor_waker: Mutex<Option<Arc<Waker>>>,
+    /// Wakers of workers' write pollers, to wake them for shutdown.
+    worker_wakers: Mutex<HashMap<u64, Arc<Waker>>>,
     next_id: AtomicU64,
+    /// The connection cap in force (set by `serve`).
+    max_connections: AtomicUsize,
+    /// The connections' slots, shared by the reactor and the workers.
+    registry: Mutex<reactor::Registry>,
     tasks: Mutex<Tasks>,
     tasks_done: Condvar,
     workers: Mutex<Workers>,
     work_ready: Condvar,
 }
 
-/// A connection to serve, on a connection thread.
-type Job = Box<dyn FnOnce() + Send + 'static>;
-
-/// Connection threads outlive their connection for [`WORKER_IDLE`], so a server
-/// under `Connection: close` load does not create a thread per request.
+/// Connection threads serve whichever connection has something to do, and outlive it
+/// for [`WORKER_IDLE`], so a server under `Connection: close` load does not create a
+/// thread per request.
 #[derive(Default)]
 struct Workers {
-    queue: VecDeque<Job>,
+    queue: VecDeque<Box<Conn>>,
     /// Threads waiting for a job (some may be about to take a queued one).
     idle: usize,
 }
@@ -298,53 +261,66 @@ impl std::fmt::Debug for Workers {
     }
 }
 
-/// Runs `job` on an idle connection thread, or on a new one.
-fn run_on_worker(shared: &Arc<Shared>, job: Job) -> io::Result<()> {
+/// Queues `jobs` for the connection threads, starting a thread for each job no idle
+/// thread is there for, at most `max_new_threads`.
+#[allow(clippy::vec_box)] // the connections stay boxed in the queue
+fn dispatch(
+    shared: &Arc<Shared>,
+    ctx: &Arc<Ctx>,
+    jobs: &mut Vec<Box<Conn>>,
+    max_new_threads: usize,
+) {
     let mut workers = lock(&shared.workers);
-    if workers.idle > workers.queue.len() {
-        workers.queue.push_back(job);
-        drop(workers);
-        shared.work_ready.notify_one();
-        return Ok(());
-    }
+    let available = workers.idle.saturating_sub(workers.queue.len());
+    let count = jobs.len();
+    workers.queue.extend(jobs.drain(..));
+    // With no thread at all, queued jobs would wait forever: start at least one.
+    let spawn = count.saturating_sub(available).min(max_new_threads.max(1));
     drop(workers);
-    let shared = Arc::clone(shared);
-    thread::Builder::new()
-        .name("yuyo-connection".to_owned())
-        .spawn(move || worker(&shared, job))
-        .map(drop)
-}
-
-/// A connection thread: serves `job`, then the next queued one, until idle for
-/// [`WORKER_IDLE`] or shutdown.
-fn worker(shared: &Shared, mut job: Job) {
-    loop {
-        job();
-        let mut workers = lock(&shared.workers);
-        workers.idle += 1;
-        let next = loop {
-            if let Some(next) = workers.queue.pop_front() {
-                break Some(next);
-            }
-            if shared.is_stopping() {
-                break None;
-            }
-            let (guard, waited) = shared
-                .work_ready
-                .wait_timeout(workers, WORKER_IDLE)
-                .unwrap_or_else(PoisonError::into_inner);
-            workers = guard;
-            if waited.timed_out() && workers.queue.is_empty() {
-                break None;
-            }
-        };
-        workers.idle -= 1;
-        drop(workers);
-        match next {
-            Some(next) => job = next,
-            None => return,
+    for _ in 0..count.min(available) {
+        shared.work_ready.notify_one();
+    }
+    for _ in 0..spawn {
+        let (for_thread, ctx) = (Arc::clone(shared), Arc::clone(ctx));
+        let spawned = thread::Builder::new()
+            .name("yuyo-connection".to_owned())
+            .spawn(move || worker(&for_thread, &ctx));
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start a connection thread; closing a connection");
+            let dropped = lock(&shared.workers).queue.pop_back();
+            drop(dropped);
         }
     }
+}
+
+/// A connection thread: serves queued connections until idle for [`WORKER_IDLE`], or
+/// until shutdown once nothing is queued.
+fn worker(shared: &Arc<Shared>, ctx: &Ctx) {
+    let mut local = connection::Local::new();
+    let mut workers = lock(&shared.workers);
+    loop {
+        if let Some(conn) = workers.queue.pop_front() {
+            drop(workers);
+            connection::serve(conn, &mut local, ctx, shared);
+            workers = lock(&shared.workers);
+            continue;
+        }
+        if shared.is_stopping() {
+            break;
+        }
+        workers.idle += 1;
+        let (guard, waited) = shared
+            .work_ready
+            .wait_timeout(workers, WORKER_IDLE)
+            .unwrap_or_else(PoisonError::into_inner);
+        workers = guard;
+        workers.idle -= 1;
+        if waited.timed_out() && workers.queue.is_empty() {
+            break;
+        }
+    }
+    drop(workers);
+    local.finish(shared);
 }
 
 #[derive(Debug, Default)]
@@ -363,10 +339,14 @@ impl Shared {
         // Idle connection threads exit.
         drop(lock(&self.workers));
         self.work_ready.notify_all();
-        if let Some(waker) = lock(&self.accept_waker).as_ref() {
+        self.wake_reactor();
+        for waker in lock(&self.worker_wakers).values() {
             wake(waker);
         }
-        for waker in lock(&self.connection_wakers).values() {
+    }
+
+    pub(crate) fn wake_reactor(&self) {
+        if let Some(waker) = lock(&self.reactor_waker).as_ref() {
             wake(waker);
         }
     }
@@ -375,15 +355,15 @@ impl Shared {
         lock(&self.tasks).connections
     }
 
-    /// Registers a connection's waker; the id unregisters it.
-    pub(crate) fn add_connection_waker(&self, waker: Arc<Waker>) -> u64 {
+    /// Registers a worker's waker; the id unregisters it.
+    pub(crate) fn add_worker_waker(&self, waker: Arc<Waker>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        lock(&self.connection_wakers).insert(id, waker);
+        lock(&self.worker_wakers).insert(id, waker);
         id
     }
 
-    pub(crate) fn remove_connection_waker(&self, id: u64) {
-        lock(&self.connection_wakers).remove(&id);
+    pub(crate) fn remove_worker_waker(&self, id: u64) {
+        lock(&self.worker_wakers).remove(&id);
     }
 
     /// Runs after-response work on a thread of its own, tracked for shutdown.
@@ -423,7 +403,7 @@ fn wake(waker: &Waker) {
 }
 
 /// Counts a connection or after-response work until dropped (also when it panics).
-struct TaskGuard {
+pub(crate) struct TaskGuard {
     shared: Arc<Shared>,
     connection: bool,
 }
@@ -444,24 +424,29 @@ impl TaskGuard {
             connection: false,
         }
     }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        {
+        let at_cap = {
             let mut tasks = lock(&self.shared.tasks);
             if self.connection {
                 tasks.connections -= 1;
+                tasks.connections + 1 >= self.shared.max_connections.load(Ordering::SeqCst)
             } else {
                 tasks.after -= 1;
+                false
             }
-        }
+        };
         self.shared.tasks_done.notify_all();
-        if self.connection
-            && let Some(waker) = lock(&self.shared.accept_waker).as_ref()
-        {
-            // The accept loop may be waiting at the connection cap.
-            wake(waker);
+        // The reactor stops accepting at the cap, and during shutdown waits for the last
+        // connection; otherwise it need not hear of a closed connection.
+        if self.connection && (at_cap || self.shared.is_stopping()) {
+            self.shared.wake_reactor();
         }
     }
 }
