@@ -73,6 +73,8 @@ pub use yuyo_core::service::{ServeError, ServeOptions, Service};
 
 /// How long a connection thread waits for a connection to serve before it exits.
 const WORKER_IDLE: Duration = Duration::from_secs(10);
+/// Most connection threads started for one batch of jobs.
+const SPAWN_BURST: usize = 4;
 
 /// A server for one [`Service`], on std threads.
 #[derive(Debug)]
@@ -250,6 +252,11 @@ struct Workers {
     queue: VecDeque<Box<Conn>>,
     /// Threads waiting for a job (some may be about to take a queued one).
     idle: usize,
+    /// Threads, idle or busy.
+    threads: usize,
+    /// Jobs taken from the queue so far: the reactor's sign that the threads make
+    /// progress (see [`unstick`]).
+    taken: u64,
 }
 
 impl std::fmt::Debug for Workers {
@@ -257,39 +264,79 @@ impl std::fmt::Debug for Workers {
         f.debug_struct("Workers")
             .field("queued", &self.queue.len())
             .field("idle", &self.idle)
+            .field("threads", &self.threads)
             .finish()
     }
 }
 
-/// Queues `jobs` for the connection threads, starting a thread for each job no idle
-/// thread is there for, at most `max_new_threads`.
+/// Queues `jobs` for the connection threads. Threads are added only when more jobs wait
+/// than there are threads, at most [`SPAWN_BURST`] at once: most jobs take microseconds
+/// (a request, or a read that finds nothing and parks the connection again), so busy
+/// threads soon take the queued ones, and a burst (say a thousand idle connections
+/// closed together) does not start a thread per job. [`unstick`] adds threads when they
+/// stop taking jobs (long handlers).
 #[allow(clippy::vec_box)] // the connections stay boxed in the queue
-fn dispatch(
-    shared: &Arc<Shared>,
-    ctx: &Arc<Ctx>,
-    jobs: &mut Vec<Box<Conn>>,
-    max_new_threads: usize,
-) {
+fn dispatch(shared: &Arc<Shared>, ctx: &Arc<Ctx>, jobs: &mut Vec<Box<Conn>>) {
     let mut workers = lock(&shared.workers);
     let available = workers.idle.saturating_sub(workers.queue.len());
     let count = jobs.len();
     workers.queue.extend(jobs.drain(..));
-    // With no thread at all, queued jobs would wait forever: start at least one.
-    let spawn = count.saturating_sub(available).min(max_new_threads.max(1));
+    let waiting = workers.queue.len().saturating_sub(workers.idle);
+    let spawn = waiting.saturating_sub(workers.threads).min(SPAWN_BURST);
+    workers.threads += spawn;
     drop(workers);
     for _ in 0..count.min(available) {
         shared.work_ready.notify_one();
     }
     for _ in 0..spawn {
-        let (for_thread, ctx) = (Arc::clone(shared), Arc::clone(ctx));
-        let spawned = thread::Builder::new()
-            .name("yuyo-connection".to_owned())
-            .spawn(move || worker(&for_thread, &ctx));
-        if let Err(error) = spawned {
-            tracing::error!(%error, "cannot start a connection thread; closing a connection");
-            let dropped = lock(&shared.workers).queue.pop_back();
-            drop(dropped);
-        }
+        spawn_worker(shared, ctx);
+    }
+}
+
+/// Starts threads if jobs are queued and none was taken since `taken` (the threads are
+/// all busy with long handlers); returns the current count of taken jobs, or `None` if
+/// nothing is queued.
+fn unstick(shared: &Arc<Shared>, ctx: &Arc<Ctx>, taken: Option<u64>) -> Option<u64> {
+    let mut workers = lock(&shared.workers);
+    if workers.queue.is_empty() {
+        return None;
+    }
+    let now_taken = workers.taken;
+    let spawn = if taken == Some(now_taken) {
+        workers.queue.len().min(SPAWN_BURST)
+    } else {
+        0
+    };
+    workers.threads += spawn;
+    drop(workers);
+    for _ in 0..spawn {
+        spawn_worker(shared, ctx);
+    }
+    Some(now_taken)
+}
+
+/// Starts a connection thread, already counted in [`Workers::threads`].
+fn spawn_worker(shared: &Arc<Shared>, ctx: &Arc<Ctx>) {
+    let (for_thread, ctx) = (Arc::clone(shared), Arc::clone(ctx));
+    let spawned = thread::Builder::new()
+        .name("yuyo-connection".to_owned())
+        .spawn(move || worker(&for_thread, &ctx));
+    if let Err(error) = spawned {
+        let mut workers = lock(&shared.workers);
+        workers.threads -= 1;
+        // Without any thread the queued connections would wait forever.
+        let dropped = if workers.threads == 0 {
+            std::mem::take(&mut workers.queue)
+        } else {
+            VecDeque::new()
+        };
+        drop(workers);
+        tracing::error!(
+            %error,
+            closed = dropped.len(),
+            "cannot start a connection thread"
+        );
+        drop(dropped);
     }
 }
 
@@ -300,6 +347,7 @@ fn worker(shared: &Arc<Shared>, ctx: &Ctx) {
     let mut workers = lock(&shared.workers);
     loop {
         if let Some(conn) = workers.queue.pop_front() {
+            workers.taken += 1;
             drop(workers);
             connection::serve(conn, &mut local, ctx, shared);
             workers = lock(&shared.workers);
@@ -319,6 +367,7 @@ fn worker(shared: &Arc<Shared>, ctx: &Ctx) {
             break;
         }
     }
+    workers.threads -= 1;
     drop(workers);
     local.finish(shared);
 }

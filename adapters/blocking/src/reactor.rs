@@ -36,9 +36,8 @@ const LISTENER: Token = Token(0);
 const WAKE: Token = Token(1);
 /// Connection tokens start after the listener's and the waker's.
 const FIRST_CONN: usize = 2;
-/// Most threads started at once to close the parked connections at shutdown: closing an
-/// idle connection does not block, so a few threads get through all of them quickly.
-const SHUTDOWN_THREADS: usize = 4;
+/// How long queued jobs may wait with no thread taking any before a thread is added.
+const STALL: Duration = Duration::from_millis(10);
 /// How soon accepting is retried after the process ran out of file descriptors (or
 /// memory), in case no connection ends to wake the reactor.
 const EXHAUSTED_RETRY: Duration = Duration::from_millis(100);
@@ -225,6 +224,9 @@ struct Reactor<'a> {
     // Boxed: a connection moves between the registry, this list and the workers' queue.
     #[allow(clippy::vec_box)]
     jobs: Vec<Box<Conn>>,
+    /// While jobs are queued: when to check the threads took some, and how many had
+    /// been taken (see [`crate::unstick`]).
+    stall_check: Option<(Instant, u64)>,
     scratch: Vec<u8>,
 }
 
@@ -247,6 +249,7 @@ impl<'a> Reactor<'a> {
             grace_deadline: None,
             error: None,
             jobs: Vec::new(),
+            stall_check: None,
             scratch: vec![0; DRAIN_CHUNK],
         })
     }
@@ -259,7 +262,7 @@ impl<'a> Reactor<'a> {
             }
             if self.listener.is_some() && self.backlog {
                 self.accept();
-                self.dispatch(usize::MAX);
+                self.dispatch();
             }
             let now = Instant::now();
             if let Some(grace) = self.grace_deadline {
@@ -276,6 +279,7 @@ impl<'a> Reactor<'a> {
                     break;
                 }
             }
+            self.watch_queue(now);
             let timeout = self.plan_wake_up(now);
             match self.poll.poll(
                 &mut events,
@@ -297,7 +301,7 @@ impl<'a> Reactor<'a> {
                 }
             }
             self.expire(Instant::now());
-            self.dispatch(usize::MAX);
+            self.dispatch();
         }
         self.error.take().map_or(Ok(()), Err)
     }
@@ -315,7 +319,7 @@ impl<'a> Reactor<'a> {
             }
         }
         drop(registry);
-        self.dispatch(SHUTDOWN_THREADS);
+        self.dispatch();
     }
 
     /// The earliest deadline the reactor must wake up for, recorded for the workers.
@@ -328,10 +332,16 @@ impl<'a> Reactor<'a> {
             self.retry_accept = None;
             self.backlog = true;
         }
-        [earliest, self.grace_deadline, self.retry_accept]
-            .into_iter()
-            .flatten()
-            .min()
+        let stall_check = self.stall_check.map(|(at, _)| at);
+        [
+            earliest,
+            self.grace_deadline,
+            self.retry_accept,
+            stall_check,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn accept(&mut self) {
@@ -435,10 +445,21 @@ impl<'a> Reactor<'a> {
         drop(closed);
     }
 
-    fn dispatch(&mut self, max_new_threads: usize) {
+    fn dispatch(&mut self) {
         if !self.jobs.is_empty() {
-            crate::dispatch(self.shared, self.ctx, &mut self.jobs, max_new_threads);
+            crate::dispatch(self.shared, self.ctx, &mut self.jobs);
         }
+    }
+
+    /// Watches the queue: jobs waiting while no thread takes any get a new thread.
+    fn watch_queue(&mut self, now: Instant) {
+        self.stall_check = match self.stall_check {
+            Some((at, _)) if now < at => self.stall_check,
+            Some((_, taken)) => {
+                crate::unstick(self.shared, self.ctx, Some(taken)).map(|taken| (now + STALL, taken))
+            }
+            None => crate::unstick(self.shared, self.ctx, None).map(|taken| (now + STALL, taken)),
+        };
     }
 
     /// Closes what is still parked or draining, so nothing waits for a reactor that is
