@@ -1,17 +1,30 @@
 //! yuyo on std threads: a Discord interactions server with no async runtime.
 //!
-//! [`Server::serve`] runs the service's startup callbacks, then accepts connections on
-//! a `std::net::TcpListener`, one thread per connection up to
-//! [`ServeOptions::max_connections`] (further connections wait in the listen backlog).
-//! Each connection thread drives a [`yuyo_core::server::Session`]: it reads and writes
-//! the socket, runs handler futures to completion with `futures_lite::future::block_on`,
-//! and streams reply files from disk with `std::fs`. After-response work runs on a
-//! thread of its own.
+//! [`Server::serve`] runs the service's startup callbacks, then serves a
+//! `std::net::TcpListener` with two kinds of threads:
+//! - **the reactor**, the thread that called `serve`: one `mio` poller holding the
+//!   listener and every connection (each registered once, when accepted). It accepts up
+//!   to [`ServeOptions::max_connections`] connections (further ones wait in the listen
+//!   backlog), keeps the connections that wait for bytes (idle keep-alive ones, or ones
+//!   whose request is still arriving) with their deadlines, and hands a connection to a
+//!   connection thread when it becomes readable or its deadline passes. It also finishes
+//!   lingering closes, reading and discarding what peers still send.
+//! - **connection threads** (named `yuyo-connection`), a pool: each drives a
+//!   [`yuyo_core::server::Session`] for the connection it was handed, reading and writing
+//!   the socket, running handler futures to completion with
+//!   `futures_lite::future::block_on` and streaming reply files from disk with `std::fs`,
+//!   until the session waits for bytes that have not arrived; the connection then goes
+//!   back to the reactor and the thread serves another one. An idle connection thus
+//!   holds no thread, only its session and socket (a few KiB). Threads are added when
+//!   more connections wait to be served than there are threads (or when the threads stop
+//!   taking any, all busy with long handlers) and exit after 10 s without work. A write
+//!   the peer does not take waits on the writing thread.
 //!
-//! Sockets are non-blocking and waited on with `mio`, so a [`ShutdownHandle`] (or
-//! Ctrl-C/SIGTERM with [`ServeOptions::handle_signals`]) wakes the accept loop and every
-//! connection at once: accepting stops, idle connections close, busy ones close after
-//! their response, and connections and after-response work get
+//! After-response work (and replies sent through REST) runs on a thread of its own.
+//!
+//! A [`ShutdownHandle`] (or Ctrl-C/SIGTERM with [`ServeOptions::handle_signals`]) wakes
+//! the reactor: accepting stops, idle connections close, busy ones close after their
+//! response, and connections and after-response work get
 //! [`ServeOptions::grace_period`] to finish before the shutdown callbacks run.
 //!
 //! The [`bot`] module adds yuyo's `AsgiBot` on top: a [`bot::Bot`] holds a

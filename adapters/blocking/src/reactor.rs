@@ -322,26 +322,25 @@ impl<'a> Reactor<'a> {
         self.dispatch();
     }
 
-    /// The earliest deadline the reactor must wake up for, recorded for the workers.
+    /// When the reactor must wake up on its own, recorded for the workers.
     fn plan_wake_up(&mut self, now: Instant) -> Option<Instant> {
-        let mut registry = lock(&self.shared.registry);
-        let earliest = registry.deadlines.first().map(|&(at, _)| at);
-        registry.wake_at = earliest;
-        drop(registry);
         if self.retry_accept.is_some_and(|at| at <= now) {
             self.retry_accept = None;
             self.backlog = true;
         }
-        let stall_check = self.stall_check.map(|(at, _)| at);
-        [
-            earliest,
+        let own = [
             self.grace_deadline,
             self.retry_accept,
-            stall_check,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+            self.stall_check.map(|(at, _)| at),
+        ];
+        let mut registry = lock(&self.shared.registry);
+        let earliest = own
+            .into_iter()
+            .chain([registry.deadlines.first().map(|&(at, _)| at)])
+            .flatten()
+            .min();
+        registry.wake_at = earliest;
+        earliest
     }
 
     fn accept(&mut self) {
