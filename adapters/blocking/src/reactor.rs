@@ -170,8 +170,14 @@ pub(crate) fn park(
                 return Err(conn);
             }
         }
-        // Cannot happen: a connection being served owns its slot.
-        _ => return Err(conn),
+        // Cannot happen: a connection being served owns its slot. Closing it is safer
+        // than serving a connection the reactor no longer knows.
+        _ => {
+            drop(registry);
+            tracing::error!(key, "a served connection lost its slot; closing it");
+            drop(conn);
+            return Ok(());
+        }
     }
     // The reactor takes every parked connection out once when shutdown starts; one
     // parked after that must already be closing, or it would wait for its deadline.
