@@ -1,10 +1,13 @@
-//! One connection thread: the core's session loop over a non-blocking socket waited on
-//! with `mio` (so a shutdown wakes it), handlers run with `block_on`.
+//! Serving one connection on a worker thread: the core's session loop over a
+//! non-blocking socket, handlers run with `block_on`. When the session waits for bytes
+//! that have not arrived, the connection is parked with the reactor (see
+//! [`crate::reactor`]) and the worker moves on; it never blocks waiting for a read.
 
 use std::fs::File;
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker as TaskWaker};
@@ -12,20 +15,19 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::future::block_on;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Token, Waker};
 use tracing::Instrument;
-use yuyo_core::deferral::ReplyRouting;
-use yuyo_core::endpoint::Endpoint;
 use yuyo_core::http1;
 use yuyo_core::multipart::FileSource;
 use yuyo_core::server::{Action, Now, Session};
 
-use crate::Shared;
-use crate::rest::RestClient;
+use crate::reactor::{self, Wait};
+use crate::{Ctx, Shared, TaskGuard, lock};
 
 const SOCKET: Token = Token(0);
 const WAKE: Token = Token(1);
-/// Bytes read from the socket at once.
+/// Bytes read from a socket at once, into the worker's buffer.
 const READ_SIZE: usize = 16 * 1024;
 /// Bytes of a reply file read at once.
 const FILE_CHUNK: usize = 64 * 1024;
@@ -39,74 +41,142 @@ fn now() -> Now {
     }
 }
 
-/// The socket with its own poller and the waker shutdown uses.
-struct Io {
+/// An accepted connection: what a parked connection keeps while it holds no thread.
+pub(crate) struct Conn {
     stream: mio::net::TcpStream,
-    poll: mio::Poll,
-    events: Events,
+    session: Session,
+    /// Its slot in the reactor's registry (and its token).
+    key: usize,
+    /// Shutdown was passed on to the session.
+    closing: bool,
+    /// Counts the connection (for the cap and shutdown) until it is closed.
+    guard: TaskGuard,
 }
 
-enum Received {
-    Data(usize),
-    Eof,
-    Timeout,
-    /// Shutdown was requested while waiting.
-    Stopping,
+impl Conn {
+    pub(crate) fn new(
+        stream: mio::net::TcpStream,
+        key: usize,
+        ctx: &Ctx,
+        http: http1::Config,
+        guard: TaskGuard,
+    ) -> Box<Self> {
+        let mut session = Session::new(ctx.endpoint.clone(), http, Instant::now());
+        if let Some((_, routing)) = &ctx.rest {
+            session.set_reply_routing(*routing);
+        }
+        Box::new(Self {
+            stream,
+            session,
+            key,
+            closing: false,
+            guard,
+        })
+    }
+
+    pub(crate) fn key(&self) -> usize {
+        self.key
+    }
+
+    pub(crate) fn closing(&self) -> bool {
+        self.closing
+    }
 }
 
-impl Io {
-    /// Reads once, waiting until data, EOF, `deadline`, or (unless `closing`) shutdown.
-    fn read(
-        &mut self,
-        buf: &mut [u8],
-        deadline: Option<Instant>,
-        shared: &Shared,
-        closing: bool,
-    ) -> io::Result<Received> {
-        loop {
-            match self.stream.read(buf) {
-                Ok(0) => return Ok(Received::Eof),
-                Ok(n) => return Ok(Received::Data(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            if !closing && shared.is_stopping() {
-                return Ok(Received::Stopping);
-            }
-            let timeout = match deadline {
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Ok(Received::Timeout);
-                    }
-                    Some(deadline - now)
-                }
-                None => None,
-            };
-            self.wait(timeout)?;
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Whoever drops a connection holds it out of the registry (never under its
+        // lock), so the slot is `Owned` and can be reused.
+        lock(&self.guard.shared().registry).release(self.key);
+    }
+}
+
+/// A worker thread's own resources, reused for every connection it serves.
+pub(crate) struct Local {
+    buf: Vec<u8>,
+    writer: Writer,
+}
+
+impl Local {
+    pub(crate) fn new() -> Self {
+        Self {
+            buf: vec![0; READ_SIZE],
+            writer: Writer { poll: None },
         }
     }
 
+    /// Unregisters the thread's waker.
+    pub(crate) fn finish(self, shared: &Shared) {
+        if let Some(poll) = self.writer.poll {
+            shared.remove_worker_waker(poll.waker_id);
+        }
+    }
+}
+
+/// Waits for sockets to take more bytes: a poller created the first time one of this
+/// thread's writes would block, with a waker shutdown uses.
+struct Writer {
+    poll: Option<WritePoll>,
+}
+
+struct WritePoll {
+    poll: mio::Poll,
+    events: Events,
+    waker_id: u64,
+}
+
+impl Writer {
+    fn wait(&mut self, stream: &mio::net::TcpStream, shared: &Shared) -> io::Result<()> {
+        let poll = match &mut self.poll {
+            Some(poll) => poll,
+            None => {
+                let poll = mio::Poll::new()?;
+                let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+                let waker_id = shared.add_worker_waker(waker);
+                self.poll.insert(WritePoll {
+                    poll,
+                    events: Events::with_capacity(4),
+                    waker_id,
+                })
+            }
+        };
+        // The stream stays registered with the reactor; its bare descriptor is registered
+        // here only while waiting (a `TcpStream` would refuse a second registry).
+        let fd = stream.as_raw_fd();
+        poll.poll
+            .registry()
+            .register(&mut SourceFd(&fd), SOCKET, Interest::WRITABLE)?;
+        let waited = poll.poll.poll(&mut poll.events, None);
+        let _ = poll.poll.registry().deregister(&mut SourceFd(&fd));
+        match waited {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The socket's sending side, for one worker.
+struct Out<'a> {
+    stream: &'a mut mio::net::TcpStream,
+    writer: &'a mut Writer,
+    shared: &'a Shared,
+}
+
+impl Out<'_> {
     /// Writes all of `data`, waiting for the socket to take it.
     fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             match self.stream.write(data) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => data = &data[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(None)?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.writer.wait(self.stream, self.shared)?;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
         Ok(())
-    }
-
-    fn wait(&mut self, timeout: Option<std::time::Duration>) -> io::Result<()> {
-        match self.poll.poll(&mut self.events, timeout) {
-            Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
-            _ => Ok(()),
-        }
     }
 
     /// Writes everything the session has to send.
@@ -118,96 +188,116 @@ impl Io {
     }
 }
 
-/// Serves one accepted connection until it closes.
-pub(crate) fn run(
-    stream: mio::net::TcpStream,
-    endpoint: Endpoint,
-    http: http1::Config,
-    rest: Option<(RestClient, ReplyRouting)>,
-    shared: &Arc<Shared>,
-) {
-    let Some((mut io, waker)) = setup(stream) else {
-        return;
-    };
-    let id = shared.add_connection_waker(waker);
-    let linger = http.linger;
-    match serve(&mut io, endpoint, http, rest.as_ref(), shared) {
-        Ok(()) => {
-            let _ = io.stream.shutdown(Shutdown::Write);
-            drain(&mut io, linger, shared);
+/// Reads once: `Some(0)` at EOF, `None` if nothing is there yet.
+fn read(stream: &mut mio::net::TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match stream.read(buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        Err(error) => tracing::debug!(%error, "connection ended with an IO error"),
     }
-    shared.remove_connection_waker(id);
+}
+
+/// What stopped [`drive`].
+enum Step {
+    /// The session waits for bytes that have not arrived.
+    Park,
+    /// The session is done: close it lingering.
+    Close,
+}
+
+/// Serves `conn` until it must wait for bytes (then it is parked with the reactor) or
+/// closes.
+pub(crate) fn serve(mut conn: Box<Conn>, local: &mut Local, ctx: &Ctx, shared: &Arc<Shared>) {
+    loop {
+        match drive(&mut conn, local, ctx, shared) {
+            Ok(Step::Park) => {
+                let deadline = conn.session.poll_timeout();
+                match reactor::park(shared, conn, Wait::Read, deadline) {
+                    Ok(()) => return,
+                    Err(back) => conn = back,
+                }
+            }
+            Ok(Step::Close) => return linger(conn, local, shared),
+            Err(error) => {
+                tracing::debug!(%error, "connection ended with an IO error");
+                return;
+            }
+        }
+    }
 }
 
 /// A lingering close (see [`yuyo_core::http1::Linger`]): drain what the peer still sends,
 /// so unread request bytes do not turn the close into a reset that destroys the response.
-fn drain(io: &mut Io, linger: http1::Linger, shared: &Shared) {
+/// What has not arrived yet is drained by the reactor, so the worker does not wait for
+/// the peer's FIN.
+fn linger(mut conn: Box<Conn>, local: &mut Local, shared: &Shared) {
+    let _ = conn.stream.shutdown(Shutdown::Write);
+    let linger = conn.session.linger();
     let deadline = Instant::now() + linger.timeout;
-    let mut scratch = vec![0_u8; 16 * 1024];
     let mut left = linger.max_bytes;
-    while left > 0 {
-        match io.read(&mut scratch, Some(deadline), shared, true) {
-            Ok(Received::Data(n)) => left = left.saturating_sub(n as u64),
-            Ok(Received::Eof | Received::Timeout | Received::Stopping) | Err(_) => break,
-        }
-    }
-}
-
-fn setup(mut stream: mio::net::TcpStream) -> Option<(Io, Arc<Waker>)> {
-    let prepared = (|| -> io::Result<(Io, Arc<Waker>)> {
-        let poll = mio::Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-        poll.registry()
-            .register(&mut stream, SOCKET, Interest::READABLE | Interest::WRITABLE)?;
-        Ok((
-            Io {
-                stream,
-                poll,
-                events: Events::with_capacity(4),
-            },
-            waker,
-        ))
-    })();
-    match prepared {
-        Ok(prepared) => Some(prepared),
-        Err(error) => {
-            tracing::error!(%error, "cannot set up a connection; closing it");
-            None
-        }
-    }
-}
-
-fn serve(
-    io: &mut Io,
-    endpoint: Endpoint,
-    http: http1::Config,
-    rest: Option<&(RestClient, ReplyRouting)>,
-    shared: &Arc<Shared>,
-) -> io::Result<()> {
-    let mut session = Session::new(endpoint, http, Instant::now());
-    if let Some((_, routing)) = rest {
-        session.set_reply_routing(*routing);
-    }
-    let mut closing = false;
-    let mut buf = vec![0_u8; READ_SIZE];
     loop {
-        io.flush(&mut session)?;
-        if !closing && shared.is_stopping() {
+        match drain(&mut conn, &mut local.buf, left) {
+            Some(still) => left = still,
+            None => return,
+        }
+        match reactor::park(shared, conn, Wait::Drain { deadline, left }, Some(deadline)) {
+            Ok(()) => return,
+            Err(back) => conn = back,
+        }
+    }
+}
+
+/// Reads and discards until the socket has nothing more for now (`Some` of the bytes
+/// still allowed) or the drain is over (`None`: EOF, an error, or `left` bytes read).
+pub(crate) fn drain(conn: &mut Conn, scratch: &mut [u8], mut left: u64) -> Option<u64> {
+    while left > 0 {
+        match read(&mut conn.stream, scratch) {
+            Ok(Some(0)) | Err(_) => return None,
+            Ok(Some(n)) => left = left.saturating_sub(n as u64),
+            Ok(None) => return Some(left),
+        }
+    }
+    None
+}
+
+fn drive(conn: &mut Conn, local: &mut Local, ctx: &Ctx, shared: &Arc<Shared>) -> io::Result<Step> {
+    let Conn {
+        stream,
+        session,
+        closing,
+        ..
+    } = conn;
+    let Local { buf, writer } = local;
+    let mut io = Out {
+        stream,
+        writer,
+        shared,
+    };
+    let rest = ctx.rest.as_ref();
+    loop {
+        io.flush(session)?;
+        if !*closing && shared.is_stopping() {
             session.close();
-            closing = true;
+            *closing = true;
         }
         match session.poll(now()) {
             Action::Read => {
                 // `poll` may have queued a response (e.g. a rejection) before asking to read.
-                io.flush(&mut session)?;
-                let deadline = session.poll_timeout();
-                match io.read(&mut buf, deadline, shared, closing)? {
-                    Received::Data(n) => session.receive(Instant::now(), &buf[..n]),
-                    Received::Eof => session.receive_eof(),
-                    Received::Timeout => session.handle_timeout(Instant::now()),
-                    Received::Stopping => {} // closed at the top of the loop
+                io.flush(session)?;
+                match read(io.stream, buf)? {
+                    Some(0) => session.receive_eof(),
+                    Some(n) => session.receive(Instant::now(), &buf[..n]),
+                    None => {
+                        let now = Instant::now();
+                        if session.poll_timeout().is_some_and(|at| at <= now) {
+                            session.handle_timeout(now);
+                        } else {
+                            return Ok(Step::Park);
+                        }
+                    }
                 }
             }
             Action::Verify(ticket) => {
@@ -215,8 +305,8 @@ fn serve(
                 std::thread::yield_now();
                 if let Err(error) = session.verified(now(), block_on(ticket)) {
                     tracing::error!(%error, "driver error; closing the connection");
-                    io.flush(&mut session)?;
-                    return Ok(());
+                    io.flush(session)?;
+                    return Ok(Step::Close);
                 }
             }
             Action::Handle(handler) => {
@@ -229,7 +319,7 @@ fn serve(
                         None => {
                             match session.defer(now()) {
                                 // The deferred answer goes out now; the handler goes on.
-                                Ok(_) => io.flush(&mut session)?,
+                                Ok(_) => io.flush(session)?,
                                 Err(error) => tracing::debug!(%error, "handler not deferred"),
                             }
                             block_on(handler)
@@ -239,12 +329,12 @@ fn serve(
                 };
                 if let Err(error) = session.complete(now(), outcome) {
                     tracing::error!(%error, "driver error; closing the connection");
-                    io.flush(&mut session)?;
-                    return Ok(());
+                    io.flush(session)?;
+                    return Ok(Step::Close);
                 }
                 // The HTTP answer (e.g. the 202 of a reply sent through the callback
                 // endpoint) goes out before the REST requests start.
-                let flushed = io.flush(&mut session);
+                let flushed = io.flush(session);
                 while let Some(reply) = session.poll_rest_reply() {
                     let _span = session.span().clone().entered();
                     match rest {
@@ -254,12 +344,15 @@ fn serve(
                 }
                 flushed?;
             }
-            Action::StreamFile(source) => stream_file(io, &mut session, &source)?,
+            Action::StreamFile(source) => stream_file(&mut io, session, &source)?,
             Action::RunAfter(work) => {
-                io.flush(&mut session)?;
+                io.flush(session)?;
                 shared.spawn_after(work);
             }
-            Action::Close => return io.flush(&mut session),
+            Action::Close => {
+                io.flush(session)?;
+                return Ok(Step::Close);
+            }
         }
     }
 }
@@ -303,7 +396,7 @@ fn run_until<F: Future>(mut future: Pin<&mut F>, deadline: Instant) -> Option<F:
 }
 
 /// Streams a reply file into the session, writing as it goes (memory stays bounded).
-fn stream_file(io: &mut Io, session: &mut Session, source: &FileSource) -> io::Result<()> {
+fn stream_file(io: &mut Out<'_>, session: &mut Session, source: &FileSource) -> io::Result<()> {
     let FileSource::Path { path, .. } = source else {
         tracing::error!(
             ?source,

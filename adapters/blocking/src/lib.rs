@@ -1,17 +1,30 @@
 //! yuyo on std threads: a Discord interactions server with no async runtime.
 //!
-//! [`Server::serve`] runs the service's startup callbacks, then accepts connections on
-//! a `std::net::TcpListener`, one thread per connection up to
-//! [`ServeOptions::max_connections`] (further connections wait in the listen backlog).
-//! Each connection thread drives a [`yuyo_core::server::Session`]: it reads and writes
-//! the socket, runs handler futures to completion with `futures_lite::future::block_on`,
-//! and streams reply files from disk with `std::fs`. After-response work runs on a
-//! thread of its own.
+//! [`Server::serve`] runs the service's startup callbacks, then serves a
+//! `std::net::TcpListener` with two kinds of threads:
+//! - **the reactor**, the thread that called `serve`: one `mio` poller holding the
+//!   listener and every connection (each registered once, when accepted). It accepts up
+//!   to [`ServeOptions::max_connections`] connections (further ones wait in the listen
+//!   backlog), keeps the connections that wait for bytes (idle keep-alive ones, or ones
+//!   whose request is still arriving) with their deadlines, and hands a connection to a
+//!   connection thread when it becomes readable or its deadline passes. It also finishes
+//!   lingering closes, reading and discarding what peers still send.
+//! - **connection threads** (named `yuyo-connection`), a pool: each drives a
+//!   [`yuyo_core::server::Session`] for the connection it was handed, reading and writing
+//!   the socket, running handler futures to completion with
+//!   `futures_lite::future::block_on` and streaming reply files from disk with `std::fs`,
+//!   until the session waits for bytes that have not arrived; the connection then goes
+//!   back to the reactor and the thread serves another one. An idle connection thus
+//!   holds no thread, only its session and socket (a few KiB). Threads are added when
+//!   more connections wait to be served than there are threads (or when the threads stop
+//!   taking any, all busy with long handlers) and exit after 10 s without work. A write
+//!   the peer does not take waits on the writing thread.
 //!
-//! Sockets are non-blocking and waited on with `mio`, so a [`ShutdownHandle`] (or
-//! Ctrl-C/SIGTERM with [`ServeOptions::handle_signals`]) wakes the accept loop and every
-//! connection at once: accepting stops, idle connections close, busy ones close after
-//! their response, and connections and after-response work get
+//! After-response work (and replies sent through REST) runs on a thread of its own.
+//!
+//! A [`ShutdownHandle`] (or Ctrl-C/SIGTERM with [`ServeOptions::handle_signals`]) wakes
+//! the reactor: accepting stops, idle connections close, busy ones close after their
+//! response, and connections and after-response work get
 //! [`ServeOptions::grace_period`] to finish before the shutdown callbacks run.
 //!
 //! The [`bot`] module adds yuyo's `AsgiBot` on top: a [`bot::Bot`] holds a
@@ -50,28 +63,31 @@
 
 pub mod bot;
 mod connection;
+mod reactor;
 pub mod rest;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::Waker;
 use tracing::Instrument;
 use yuyo_core::deferral::{ReplyRouting, RestReply};
+use yuyo_core::endpoint::Endpoint;
+
+use connection::Conn;
 
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
 
-/// How long a connection thread waits for a new connection before it exits.
+/// How long a connection thread waits for a connection to serve before it exits.
 const WORKER_IDLE: Duration = Duration::from_secs(10);
-
-const LISTENER: Token = Token(0);
-const WAKE: Token = Token(1);
+/// Most connection threads started for one batch of jobs.
+const SPAWN_BURST: usize = 4;
 
 /// A server for one [`Service`], on std threads.
 #[derive(Debug)]
@@ -154,75 +170,27 @@ impl Server {
         if self.service.options().handle_signals {
             signals::watch(&self.shared);
         }
-        let accepted = self.accept_loop(listener);
+        let options = self.service.options().clone();
+        self.shared
+            .max_connections
+            .store(options.max_connections.max(1), Ordering::SeqCst);
+        let ctx = Arc::new(Ctx {
+            endpoint: self.service.endpoint().clone(),
+            options,
+            rest: self.rest.clone(),
+        });
+        let (served, grace_deadline) = reactor::run(listener, &self.shared, &ctx);
         self.shared.shutdown();
-        self.drain();
+        let deadline =
+            grace_deadline.unwrap_or_else(|| Instant::now() + self.service.options().grace_period);
+        self.drain(deadline);
         let stopped = block_on(self.service.shutdown());
-        accepted.map_err(ServeError::Io)?;
+        served.map_err(ServeError::Io)?;
         stopped
     }
 
-    /// Accepts connections until shutdown; the listener is closed when this returns.
-    fn accept_loop(&self, listener: TcpListener) -> io::Result<()> {
-        let mut poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-        *lock(&self.shared.accept_waker) = Some(Arc::clone(&waker));
-        listener.set_nonblocking(true)?;
-        let mut listener = mio::net::TcpListener::from_std(listener);
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let mut events = Events::with_capacity(16);
-        let max = self.service.options().max_connections.max(1);
-        loop {
-            if self.shared.is_stopping() {
-                return Ok(());
-            }
-            // Edge-triggered: accept until the backlog is empty, or until the cap (a
-            // finishing connection wakes this loop to go on).
-            while self.shared.connections() < max {
-                match listener.accept() {
-                    Ok((stream, _peer)) => self.spawn_connection(stream),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if is_transient(&e) => {}
-                    Err(e) if is_resource_exhaustion(&e) => {
-                        // Wait for a connection to end (it wakes us) or a new arrival.
-                        tracing::warn!(error = %e, "cannot accept a connection");
-                        break;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            match poll.poll(&mut events, None) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    fn spawn_connection(&self, stream: mio::net::TcpStream) {
-        if self.shared.is_stopping() {
-            return; // dropped: closed unanswered, like a connection never accepted
-        }
-        let _ = stream.set_nodelay(true);
-        let others = lock(&self.shared.tasks).connections;
-        let guard = TaskGuard::connection(&self.shared);
-        let endpoint = self.service.endpoint().clone();
-        let http = self.service.options().connection_config(others);
-        let shared = Arc::clone(&self.shared);
-        let rest = self.rest.clone();
-        let job: Job = Box::new(move || {
-            let _guard = guard;
-            connection::run(stream, endpoint, http, rest, &shared);
-        });
-        if let Err(error) = run_on_worker(&self.shared, job) {
-            tracing::error!(%error, "cannot start a connection thread");
-        }
-    }
-
-    /// Waits for connections and after-response work, at most the grace period.
-    fn drain(&self) {
-        let deadline = Instant::now() + self.service.options().grace_period;
+    /// Waits for connections and after-response work, until `deadline` at most.
+    fn drain(&self, deadline: Instant) {
         let mut tasks = lock(&self.shared.tasks);
         while tasks.connections + tasks.after > 0 {
             let now = Instant::now();
@@ -242,6 +210,13 @@ impl Server {
                 .0;
         }
     }
+}
+
+/// What the reactor and the workers need of the server.
+pub(crate) struct Ctx {
+    endpoint: Endpoint,
+    options: ServeOptions,
+    rest: Option<(rest::RestClient, ReplyRouting)>,
 }
 
 fn is_transient(e: &io::Error) -> bool {
@@ -267,26 +242,34 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     stopping: AtomicBool,
-    accept_waker: Mutex<Option<Arc<Waker>>>,
-    /// Wakers of live connections, to wake them for shutdown.
-    connection_wakers: Mutex<HashMap<u64, Arc<Waker>>>,
+    /// Wakes the reactor: shutdown, a connection ending at the cap, an earlier deadline.
+    reactor_waker: Mutex<Option<Arc<Waker>>>,
+    /// Wakers of workers' write pollers, to wake them for shutdown.
+    worker_wakers: Mutex<HashMap<u64, Arc<Waker>>>,
     next_id: AtomicU64,
+    /// The connection cap in force (set by `serve`).
+    max_connections: AtomicUsize,
+    /// The connections' slots, shared by the reactor and the workers.
+    registry: Mutex<reactor::Registry>,
     tasks: Mutex<Tasks>,
     tasks_done: Condvar,
     workers: Mutex<Workers>,
     work_ready: Condvar,
 }
 
-/// A connection to serve, on a connection thread.
-type Job = Box<dyn FnOnce() + Send + 'static>;
-
-/// Connection threads outlive their connection for [`WORKER_IDLE`], so a server
-/// under `Connection: close` load does not create a thread per request.
+/// Connection threads serve whichever connection has something to do, and outlive it
+/// for [`WORKER_IDLE`], so a server under `Connection: close` load does not create a
+/// thread per request.
 #[derive(Default)]
 struct Workers {
-    queue: VecDeque<Job>,
+    queue: VecDeque<Box<Conn>>,
     /// Threads waiting for a job (some may be about to take a queued one).
     idle: usize,
+    /// Threads, idle or busy.
+    threads: usize,
+    /// Jobs taken from the queue so far: the reactor's sign that the threads make
+    /// progress (see [`unstick`]).
+    taken: u64,
 }
 
 impl std::fmt::Debug for Workers {
@@ -294,57 +277,112 @@ impl std::fmt::Debug for Workers {
         f.debug_struct("Workers")
             .field("queued", &self.queue.len())
             .field("idle", &self.idle)
+            .field("threads", &self.threads)
             .finish()
     }
 }
 
-/// Runs `job` on an idle connection thread, or on a new one.
-fn run_on_worker(shared: &Arc<Shared>, job: Job) -> io::Result<()> {
+/// Queues `jobs` for the connection threads. Threads are added only when more jobs wait
+/// than there are threads, at most [`SPAWN_BURST`] at once: most jobs take microseconds
+/// (a request, or a read that finds nothing and parks the connection again), so busy
+/// threads soon take the queued ones, and a burst (say a thousand idle connections
+/// closed together) does not start a thread per job. [`unstick`] adds threads when they
+/// stop taking jobs (long handlers).
+#[allow(clippy::vec_box)] // the connections stay boxed in the queue
+fn dispatch(shared: &Arc<Shared>, ctx: &Arc<Ctx>, jobs: &mut Vec<Box<Conn>>) {
     let mut workers = lock(&shared.workers);
-    if workers.idle > workers.queue.len() {
-        workers.queue.push_back(job);
-        drop(workers);
-        shared.work_ready.notify_one();
-        return Ok(());
-    }
+    let available = workers.idle.saturating_sub(workers.queue.len());
+    let count = jobs.len();
+    workers.queue.extend(jobs.drain(..));
+    let waiting = workers.queue.len().saturating_sub(workers.idle);
+    let spawn = waiting.saturating_sub(workers.threads).min(SPAWN_BURST);
+    workers.threads += spawn;
     drop(workers);
-    let shared = Arc::clone(shared);
-    thread::Builder::new()
-        .name("yuyo-connection".to_owned())
-        .spawn(move || worker(&shared, job))
-        .map(drop)
+    for _ in 0..count.min(available) {
+        shared.work_ready.notify_one();
+    }
+    for _ in 0..spawn {
+        spawn_worker(shared, ctx);
+    }
 }
 
-/// A connection thread: serves `job`, then the next queued one, until idle for
-/// [`WORKER_IDLE`] or shutdown.
-fn worker(shared: &Shared, mut job: Job) {
-    loop {
-        job();
+/// Starts threads if jobs are queued and none was taken since `taken` (the threads are
+/// all busy with long handlers); returns the current count of taken jobs, or `None` if
+/// nothing is queued.
+fn unstick(shared: &Arc<Shared>, ctx: &Arc<Ctx>, taken: Option<u64>) -> Option<u64> {
+    let mut workers = lock(&shared.workers);
+    if workers.queue.is_empty() {
+        return None;
+    }
+    let now_taken = workers.taken;
+    let spawn = if taken == Some(now_taken) {
+        workers.queue.len().min(SPAWN_BURST)
+    } else {
+        0
+    };
+    workers.threads += spawn;
+    drop(workers);
+    for _ in 0..spawn {
+        spawn_worker(shared, ctx);
+    }
+    Some(now_taken)
+}
+
+/// Starts a connection thread, already counted in [`Workers::threads`].
+fn spawn_worker(shared: &Arc<Shared>, ctx: &Arc<Ctx>) {
+    let (for_thread, ctx) = (Arc::clone(shared), Arc::clone(ctx));
+    let spawned = thread::Builder::new()
+        .name("yuyo-connection".to_owned())
+        .spawn(move || worker(&for_thread, &ctx));
+    if let Err(error) = spawned {
         let mut workers = lock(&shared.workers);
-        workers.idle += 1;
-        let next = loop {
-            if let Some(next) = workers.queue.pop_front() {
-                break Some(next);
-            }
-            if shared.is_stopping() {
-                break None;
-            }
-            let (guard, waited) = shared
-                .work_ready
-                .wait_timeout(workers, WORKER_IDLE)
-                .unwrap_or_else(PoisonError::into_inner);
-            workers = guard;
-            if waited.timed_out() && workers.queue.is_empty() {
-                break None;
-            }
+        workers.threads -= 1;
+        // Without any thread the queued connections would wait forever.
+        let dropped = if workers.threads == 0 {
+            std::mem::take(&mut workers.queue)
+        } else {
+            VecDeque::new()
         };
-        workers.idle -= 1;
         drop(workers);
-        match next {
-            Some(next) => job = next,
-            None => return,
+        tracing::error!(
+            %error,
+            closed = dropped.len(),
+            "cannot start a connection thread"
+        );
+        drop(dropped);
+    }
+}
+
+/// A connection thread: serves queued connections until idle for [`WORKER_IDLE`], or
+/// until shutdown once nothing is queued.
+fn worker(shared: &Arc<Shared>, ctx: &Ctx) {
+    let mut local = connection::Local::new();
+    let mut workers = lock(&shared.workers);
+    loop {
+        if let Some(conn) = workers.queue.pop_front() {
+            workers.taken += 1;
+            drop(workers);
+            connection::serve(conn, &mut local, ctx, shared);
+            workers = lock(&shared.workers);
+            continue;
+        }
+        if shared.is_stopping() {
+            break;
+        }
+        workers.idle += 1;
+        let (guard, waited) = shared
+            .work_ready
+            .wait_timeout(workers, WORKER_IDLE)
+            .unwrap_or_else(PoisonError::into_inner);
+        workers = guard;
+        workers.idle -= 1;
+        if waited.timed_out() && workers.queue.is_empty() {
+            break;
         }
     }
+    workers.threads -= 1;
+    drop(workers);
+    local.finish(shared);
 }
 
 #[derive(Debug, Default)]
@@ -363,10 +401,14 @@ impl Shared {
         // Idle connection threads exit.
         drop(lock(&self.workers));
         self.work_ready.notify_all();
-        if let Some(waker) = lock(&self.accept_waker).as_ref() {
+        self.wake_reactor();
+        for waker in lock(&self.worker_wakers).values() {
             wake(waker);
         }
-        for waker in lock(&self.connection_wakers).values() {
+    }
+
+    pub(crate) fn wake_reactor(&self) {
+        if let Some(waker) = lock(&self.reactor_waker).as_ref() {
             wake(waker);
         }
     }
@@ -375,15 +417,15 @@ impl Shared {
         lock(&self.tasks).connections
     }
 
-    /// Registers a connection's waker; the id unregisters it.
-    pub(crate) fn add_connection_waker(&self, waker: Arc<Waker>) -> u64 {
+    /// Registers a worker's waker; the id unregisters it.
+    pub(crate) fn add_worker_waker(&self, waker: Arc<Waker>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        lock(&self.connection_wakers).insert(id, waker);
+        lock(&self.worker_wakers).insert(id, waker);
         id
     }
 
-    pub(crate) fn remove_connection_waker(&self, id: u64) {
-        lock(&self.connection_wakers).remove(&id);
+    pub(crate) fn remove_worker_waker(&self, id: u64) {
+        lock(&self.worker_wakers).remove(&id);
     }
 
     /// Runs after-response work on a thread of its own, tracked for shutdown.
@@ -423,7 +465,7 @@ fn wake(waker: &Waker) {
 }
 
 /// Counts a connection or after-response work until dropped (also when it panics).
-struct TaskGuard {
+pub(crate) struct TaskGuard {
     shared: Arc<Shared>,
     connection: bool,
 }
@@ -444,24 +486,29 @@ impl TaskGuard {
             connection: false,
         }
     }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        {
+        let at_cap = {
             let mut tasks = lock(&self.shared.tasks);
             if self.connection {
                 tasks.connections -= 1;
+                tasks.connections + 1 >= self.shared.max_connections.load(Ordering::SeqCst)
             } else {
                 tasks.after -= 1;
+                false
             }
-        }
+        };
         self.shared.tasks_done.notify_all();
-        if self.connection
-            && let Some(waker) = lock(&self.shared.accept_waker).as_ref()
-        {
-            // The accept loop may be waiting at the connection cap.
-            wake(waker);
+        // The reactor stops accepting at the cap, and during shutdown waits for the last
+        // connection; otherwise it need not hear of a closed connection.
+        if self.connection && (at_cap || self.shared.is_stopping()) {
+            self.shared.wake_reactor();
         }
     }
 }

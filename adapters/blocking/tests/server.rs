@@ -1,12 +1,15 @@
-//! Blocking-adapter behaviour outside the shared suite: the connection cap and a
-//! shutdown requested before serving.
+//! Blocking-adapter behaviour outside the shared suite: the connection cap, a shutdown
+//! requested before serving, and connections that wait (idle, half-sent, lingering)
+//! without holding a thread.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::ErrorKind;
-use std::net::TcpListener;
-use std::time::Duration;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use yuyo_blocking::{ServeOptions, Server};
+use yuyo_blocking::{ServeError, ServeOptions, Server, ShutdownHandle};
 use yuyo_conformance::client::{Client, Request};
 use yuyo_conformance::{demo, fixtures};
 
@@ -82,4 +85,232 @@ fn shutdown_before_serve() {
         .serve(TcpListener::bind("127.0.0.1:0").unwrap())
         .unwrap();
     assert_eq!(rx.try_iter().collect::<Vec<_>>(), ["startup", "shutdown"]);
+}
+
+/// The tests that count connection threads run one at a time (the other tests here
+/// start at most a couple).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// At most this many connection threads for the 30 to 200 connections that wait in
+/// these tests: threads are added for bursts of work, never one per waiting connection
+/// (margin for a loaded machine, where the pool may grow a little).
+const FEW_THREADS: usize = 16;
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A server on a thread of its own.
+struct Running {
+    addr: SocketAddr,
+    handle: ShutdownHandle,
+    thread: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Running {
+    fn start(options: ServeOptions) -> Self {
+        let service = demo::demo_service(demo::demo_verifier()).with_options(options);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Server::new(service);
+        let handle = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.serve(listener));
+        Self {
+            addr,
+            handle,
+            thread,
+        }
+    }
+
+    fn connect(&self) -> Client {
+        Client::connect(self.addr).unwrap()
+    }
+
+    fn stop(self) {
+        self.handle.shutdown();
+        self.thread.join().unwrap().unwrap();
+    }
+}
+
+/// This process's threads named `yuyo-connection`.
+fn connection_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim_end() == "yuyo-connection")
+        .count()
+}
+
+/// The count of connection threads once it is at most `max`, or what it still is after
+/// a bounded wait (threads of a previous test may still be exiting).
+fn settled_threads(max: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let count = connection_threads();
+        if count <= max || Instant::now() >= deadline {
+            return count;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn ping() -> Request {
+    Request::signed(fixtures::PING)
+}
+
+/// Idle keep-alive connections are parked with the reactor instead of holding a thread
+/// each, and are served again when a request comes.
+#[test]
+fn idle_keep_alive_connections_hold_no_thread() {
+    let _serial = serial();
+    let server = Running::start(ServeOptions::default());
+    let mut clients: Vec<Client> = (0..200)
+        .map(|_| {
+            let mut client = server.connect();
+            assert_eq!(client.roundtrip(&ping()).unwrap().status, 200);
+            client
+        })
+        .collect();
+    let threads = settled_threads(FEW_THREADS);
+    assert!(
+        threads <= FEW_THREADS,
+        "{threads} connection threads for 200 idle connections"
+    );
+    for client in &mut clients {
+        let response = client.roundtrip(&ping()).unwrap();
+        assert_eq!(response.status, 200);
+        assert!(!response.closes());
+    }
+    drop(clients);
+    server.stop();
+}
+
+/// Connections that sent half a request head hold no thread; their head deadline still
+/// fires (408, then close) while other connections are served.
+#[test]
+fn half_sent_heads_hold_no_thread_and_time_out() {
+    let _serial = serial();
+    let mut options = ServeOptions::default();
+    options.http.head_timeout = Duration::from_secs(2);
+    let server = Running::start(options);
+    let mut partial: Vec<Client> = (0..50)
+        .map(|_| {
+            let mut client = server.connect();
+            client
+                .send(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty")
+                .unwrap();
+            client
+        })
+        .collect();
+    let mut other = server.connect();
+    for _ in 0..3 {
+        assert_eq!(other.roundtrip(&ping()).unwrap().status, 200);
+    }
+    let threads = settled_threads(FEW_THREADS);
+    assert!(
+        threads <= FEW_THREADS,
+        "{threads} connection threads for 50 half-sent heads"
+    );
+    for client in &mut partial {
+        let response = client.response().unwrap();
+        assert_eq!(response.status, 408);
+        assert!(response.closes());
+        client.expect_closed();
+    }
+    assert_eq!(other.roundtrip(&ping()).unwrap().status, 200);
+    drop(other);
+    server.stop();
+}
+
+/// A parked idle keep-alive connection is closed silently at its idle deadline.
+#[test]
+fn idle_deadline_closes_a_parked_connection() {
+    let mut options = ServeOptions::default();
+    options.http.idle_timeout = Duration::from_millis(200);
+    let server = Running::start(options);
+    let mut client = server.connect();
+    assert_eq!(client.roundtrip(&ping()).unwrap().status, 200);
+    client.expect_closed();
+    server.stop();
+}
+
+/// Shutdown closes parked idle connections at once, and `serve` returns.
+#[test]
+fn shutdown_closes_parked_connections() {
+    let _serial = serial();
+    let server = Running::start(ServeOptions::default());
+    let mut clients: Vec<Client> = (0..50)
+        .map(|_| {
+            let mut client = server.connect();
+            assert_eq!(client.roundtrip(&ping()).unwrap().status, 200);
+            client
+        })
+        .collect();
+    let started = Instant::now();
+    server.handle.shutdown();
+    for client in &mut clients {
+        client.expect_closed();
+    }
+    drop(clients);
+    server.thread.join().unwrap().unwrap();
+    // Far below the idle deadline (75 s) the connections would otherwise wait for.
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// `Connection: close` answers arrive whole while the clients hold back their FIN, and
+/// the lingering closes (done by the reactor) hold no thread.
+#[test]
+fn lingering_closes_hold_no_thread() {
+    let _serial = serial();
+    let mut options = ServeOptions::default();
+    options.http.linger.timeout = Duration::from_secs(30);
+    let server = Running::start(options);
+    let close = ping().set("Connection", "close");
+    let mut clients: Vec<Client> = (0..30)
+        .map(|_| {
+            let mut client = server.connect();
+            let response = client.roundtrip(&close).unwrap();
+            assert_eq!(response.status, 200);
+            assert!(response.closes());
+            assert_eq!(response.json()["type"], 1);
+            // The server's FIN; this side stays open.
+            client.expect_closed();
+            client
+        })
+        .collect();
+    let threads = settled_threads(FEW_THREADS);
+    assert!(
+        threads <= FEW_THREADS,
+        "{threads} connection threads for 30 lingering closes"
+    );
+    // Bytes sent during the linger are drained, not answered.
+    for client in &mut clients {
+        client.send(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    }
+    let mut other = server.connect();
+    assert_eq!(other.roundtrip(&ping()).unwrap().status, 200);
+    drop(clients);
+    drop(other);
+    server.stop();
+}
+
+/// A lingering close still counts towards the cap until the peer's FIN or the linger
+/// deadline; at the deadline the reactor closes it and the next connection is served.
+#[test]
+fn linger_deadline_frees_the_cap() {
+    let mut options = ServeOptions {
+        max_connections: 1,
+        ..ServeOptions::default()
+    };
+    options.http.linger.timeout = Duration::from_millis(200);
+    let server = Running::start(options);
+    let mut first = server.connect();
+    let response = first.roundtrip(&ping().set("Connection", "close")).unwrap();
+    assert_eq!(response.status, 200);
+    first.expect_closed();
+    // `first` keeps its side open: only the linger deadline ends it.
+    let mut second = server.connect();
+    assert_eq!(second.roundtrip(&ping()).unwrap().status, 200);
+    drop((first, second));
+    server.stop();
 }
