@@ -20,8 +20,9 @@
 //!                                     then session.finish_file()
 //!                                     (or session.abort_file() if reading fails)
 //!         Action::RunAfter(work)   => spawn(work): its response is already written
-//!         Action::Close            => shut down writing, drain reads as session.linger()
-//!                                     says (a lingering close), close the socket; done
+//!         Action::Close            => if session.linger() is Some: shut down writing,
+//!                                     drain reads as it says (a lingering close);
+//!                                     close the socket; done
 //!     }
 //! }
 //! ```
@@ -76,8 +77,8 @@ pub enum Action {
     /// Run this after-response work (e.g. spawn it) once [`Session::poll_transmit`] has been
     /// written out: it holds the finished response.
     RunAfter(BoxFuture<()>),
-    /// Flush [`Session::poll_transmit`], shut down the sending side, drain reads as
-    /// [`Session::linger`] says, then close the socket.
+    /// Flush [`Session::poll_transmit`]; if [`Session::linger`] says so, shut down the
+    /// sending side and drain reads as it says; then close the socket.
     Close,
 }
 
@@ -228,9 +229,11 @@ impl Session {
         self.conn.poll_transmit()
     }
 
-    /// How to drain the socket after [`Action::Close`] (see [`http1::Linger`]).
-    pub fn linger(&self) -> http1::Linger {
-        self.conn.config().linger
+    /// How to close the socket after [`Action::Close`]: drain it first as the
+    /// [`http1::Linger`] says, or (`None`, the peer sends nothing more) close at once;
+    /// see [`http1::Connection::linger`].
+    pub fn linger(&self) -> Option<http1::Linger> {
+        self.conn.linger()
     }
 
     /// Graceful shutdown: finish the request in flight, then close.

@@ -234,8 +234,11 @@ pub(crate) fn serve(mut conn: Box<Conn>, local: &mut Local, ctx: &Ctx, shared: &
 /// What has not arrived yet is drained by the reactor, so the worker does not wait for
 /// the peer's FIN.
 fn linger(mut conn: Box<Conn>, local: &mut Local, shared: &Shared) {
+    // Without a lingering close, dropping the connection closes the socket.
+    let Some(linger) = conn.session.linger() else {
+        return;
+    };
     let _ = conn.stream.shutdown(Shutdown::Write);
-    let linger = conn.session.linger();
     let deadline = Instant::now() + linger.timeout;
     let mut left = linger.max_bytes;
     loop {

@@ -762,10 +762,12 @@ async fn serve_connection(
             Action::Close => break,
         }
     }
-    if flush(&mut session, &mut stream).await.is_ok() {
+    if flush(&mut session, &mut stream).await.is_ok()
+        && let Some(how) = session.linger()
+    {
         // The peer may already be gone; nothing to do about it.
         let _ = stream.shutdown(Shutdown::Write);
-        linger(&mut stream, session.linger()).await;
+        linger(&mut stream, how).await;
     }
 }
 

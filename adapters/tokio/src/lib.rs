@@ -434,8 +434,11 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream, config: http1:
             }
             Action::RunAfter(work) => shared.spawn(work.instrument(session.span().clone())),
             Action::Close => {
-                let _ = stream.shutdown().await;
-                linger(&mut stream, session.linger()).await;
+                // Without a lingering close, dropping the stream closes it.
+                if let Some(how) = session.linger() {
+                    let _ = stream.shutdown().await;
+                    linger(&mut stream, how).await;
+                }
                 return;
             }
         }

@@ -211,6 +211,8 @@ struct InFlight {
     version: Version,
     is_head: bool,
     keep_alive: bool,
+    /// The request itself asked to close after it (`Connection: close`, HTTP/1.0).
+    peer_closes: bool,
 }
 
 /// Bytes waiting to be written; small pieces are coalesced, large ones passed through.
@@ -268,6 +270,9 @@ pub struct Connection {
     peer_eof: bool,
     /// The local side asked to close after the request in flight (graceful shutdown).
     closing: bool,
+    /// The connection closed because the peer asked to, after a request read to its
+    /// end and nothing after it: the peer sends nothing more, so no lingering close.
+    peer_done: bool,
     /// A peer error raised outside `next_event` (by a timeout), reported by the next call.
     pending_error: Option<PeerError>,
     spans: Vec<FieldSpan>,
@@ -291,6 +296,7 @@ impl Connection {
             timer: Some(timer),
             peer_eof: false,
             closing: false,
+            peer_done: false,
             pending_error: None,
             spans: Vec::new(),
         }
@@ -453,6 +459,7 @@ impl Connection {
                                 version: head.parts.version,
                                 is_head: head.parts.method == http::Method::HEAD,
                                 keep_alive: head.keep_alive && !self.closing,
+                                peer_closes: !head.keep_alive,
                             });
                             self.read = Read::Body {
                                 decoder,
@@ -679,7 +686,9 @@ impl Connection {
 
     /// Both sides of an exchange are complete: start the next one, or close.
     fn finish_exchange(&mut self, now: Instant) {
-        let keep_alive = self.in_flight.take().is_some_and(|r| r.keep_alive);
+        let in_flight = self.in_flight.take();
+        let keep_alive = in_flight.is_some_and(|r| r.keep_alive);
+        let peer_closes = in_flight.is_some_and(|r| r.peer_closes);
         self.write = Write::Idle;
         if keep_alive && !self.closing && !(self.peer_eof && self.buf.is_empty()) {
             if self.buf.is_empty() {
@@ -699,9 +708,23 @@ impl Connection {
                 }
             });
         } else {
+            // Reached only with the request read to its end.
+            self.peer_done = peer_closes && self.buf.is_empty();
             self.read = Read::Closed;
             self.timer = None;
         }
+    }
+
+    /// How the driver closes the socket once the connection is [`Event::Closed`]: with a
+    /// lingering close (`Some`, see [`Linger`]) unless the peer cannot send anything more
+    /// (`None`: close at once). The peer is done when it shut down its sending side, or
+    /// when it asked to close (`Connection: close`, HTTP/1.0) and its request was read to
+    /// the end with nothing after it. Anything else (an error answered before the body
+    /// was read, a timeout, a graceful shutdown of a keep-alive connection, pipelined
+    /// bytes) may still have bytes in flight whose arrival after the close would make the
+    /// kernel reset the connection, destroying the response.
+    pub fn linger(&self) -> Option<Linger> {
+        (!self.peer_eof && !self.peer_done).then_some(self.config.linger)
     }
 
     /// Records a peer error: stop reading, answer it if no response was started.

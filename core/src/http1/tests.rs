@@ -965,3 +965,50 @@ fn a_read_that_found_nothing_releases_the_buffer() {
     assert_eq!(conn.receive_buffer_capacity(), 0);
     assert!(matches!(conn.next_event(now), Ok(Event::NeedData)));
 }
+
+#[test]
+fn lingering_close_only_when_the_peer_may_still_send() {
+    let linger = Some(Config::default().linger);
+    // The peer asked to close and its request was read to the end: close at once.
+    let mut d = Driver::new(Config::default());
+    d.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");
+    assert_eq!(d.seen.last(), Some(&Seen::Closed));
+    assert_eq!(d.conn.linger(), None);
+    // HTTP/1.0 closes by default: the same.
+    let mut d = Driver::new(Config::default());
+    d.feed(b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(d.seen.last(), Some(&Seen::Closed));
+    assert_eq!(d.conn.linger(), None);
+    // ...but bytes after that request (pipelined against the rules) are still arriving.
+    let mut d = Driver::new(Config::default());
+    d.feed(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n");
+    assert_eq!(d.seen.last(), Some(&Seen::Closed));
+    assert_eq!(d.conn.linger(), linger);
+    // An early answer leaves the body unread: linger.
+    let mut d = Driver::new(Config {
+        max_body_size: 10,
+        ..Config::default()
+    });
+    d.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\nConnection: close\r\n\r\n");
+    assert_eq!(d.seen.last(), Some(&Seen::Closed));
+    assert_eq!(d.conn.linger(), linger);
+    // A keep-alive connection closed by this side (idle timeout, graceful shutdown):
+    // the peer may be sending its next request.
+    let mut d = Driver::new(Config::default());
+    d.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    d.advance(Config::default().idle_timeout);
+    assert_eq!(d.seen.last(), Some(&Seen::Closed));
+    assert_eq!(d.conn.linger(), linger);
+    let mut d = Driver::new(Config::default());
+    d.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    d.conn.close();
+    d.drain();
+    assert_eq!(d.seen.last(), Some(&Seen::Closed));
+    assert_eq!(d.conn.linger(), linger);
+    // A peer that shut down its sending side sends nothing more.
+    let mut d = Driver::new(Config::default());
+    d.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    d.eof();
+    assert_eq!(d.seen.last(), Some(&Seen::Closed));
+    assert_eq!(d.conn.linger(), None);
+}
