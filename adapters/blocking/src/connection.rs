@@ -7,11 +7,11 @@ use std::fs::File;
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker as TaskWaker};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::future::block_on;
@@ -31,6 +31,10 @@ const WAKE: Token = Token(1);
 const READ_SIZE: usize = 16 * 1024;
 /// Bytes of a reply file read at once.
 const FILE_CHUNK: usize = 64 * 1024;
+/// How long a worker keeps waiting for the next request of the connection it served
+/// before parking it with the reactor. A busy keep-alive connection stays on its thread
+/// (no hand-off, no reactor wake-up per request); an idle one holds no thread after this.
+const HOLD: Duration = Duration::from_millis(10);
 
 fn now() -> Now {
     Now {
@@ -78,6 +82,10 @@ impl Conn {
         self.key
     }
 
+    pub(crate) fn stream_mut(&mut self) -> &mut mio::net::TcpStream {
+        &mut self.stream
+    }
+
     pub(crate) fn closing(&self) -> bool {
         self.closing
     }
@@ -101,7 +109,10 @@ impl Local {
     pub(crate) fn new() -> Self {
         Self {
             buf: vec![0; READ_SIZE],
-            writer: Writer { poll: None },
+            writer: Writer {
+                poll: None,
+                held: None,
+            },
         }
     }
 
@@ -113,10 +124,13 @@ impl Local {
     }
 }
 
-/// Waits for sockets to take more bytes: a poller created the first time one of this
-/// thread's writes would block, with a waker shutdown uses.
+/// The worker thread's own poller, created the first time it is needed, with a waker
+/// shutdown uses: it waits for a socket to take more bytes, and holds a connection
+/// between requests (see [`HOLD`]).
 struct Writer {
     poll: Option<WritePoll>,
+    /// The descriptor registered for reading while its connection is held.
+    held: Option<RawFd>,
 }
 
 struct WritePoll {
@@ -126,31 +140,90 @@ struct WritePoll {
 }
 
 impl Writer {
+    fn poll(&mut self, shared: &Shared) -> io::Result<&mut WritePoll> {
+        if self.poll.is_none() {
+            let poll = mio::Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+            let waker_id = shared.add_worker_waker(waker);
+            self.poll = Some(WritePoll {
+                poll,
+                events: Events::with_capacity(4),
+                waker_id,
+            });
+        }
+        self.poll
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the worker's poller is missing"))
+    }
+
     fn wait(&mut self, stream: &mio::net::TcpStream, shared: &Shared) -> io::Result<()> {
-        let poll = match &mut self.poll {
-            Some(poll) => poll,
-            None => {
-                let poll = mio::Poll::new()?;
-                let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-                let waker_id = shared.add_worker_waker(waker);
-                self.poll.insert(WritePoll {
-                    poll,
-                    events: Events::with_capacity(4),
-                    waker_id,
-                })
-            }
-        };
-        // The stream stays registered with the reactor; its bare descriptor is registered
-        // here only while waiting (a `TcpStream` would refuse a second registry).
         let fd = stream.as_raw_fd();
-        poll.poll
-            .registry()
-            .register(&mut SourceFd(&fd), SOCKET, Interest::WRITABLE)?;
+        let held = self.held == Some(fd);
+        let poll = self.poll(shared)?;
+        // The bare descriptor is registered (a `TcpStream` would refuse a second
+        // registry), only while waiting; a held one is already there for reading.
+        if held {
+            poll.poll.registry().reregister(
+                &mut SourceFd(&fd),
+                SOCKET,
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+        } else {
+            poll.poll
+                .registry()
+                .register(&mut SourceFd(&fd), SOCKET, Interest::WRITABLE)?;
+        }
         let waited = poll.poll.poll(&mut poll.events, None);
-        let _ = poll.poll.registry().deregister(&mut SourceFd(&fd));
+        if held {
+            poll.poll
+                .registry()
+                .reregister(&mut SourceFd(&fd), SOCKET, Interest::READABLE)?;
+        } else {
+            let _ = poll.poll.registry().deregister(&mut SourceFd(&fd));
+        }
         match waited {
             Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
             _ => Ok(()),
+        }
+    }
+
+    /// Waits up to `timeout` for `stream` to become readable (or for shutdown), keeping
+    /// it registered until [`release`](Self::release); `false` when the time ran out.
+    fn hold(
+        &mut self,
+        stream: &mio::net::TcpStream,
+        timeout: Duration,
+        shared: &Shared,
+    ) -> io::Result<bool> {
+        let fd = stream.as_raw_fd();
+        let register = self.held != Some(fd);
+        let poll = self.poll(shared)?;
+        if register {
+            // Edge-triggered, registered after the read that would block: data that came
+            // in between is reported at once.
+            poll.poll
+                .registry()
+                .register(&mut SourceFd(&fd), SOCKET, Interest::READABLE)?;
+            self.held = Some(fd);
+        }
+        let Some(poll) = self.poll.as_mut() else {
+            return Ok(false);
+        };
+        match poll.poll.poll(&mut poll.events, Some(timeout)) {
+            Ok(()) => Ok(!poll.events.is_empty()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stops holding `stream` (before the connection is parked, closed or dropped).
+    fn release(&mut self, stream: &mio::net::TcpStream) {
+        let fd = stream.as_raw_fd();
+        if self.held == Some(fd) {
+            self.held = None;
+            if let Some(poll) = &self.poll {
+                let _ = poll.poll.registry().deregister(&mut SourceFd(&fd));
+            }
         }
     }
 }
@@ -212,7 +285,12 @@ enum Step {
 /// closes.
 pub(crate) fn serve(mut conn: Box<Conn>, local: &mut Local, ctx: &Ctx, shared: &Arc<Shared>) {
     loop {
-        match drive(&mut conn, local, ctx, shared) {
+        let step = drive(&mut conn, local, ctx, shared);
+        if matches!(step, Ok(Step::Park)) && hold(&conn, local, shared) {
+            continue;
+        }
+        local.writer.release(&conn.stream);
+        match step {
             Ok(Step::Park) => {
                 let deadline = conn.session.poll_timeout();
                 match reactor::park(shared, conn, Wait::Read, deadline) {
@@ -225,6 +303,32 @@ pub(crate) fn serve(mut conn: Box<Conn>, local: &mut Local, ctx: &Ctx, shared: &
                 tracing::debug!(%error, "connection ended with an IO error");
                 return;
             }
+        }
+    }
+}
+
+/// Whether `conn` has bytes to read (or shutdown started) within [`HOLD`] or its
+/// deadline, whichever is first; `false` parks it. Nothing is held while connections
+/// wait for a thread, nor once the deadline passed (the session fires it).
+fn hold(conn: &Conn, local: &mut Local, shared: &Shared) -> bool {
+    if conn.closing || shared.is_stopping() || crate::jobs_waiting(shared) {
+        return false;
+    }
+    let timeout = match conn.session.poll_timeout() {
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            left.min(HOLD)
+        }
+        None => HOLD,
+    };
+    match local.writer.hold(&conn.stream, timeout, shared) {
+        Ok(ready) => ready,
+        Err(error) => {
+            tracing::debug!(%error, "cannot hold a connection; parking it");
+            false
         }
     }
 }

@@ -3,8 +3,8 @@
 //! [`Server::serve`] runs the service's startup callbacks, then serves a
 //! `std::net::TcpListener` with two kinds of threads:
 //! - **the reactor**, the thread that called `serve`: one `mio` poller holding the
-//!   listener and every connection (each registered once, when accepted). It accepts up
-//!   to [`ServeOptions::max_connections`] connections (further ones wait in the listen
+//!   listener and the parked connections. It accepts up to
+//!   [`ServeOptions::max_connections`] connections (further ones wait in the listen
 //!   backlog), keeps the connections that wait for bytes (idle keep-alive ones, or ones
 //!   whose request is still arriving) with their deadlines, and hands a connection to a
 //!   connection thread when it becomes readable or its deadline passes. It also finishes
@@ -12,13 +12,15 @@
 //! - **connection threads** (named `yuyo-connection`), a pool: each drives a
 //!   [`yuyo_core::server::Session`] for the connection it was handed, reading and writing
 //!   the socket, running handler futures to completion with
-//!   `futures_lite::future::block_on` and streaming reply files from disk with `std::fs`,
-//!   until the session waits for bytes that have not arrived; the connection then goes
-//!   back to the reactor and the thread serves another one. An idle connection thus
-//!   holds no thread, only its session and socket (a few KiB). Threads are added when
-//!   more connections wait to be served than there are threads (or when the threads stop
-//!   taking any, all busy with long handlers) and exit after 10 s without work. A write
-//!   the peer does not take waits on the writing thread.
+//!   `futures_lite::future::block_on` and streaming reply files from disk with `std::fs`.
+//!   When the session waits for bytes that have not arrived, the thread keeps the
+//!   connection for up to 10 ms on its own poller (a busy keep-alive connection's next
+//!   request usually comes sooner, and is then served with no hand-off), then parks it
+//!   with the reactor and serves another one. An idle connection thus holds no thread,
+//!   only its session and socket (a few KiB). Threads are added when connections wait to
+//!   be served and no thread is idle, a few at a time (or when the threads stop taking
+//!   any, all busy with long handlers), and exit after 10 s without work. A write the
+//!   peer does not take waits on the writing thread.
 //!
 //! After-response work (and replies sent through REST) runs on a thread of its own.
 //!
@@ -244,6 +246,8 @@ pub(crate) struct Shared {
     stopping: AtomicBool,
     /// Wakes the reactor: shutdown, a connection ending at the cap, an earlier deadline.
     reactor_waker: Mutex<Option<Arc<Waker>>>,
+    /// Where parked connections are registered (the reactor's poller), while it runs.
+    reactor_registry: Mutex<Option<Arc<mio::Registry>>>,
     /// Wakers of workers' write pollers, to wake them for shutdown.
     worker_wakers: Mutex<HashMap<u64, Arc<Waker>>>,
     next_id: AtomicU64,
@@ -282,20 +286,22 @@ impl std::fmt::Debug for Workers {
     }
 }
 
-/// Queues `jobs` for the connection threads. Threads are added only when more jobs wait
-/// than there are threads, at most [`SPAWN_BURST`] at once: most jobs take microseconds
-/// (a request, or a read that finds nothing and parks the connection again), so busy
-/// threads soon take the queued ones, and a burst (say a thousand idle connections
-/// closed together) does not start a thread per job. [`unstick`] adds threads when they
-/// stop taking jobs (long handlers).
+/// Queues `jobs` for the connection threads. Threads are added when jobs wait that no
+/// idle thread will take, at most [`SPAWN_BURST`] at once: most jobs take microseconds
+/// (a request, or a read that finds nothing and parks the connection again), so a burst
+/// (say a thousand idle connections closed together) does not start a thread per job,
+/// while connections held by busy threads (see `connection::HOLD`) do not keep new
+/// ones waiting. [`unstick`] adds threads when they stop taking jobs (long handlers).
 #[allow(clippy::vec_box)] // the connections stay boxed in the queue
 fn dispatch(shared: &Arc<Shared>, ctx: &Arc<Ctx>, jobs: &mut Vec<Box<Conn>>) {
     let mut workers = lock(&shared.workers);
     let available = workers.idle.saturating_sub(workers.queue.len());
     let count = jobs.len();
     workers.queue.extend(jobs.drain(..));
+    // Busy threads may be holding idle connections (see `connection::HOLD`) rather than
+    // running handlers, so jobs no idle thread covers get new threads, a few at a time.
     let waiting = workers.queue.len().saturating_sub(workers.idle);
-    let spawn = waiting.saturating_sub(workers.threads).min(SPAWN_BURST);
+    let spawn = waiting.min(SPAWN_BURST);
     workers.threads += spawn;
     drop(workers);
     for _ in 0..count.min(available) {
@@ -304,6 +310,11 @@ fn dispatch(shared: &Arc<Shared>, ctx: &Arc<Ctx>, jobs: &mut Vec<Box<Conn>>) {
     for _ in 0..spawn {
         spawn_worker(shared, ctx);
     }
+}
+
+/// Whether connections wait for a thread (then no worker holds an idle one).
+pub(crate) fn jobs_waiting(shared: &Shared) -> bool {
+    !lock(&shared.workers).queue.is_empty()
 }
 
 /// Starts threads if jobs are queued and none was taken since `taken` (the threads are

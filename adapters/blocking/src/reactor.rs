@@ -1,15 +1,18 @@
 //! The reactor: one `mio::Poll` on the thread in [`crate::Server::serve`] holding the
-//! listener, a waker and every connection, and the registry it shares with the workers.
+//! listener, a waker and the parked connections, and the registry it shares with the
+//! workers.
 //!
-//! Every connection is registered once, at accept, edge-triggered for reading, and owns a
-//! slot in the [`Registry`] until it is closed. A slot is in one of three states:
-//! - `Owned`: a worker is serving the connection; a readable edge only sets `ready`, which
-//!   the worker checks under the registry lock before it parks the connection. An edge
-//!   that arrives between the worker's last `WouldBlock` and that check is therefore never
-//!   lost.
+//! Every connection owns a slot in the [`Registry`] from accept until it is closed, and
+//! is registered here (edge-triggered, for reading) only while parked or draining: a
+//! connection a worker serves or holds costs the reactor no wake-up per request. A slot
+//! is in one of three states:
+//! - `Owned`: a worker is serving (or holding) the connection. A `ready` flag, checked
+//!   under the registry lock when the worker parks the connection, catches a readable
+//!   event collected for it before it was taken out.
 //! - `Parked`: idle or waiting for more request bytes; the registry holds the connection
-//!   (session, socket, task guard), so an idle connection costs memory, not a thread. An
-//!   edge or its deadline hands it back to a worker.
+//!   (session, socket, task guard), so an idle connection costs memory, not a thread. It
+//!   is registered after the read that found nothing, so bytes that came in between are
+//!   reported at once; an event or its deadline hands it back to a worker, unregistered.
 //! - `Draining`: a lingering close; the reactor itself reads and discards what the peer
 //!   still sends, so no worker waits for the peer's FIN.
 //!
@@ -184,6 +187,22 @@ pub(crate) fn park(
     if matches!(wait, Wait::Read) && !conn.closing() && shared.is_stopping() {
         return Err(conn);
     }
+    // Registered with the reactor only while parked: a connection a worker serves or
+    // holds costs the reactor no wake-up per request. Edge-triggered, registered after the
+    // read that would block: bytes that came in between are reported at once.
+    let mut conn = conn;
+    let Some(reactor) = lock(&shared.reactor_registry).clone() else {
+        drop(registry);
+        drop(conn);
+        return Ok(());
+    };
+    let token = Token(key + FIRST_CONN);
+    if let Err(error) = reactor.register(conn.stream_mut(), token, Interest::READABLE) {
+        drop(registry);
+        tracing::error!(%error, "cannot register a connection; closing it");
+        drop(conn);
+        return Ok(());
+    }
     let wake = deadline.is_some_and(|at| registry.wake_at.is_none_or(|planned| at < planned));
     if wake {
         registry.wake_at = deadline;
@@ -241,6 +260,7 @@ impl<'a> Reactor<'a> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         *lock(&shared.reactor_waker) = Some(waker);
+        *lock(&shared.reactor_registry) = Some(Arc::new(poll.registry().try_clone()?));
         listener.set_nonblocking(true)?;
         let mut listener = mio::net::TcpListener::from_std(listener);
         poll.registry()
@@ -317,14 +337,18 @@ impl<'a> Reactor<'a> {
         self.listener = None;
         self.grace_deadline = Some(Instant::now() + self.ctx.options.grace_period);
         let mut registry = lock(&self.shared.registry);
+        let mut unparked = Vec::new();
         for key in 0..registry.slots.len() {
             if matches!(registry.slots[key], Some(Slot::Parked { .. }))
                 && let Some((conn, _, _)) = registry.take(key)
             {
-                self.jobs.push(conn);
+                unparked.push(conn);
             }
         }
         drop(registry);
+        for conn in unparked {
+            self.unpark(conn);
+        }
         self.dispatch();
     }
 
@@ -387,20 +411,11 @@ impl<'a> Reactor<'a> {
         }
     }
 
-    /// Registers a new connection and queues it for a worker: it has usually sent its
-    /// request already.
-    fn admit(&mut self, mut stream: mio::net::TcpStream, open: usize) {
+    /// Gives a new connection a slot and queues it for a worker: it has usually sent its
+    /// request already (if not, the worker parks it, which registers it here).
+    fn admit(&mut self, stream: mio::net::TcpStream, open: usize) {
         let _ = stream.set_nodelay(true);
         let key = lock(&self.shared.registry).insert();
-        if let Err(error) =
-            self.poll
-                .registry()
-                .register(&mut stream, Token(key + FIRST_CONN), Interest::READABLE)
-        {
-            tracing::error!(%error, "cannot register a connection; closing it");
-            lock(&self.shared.registry).release(key);
-            return;
-        }
         let guard = TaskGuard::connection(self.shared);
         let http = self.ctx.options.connection_config(open);
         self.jobs
@@ -420,7 +435,7 @@ impl<'a> Reactor<'a> {
         };
         drop(registry);
         match taken {
-            Some((conn, None, _)) => self.jobs.push(conn),
+            Some((conn, None, _)) => self.unpark(conn),
             Some((mut conn, Some(left), Some(deadline))) => {
                 if let Some(left) = connection::drain(&mut conn, &mut self.scratch, left) {
                     let wait = Wait::Drain { deadline, left };
@@ -435,19 +450,30 @@ impl<'a> Reactor<'a> {
     /// closes draining ones.
     fn expire(&mut self, now: Instant) {
         let mut closed = Vec::new();
+        let mut unparked = Vec::new();
         let mut registry = lock(&self.shared.registry);
         while registry.deadlines.first().is_some_and(|&(at, _)| at <= now) {
             let Some((_, key)) = registry.deadlines.pop_first() else {
                 break;
             };
             match registry.take(key) {
-                Some((conn, None, _)) => self.jobs.push(conn),
+                Some((conn, None, _)) => unparked.push(conn),
                 Some((conn, Some(_), _)) => closed.push(conn),
                 None => {}
             }
         }
         drop(registry);
         drop(closed);
+        for conn in unparked {
+            self.unpark(conn);
+        }
+    }
+
+    /// Hands a parked connection to a worker, unregistered: the worker waits on it with
+    /// its own poller.
+    fn unpark(&mut self, mut conn: Box<Conn>) {
+        let _ = self.poll.registry().deregister(conn.stream_mut());
+        self.jobs.push(conn);
     }
 
     fn dispatch(&mut self) {
@@ -471,6 +497,7 @@ impl<'a> Reactor<'a> {
     /// gone; connections still served close when their worker finishes with them.
     fn close(&mut self) {
         *lock(&self.shared.reactor_waker) = None;
+        *lock(&self.shared.reactor_registry) = None;
         let mut registry = lock(&self.shared.registry);
         registry.closed = true;
         let keys: Vec<usize> = (0..registry.slots.len()).collect();
