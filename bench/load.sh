@@ -3,7 +3,7 @@
 # run. The server is pinned to CPU 0, wrk to CPU 1. Prints req/s, p50, p99 and each one's
 # ratio to the baseline measured in this run, plus the single-core verify ceiling.
 #
-#   bench/load.sh                 # all servers, 5 s per run, 3 runs per cell
+#   bench/load.sh                 # all servers, 5 s per run, 3 runs per cell (round-robin)
 #   DURATION=10 RUNS=3 SERVERS="baseline tokio" bench/load.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,9 +70,9 @@ to_ms() { # wrk latency like 1.23ms / 456.78us / 1.02s
     python3 -c 'import sys,re; v=sys.argv[1]; m=re.match(r"([\d.]+)(us|ms|s)",v); f={"us":0.001,"ms":1,"s":1000}[m.group(2)]; print(f"{float(m.group(1))*f:.3f}")' "$1"
 }
 
-run_wrk() { # $1 = connections, $2 = lua; prints "rps p50 p99"
+run_wrk() { # $1 = connections, $2 = lua, [$3 = seconds]; prints "rps p50 p99"
     local out
-    if ! out=$(taskset -c 1 wrk -t1 -c"$1" -d"${DURATION}s" --latency -s "$2" "http://127.0.0.1:$PORT/" 2>&1) \
+    if ! out=$(taskset -c 1 wrk -t1 -c"$1" -d"${3:-$DURATION}s" --latency -s "$2" "http://127.0.0.1:$PORT/" 2>&1) \
         || ! grep -q "Requests/sec" <<<"$out"; then
         echo "wrk failed: $out" >&2
         return 1
@@ -91,25 +91,33 @@ results="$work/results"
 ulimit -n 8192 2>/dev/null || true
 memory="$work/memory"
 : >"$memory"
-for server in $SERVERS; do
-    pid=$(start_server "$server")
-    if [ "${MEMORY:-1}" = 1 ]; then
+if [ "${MEMORY:-1}" = 1 ]; then
+    for server in $SERVERS; do
+        pid=$(start_server "$server")
         echo "== $server" >>"$memory"
         python3 bench/memory.py "$pid" "$PORT" "$signature" "$timestamp" "$body_path" 1000 >>"$memory" 2>&1 \
             || echo "memory check failed" >>"$memory"
-    fi
+        kill "$pid"; wait "$pid" 2>/dev/null || true
+    done
+fi
+# Round-robin: each run measures every server once per config, one after the other, so
+# the machine's drift (it is noisy) affects them alike and the ratios stay comparable.
+for run in $(seq "$RUNS"); do
     for config in $CONFIGS; do
         case "$config" in
             *close) conns=${config%close}; lua="$work/close.lua" ;;
             *) conns=$config; lua="$work/keepalive.lua" ;;
         esac
-        for run in $(seq "$RUNS"); do
+        for server in $SERVERS; do
+            pid=$(start_server "$server")
+            # Warm-up (threads, buffers, first connections), not measured.
+            run_wrk "$conns" "$lua" 1 >/dev/null || true
             measured=$(run_wrk "$conns" "$lua") || exit 1
-            echo "$server $config $measured" >>"$results"
-            echo "  $server c=$config run $run: $(tail -1 "$results" | cut -d' ' -f3-)" >&2
+            kill "$pid"; wait "$pid" 2>/dev/null || true
+            echo "$run $server $config $measured" >>"$results"
+            echo "  run $run c=$config $server: $(tail -1 "$results" | cut -d' ' -f4-)" >&2
         done
     done
-    kill "$pid"; wait "$pid" 2>/dev/null || true
 done
 
 # The single-core ceiling: 1 / median verify_strict time of the same body (criterion).
@@ -124,23 +132,31 @@ python3 - "$results" "$verify_ns" <<'PY'
 import statistics, sys
 from collections import defaultdict
 rows = defaultdict(list)
+by_run = {}
 for line in open(sys.argv[1]):
-    server, config, rps, p50, p99 = line.split()
+    run, server, config, rps, p50, p99 = line.split()
     rows[(server, config)].append((float(rps), float(p50), float(p99)))
+    by_run[(run, server, config)] = float(rps)
 med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in rows.items()}
+# The ratio is the median of each run's ratio to the baseline measured in the same round.
+ratios = defaultdict(list)
+for (run, server, config), rps in by_run.items():
+    base = by_run.get((run, "baseline", config))
+    if base:
+        ratios[(server, config)].append(rps / base)
 configs = sorted({c for _, c in med}, key=lambda c: (c.endswith("close"), int(c.rstrip("close"))))
 servers = list(dict.fromkeys(s for s, _ in med))
 ceiling = 1e9 / float(sys.argv[2]) if sys.argv[2] else None
-print(f"\nmedian of runs; ratio = req/s ÷ baseline req/s in this run"
+print(f"\nmedian of runs; × baseline = median of each round's req/s ÷ the baseline's in that round"
       + (f"; verify ceiling {ceiling:,.0f} req/s (verify_strict {float(sys.argv[2])/1000:.1f} µs)" if ceiling else ""))
-print(f"| server | conns | req/s | p50 ms | p99 ms | × baseline |" + (" % ceiling |" if ceiling else ""))
+print(f"| server | conns | req/s | p50 ms | p99 ms | × baseline (min–max) |" + (" % ceiling |" if ceiling else ""))
 print("|---|---|---|---|---|---|" + ("---|" if ceiling else ""))
 for c in configs:
-    base = med.get(("baseline", c), (None,))[0]
     for s in servers:
         if (s, c) not in med: continue
         rps, p50, p99 = med[(s, c)]
-        ratio = f"{rps / base:.2f}" if base else "-"
+        r = ratios.get((s, c))
+        ratio = f"{statistics.median(r):.2f} ({min(r):.2f}–{max(r):.2f})" if r else "-"
         extra = f" {100 * rps / ceiling:.0f} |" if ceiling else ""
         print(f"| {s} | {c} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {ratio} |{extra}")
 PY
