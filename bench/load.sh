@@ -58,12 +58,21 @@ start_server() { # $1 = server name; echoes the pid
         *) RUST_LOG=warn taskset -c 0 "$YUYO" serve --runtime "$1" --bind "127.0.0.1:$PORT" >"$work/server.log" 2>&1 & ;;
     esac
     local pid=$!
-    pids+=("$pid")
     for _ in $(seq 100); do
         if grep -q "listening on" "$work/server.log" 2>/dev/null; then echo "$pid"; return; fi
         sleep 0.1
     done
     echo "server $1 did not start:" >&2; cat "$work/server.log" >&2; exit 1
+}
+
+stop_server() { # $1 = pid; returns once it is gone (it is not this shell's child)
+    kill "$1" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -9 "$1" 2>/dev/null || true
+    sleep 0.2
 }
 
 to_ms() { # wrk latency like 1.23ms / 456.78us / 1.02s
@@ -93,11 +102,11 @@ memory="$work/memory"
 : >"$memory"
 if [ "${MEMORY:-1}" = 1 ]; then
     for server in $SERVERS; do
-        pid=$(start_server "$server")
+        pid=$(start_server "$server"); pids+=("$pid")
         echo "== $server" >>"$memory"
         python3 bench/memory.py "$pid" "$PORT" "$signature" "$timestamp" "$body_path" 1000 >>"$memory" 2>&1 \
             || echo "memory check failed" >>"$memory"
-        kill "$pid"; wait "$pid" 2>/dev/null || true
+        stop_server "$pid"
     done
 fi
 # Round-robin: each run measures every server once per config, one after the other, so
@@ -109,11 +118,11 @@ for run in $(seq "$RUNS"); do
             *) conns=$config; lua="$work/keepalive.lua" ;;
         esac
         for server in $SERVERS; do
-            pid=$(start_server "$server")
+            pid=$(start_server "$server"); pids+=("$pid")
             # Warm-up (threads, buffers, first connections), not measured.
             run_wrk "$conns" "$lua" 1 >/dev/null || true
             measured=$(run_wrk "$conns" "$lua") || exit 1
-            kill "$pid"; wait "$pid" 2>/dev/null || true
+            stop_server "$pid"
             echo "$run $server $config $measured" >>"$results"
             echo "  run $run c=$config $server: $(tail -1 "$results" | cut -d' ' -f4-)" >&2
         done

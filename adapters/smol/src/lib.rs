@@ -217,7 +217,7 @@ impl Server {
     }
 
     /// Serves `listener` on the server's own executor, run on [`Server::threads`] threads
-    /// (the accept loop runs in the caller's task), or on the one given to
+    /// (the calling thread and `threads - 1` of its own), or on the one given to
     /// [`Server::with_executor`]. Runs the startup callbacks first, and
     /// the shutdown callbacks after a graceful shutdown.
     pub async fn serve(mut self, listener: TcpListener) -> Result<(), ServeError> {
@@ -225,8 +225,17 @@ impl Server {
             return self.serve_on(&executor, listener).await;
         }
         let executor = Arc::new(Executor::new());
-        let workers = Workers::start(&executor, self.threads.get())?;
-        let result = self.serve_on(&executor, listener).await;
+        // The calling thread runs the executor too (one thread of `threads`): with one
+        // thread, accepting and serving share it, and a new connection is not handed to
+        // another thread. The accept loop is a task, so any executor thread can run it.
+        let workers = Workers::start(&executor, self.threads.get() - 1)?;
+        let serving = {
+            let executor = executor.clone();
+            executor
+                .clone()
+                .spawn(async move { self.serve_on(&executor, listener).await })
+        };
+        let result = executor.run(serving).await;
         drop(workers);
         result
     }
