@@ -102,14 +102,14 @@ impl Drop for Conn {
 /// A worker thread's own resources, reused for every connection it serves.
 pub(crate) struct Local {
     buf: Vec<u8>,
-    writer: Writer,
+    poller: ThreadPoll,
 }
 
 impl Local {
     pub(crate) fn new() -> Self {
         Self {
             buf: vec![0; READ_SIZE],
-            writer: Writer {
+            poller: ThreadPoll {
                 poll: None,
                 held: None,
             },
@@ -118,7 +118,7 @@ impl Local {
 
     /// Unregisters the thread's waker.
     pub(crate) fn finish(self, shared: &Shared) {
-        if let Some(poll) = self.writer.poll {
+        if let Some(poll) = self.poller.poll {
             shared.remove_worker_waker(poll.waker_id);
         }
     }
@@ -127,25 +127,25 @@ impl Local {
 /// The worker thread's own poller, created the first time it is needed, with a waker
 /// shutdown uses: it waits for a socket to take more bytes, and holds a connection
 /// between requests (see [`HOLD`]).
-struct Writer {
-    poll: Option<WritePoll>,
+struct ThreadPoll {
+    poll: Option<PollState>,
     /// The descriptor registered for reading while its connection is held.
     held: Option<RawFd>,
 }
 
-struct WritePoll {
+struct PollState {
     poll: mio::Poll,
     events: Events,
     waker_id: u64,
 }
 
-impl Writer {
-    fn poll(&mut self, shared: &Shared) -> io::Result<&mut WritePoll> {
+impl ThreadPoll {
+    fn poll(&mut self, shared: &Shared) -> io::Result<&mut PollState> {
         if self.poll.is_none() {
             let poll = mio::Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
             let waker_id = shared.add_worker_waker(waker);
-            self.poll = Some(WritePoll {
+            self.poll = Some(PollState {
                 poll,
                 events: Events::with_capacity(4),
                 waker_id,
@@ -156,7 +156,7 @@ impl Writer {
             .ok_or_else(|| io::Error::other("the worker's poller is missing"))
     }
 
-    fn wait(&mut self, stream: &mio::net::TcpStream, shared: &Shared) -> io::Result<()> {
+    fn wait_writable(&mut self, stream: &mio::net::TcpStream, shared: &Shared) -> io::Result<()> {
         let fd = stream.as_raw_fd();
         let held = self.held == Some(fd);
         let poll = self.poll(shared)?;
@@ -231,7 +231,7 @@ impl Writer {
 /// The socket's sending side, for one worker.
 struct Out<'a> {
     stream: &'a mut mio::net::TcpStream,
-    writer: &'a mut Writer,
+    poller: &'a mut ThreadPoll,
     shared: &'a Shared,
 }
 
@@ -243,7 +243,7 @@ impl Out<'_> {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => data = &data[n..],
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.writer.wait(self.stream, self.shared)?;
+                    self.poller.wait_writable(self.stream, self.shared)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -289,7 +289,7 @@ pub(crate) fn serve(mut conn: Box<Conn>, local: &mut Local, ctx: &Ctx, shared: &
         if matches!(step, Ok(Step::Park)) && hold(&conn, local, shared) {
             continue;
         }
-        local.writer.release(&conn.stream);
+        local.poller.release(&conn.stream);
         match step {
             Ok(Step::Park) => {
                 let deadline = conn.session.poll_timeout();
@@ -324,7 +324,7 @@ fn hold(conn: &Conn, local: &mut Local, shared: &Shared) -> bool {
         }
         None => HOLD,
     };
-    match local.writer.hold(&conn.stream, timeout, shared) {
+    match local.poller.hold(&conn.stream, timeout, shared) {
         Ok(ready) => ready,
         Err(error) => {
             tracing::debug!(%error, "cannot hold a connection; parking it");
@@ -377,10 +377,10 @@ fn drive(conn: &mut Conn, local: &mut Local, ctx: &Ctx, shared: &Arc<Shared>) ->
         closing,
         ..
     } = conn;
-    let Local { buf, writer } = local;
+    let Local { buf, poller } = local;
     let mut io = Out {
         stream,
-        writer,
+        poller,
         shared,
     };
     let rest = ctx.rest.as_ref();

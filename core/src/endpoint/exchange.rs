@@ -166,8 +166,7 @@ enum BodyBuffer {
     Empty,
     /// One chunk, kept as it came (no copy).
     One(Bytes),
-    /// Several chunks, accumulated right behind the timestamp, so the buffer
-    /// is the signed message `timestamp ‖ body` itself.
+    /// Several chunks, accumulated.
     Many(BytesMut),
 }
 
@@ -205,12 +204,10 @@ impl Exchange {
         self.body = match self.body {
             BodyBuffer::Empty => BodyBuffer::One(chunk),
             BodyBuffer::One(first) => {
-                let timestamp = self.timestamp.as_bytes();
                 // Pre-size from the declared length (already checked against
                 // the limit), else from what has arrived so far.
-                let body_capacity = self.declared_len.unwrap_or(0).max(total);
-                let mut buffer = BytesMut::with_capacity(timestamp.len() + body_capacity);
-                buffer.extend_from_slice(timestamp);
+                let capacity = self.declared_len.unwrap_or(0).max(total);
+                let mut buffer = BytesMut::with_capacity(capacity);
                 buffer.extend_from_slice(&first);
                 buffer.extend_from_slice(&chunk);
                 BodyBuffer::Many(buffer)
@@ -260,8 +257,7 @@ impl Exchange {
         let body = match body {
             BodyBuffer::Empty => return Err(refuse_unauthenticated(Rejection::EmptyBody)),
             BodyBuffer::One(body) => body,
-            // Accumulated right behind the timestamp (for single verification).
-            BodyBuffer::Many(message) => message.freeze().slice(timestamp.len()..),
+            BodyBuffer::Many(body) => body.freeze(),
         };
         Ok(Signed {
             endpoint,
