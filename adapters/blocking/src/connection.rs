@@ -1,7 +1,14 @@
-//! Serving one connection on a worker thread: the core's session loop over a
-//! non-blocking socket, handlers run with `block_on`. When the session waits for bytes
-//! that have not arrived, the connection is parked with the reactor (see
-//! [`crate::reactor`]) and the worker moves on; it never blocks waiting for a read.
+//! Serving connections on a worker thread: the core's session loop over non-blocking
+//! sockets, handlers run with `block_on`. When a session waits for bytes that have not
+//! arrived, its connection is held on the worker's own poller for a while, then parked
+//! with the reactor (see [`crate::reactor`]); the worker never blocks on one read.
+//!
+//! A worker serves its connections as a group: every ready connection is driven up to
+//! its signature check first, so their signatures are verified as one batch, then each
+//! request is handled in turn, all on this thread. While handlers are quick this is a
+//! small event loop with no hand-off between threads; once a handler is seen to take
+//! long (it blocks, or waits), the server falls back to one connection per thread, so
+//! a slow handler delays no other connection (see [`BLOCKING_HANDLER`]).
 
 use std::fs::File;
 use std::future::Future;
@@ -18,6 +25,7 @@ use futures_lite::future::block_on;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token, Waker};
 use tracing::Instrument;
+use yuyo_core::endpoint::{MAX_BATCH, Ticket};
 use yuyo_core::http1;
 use yuyo_core::multipart::FileSource;
 use yuyo_core::server::{Action, Now, Session};
@@ -25,16 +33,25 @@ use yuyo_core::server::{Action, Now, Session};
 use crate::reactor::{self, Wait};
 use crate::{Ctx, Shared, TaskGuard, lock};
 
-const SOCKET: Token = Token(0);
-const WAKE: Token = Token(1);
+const WAKE: Token = Token(usize::MAX);
 /// Bytes read from a socket at once, into the worker's buffer.
 const READ_SIZE: usize = 16 * 1024;
 /// Bytes of a reply file read at once.
 const FILE_CHUNK: usize = 64 * 1024;
-/// How long a worker keeps waiting for the next request of the connection it served
-/// before parking it with the reactor. A busy keep-alive connection stays on its thread
-/// (no hand-off, no reactor wake-up per request); an idle one holds no thread after this.
+/// How long a worker keeps a connection it served waiting for the next request before
+/// parking it with the reactor. A busy keep-alive connection stays on its thread (no
+/// hand-off, no reactor wake-up per request); an idle one holds no thread after this.
 const HOLD: Duration = Duration::from_millis(10);
+/// Most connections a worker serves together while handlers are quick: one batch of
+/// signatures.
+pub(crate) const MAX_GROUP: usize = MAX_BATCH;
+/// The fewest ready connections a busy worker hands to a spare thread (another core).
+const MIN_SHARE: usize = 4;
+/// A handler running longer than this on a connection thread makes the server give
+/// every connection its own thread from then on: handlers on `yuyo-blocking` may block
+/// (on files, locks, the blocking REST client), and a blocked handler must not hold up
+/// the other connections of its group more than once.
+const BLOCKING_HANDLER: Duration = Duration::from_millis(2);
 
 fn now() -> Now {
     Now {
@@ -53,6 +70,8 @@ pub(crate) struct Conn {
     key: usize,
     /// Shutdown was passed on to the session.
     closing: bool,
+    /// Its request waits for the group's signature batch.
+    verifying: Option<Ticket>,
     /// Counts the connection (for the cap and shutdown) until it is closed.
     guard: TaskGuard,
 }
@@ -74,6 +93,7 @@ impl Conn {
             session,
             key,
             closing: false,
+            verifying: None,
             guard,
         })
     }
@@ -99,20 +119,34 @@ impl Drop for Conn {
     }
 }
 
+/// A connection a worker owns: being served, or held waiting for its next request.
+struct Held {
+    conn: Box<Conn>,
+    /// Registered with the worker's poller (for reading).
+    registered: bool,
+    /// When it last finished a step; it is parked [`HOLD`] after this.
+    idle_since: Instant,
+}
+
 /// A worker thread's own resources, reused for every connection it serves.
 pub(crate) struct Local {
     buf: Vec<u8>,
     poller: ThreadPoll,
+    /// The connections this worker owns, by token.
+    held: Vec<Option<Held>>,
+    free: Vec<usize>,
+    /// Tokens that became ready while the worker waited for one socket to take bytes.
+    ready_later: Vec<usize>,
 }
 
 impl Local {
     pub(crate) fn new() -> Self {
         Self {
             buf: vec![0; READ_SIZE],
-            poller: ThreadPoll {
-                poll: None,
-                held: None,
-            },
+            poller: ThreadPoll { poll: None },
+            held: Vec::new(),
+            free: Vec::new(),
+            ready_later: Vec::new(),
         }
     }
 
@@ -122,15 +156,42 @@ impl Local {
             shared.remove_worker_waker(poll.waker_id);
         }
     }
+
+    fn insert(&mut self, conn: Box<Conn>) -> usize {
+        let held = Some(Held {
+            conn,
+            registered: false,
+            idle_since: Instant::now(),
+        });
+        if let Some(token) = self.free.pop() {
+            self.held[token] = held;
+            token
+        } else {
+            self.held.push(held);
+            self.held.len() - 1
+        }
+    }
+
+    /// Takes a connection out of this worker, unregistered from its poller.
+    fn remove(&mut self, token: usize) -> Option<Box<Conn>> {
+        let held = self.held.get_mut(token)?.take()?;
+        self.free.push(token);
+        if held.registered {
+            self.poller.deregister(held.conn.stream.as_raw_fd());
+        }
+        Some(held.conn)
+    }
+
+    fn count(&self) -> usize {
+        self.held.len() - self.free.len()
+    }
 }
 
 /// The worker thread's own poller, created the first time it is needed, with a waker
-/// shutdown uses: it waits for a socket to take more bytes, and holds a connection
-/// between requests (see [`HOLD`]).
+/// shutdown uses: it holds the worker's connections between requests (see [`HOLD`])
+/// and waits for a socket to take more bytes.
 struct ThreadPoll {
     poll: Option<PollState>,
-    /// The descriptor registered for reading while its connection is held.
-    held: Option<RawFd>,
 }
 
 struct PollState {
@@ -147,7 +208,7 @@ impl ThreadPoll {
             let waker_id = shared.add_worker_waker(waker);
             self.poll = Some(PollState {
                 poll,
-                events: Events::with_capacity(4),
+                events: Events::with_capacity(MAX_GROUP),
                 waker_id,
             });
         }
@@ -156,82 +217,115 @@ impl ThreadPoll {
             .ok_or_else(|| io::Error::other("the worker's poller is missing"))
     }
 
-    fn wait_writable(&mut self, stream: &mio::net::TcpStream, shared: &Shared) -> io::Result<()> {
-        let fd = stream.as_raw_fd();
-        let held = self.held == Some(fd);
+    /// Registers a held connection for reading. Edge-triggered, registered after the
+    /// read that would block: data that came in between is reported at once.
+    fn register(&mut self, fd: RawFd, token: usize, shared: &Shared) -> io::Result<()> {
+        let poll = self.poll(shared)?;
+        poll.poll
+            .registry()
+            .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
+    }
+
+    fn deregister(&mut self, fd: RawFd) {
+        if let Some(poll) = &self.poll {
+            let _ = poll.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+    }
+
+    /// Waits for the socket of `token` to take more bytes (or for shutdown); readiness
+    /// of other held connections seen meanwhile goes to `ready_later`.
+    fn wait_writable(
+        &mut self,
+        fd: RawFd,
+        token: usize,
+        registered: bool,
+        ready_later: &mut Vec<usize>,
+        shared: &Shared,
+    ) -> io::Result<()> {
         let poll = self.poll(shared)?;
         // The bare descriptor is registered (a `TcpStream` would refuse a second
         // registry), only while waiting; a held one is already there for reading.
-        if held {
+        if registered {
             poll.poll.registry().reregister(
                 &mut SourceFd(&fd),
-                SOCKET,
+                Token(token),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
         } else {
             poll.poll
                 .registry()
-                .register(&mut SourceFd(&fd), SOCKET, Interest::WRITABLE)?;
+                .register(&mut SourceFd(&fd), Token(token), Interest::WRITABLE)?;
         }
-        let waited = poll.poll.poll(&mut poll.events, None);
-        if held {
-            poll.poll
-                .registry()
-                .reregister(&mut SourceFd(&fd), SOCKET, Interest::READABLE)?;
+        let waited = loop {
+            match poll.poll.poll(&mut poll.events, None) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => break Ok(()),
+                Err(e) => break Err(e),
+            }
+            let mut done = false;
+            for event in &poll.events {
+                match event.token() {
+                    WAKE => done = true,
+                    Token(t) if t == token => done |= event.is_writable(),
+                    Token(t) => ready_later.push(t),
+                }
+            }
+            if done {
+                break Ok(());
+            }
+        };
+        if registered {
+            poll.poll.registry().reregister(
+                &mut SourceFd(&fd),
+                Token(token),
+                Interest::READABLE,
+            )?;
         } else {
             let _ = poll.poll.registry().deregister(&mut SourceFd(&fd));
         }
-        match waited {
-            Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
-            _ => Ok(()),
-        }
+        waited
     }
 
-    /// Waits up to `timeout` for `stream` to become readable (or for shutdown), keeping
-    /// it registered until [`release`](Self::release); `false` when the time ran out.
-    fn hold(
+    /// Waits up to `timeout` for held connections to become readable (or for shutdown),
+    /// adding their tokens to `ready`.
+    fn wait(
         &mut self,
-        stream: &mio::net::TcpStream,
-        timeout: Duration,
+        timeout: Option<Duration>,
+        ready: &mut Vec<usize>,
         shared: &Shared,
-    ) -> io::Result<bool> {
-        let fd = stream.as_raw_fd();
-        let register = self.held != Some(fd);
+    ) -> io::Result<()> {
         let poll = self.poll(shared)?;
-        if register {
-            // Edge-triggered, registered after the read that would block: data that came
-            // in between is reported at once.
-            poll.poll
-                .registry()
-                .register(&mut SourceFd(&fd), SOCKET, Interest::READABLE)?;
-            self.held = Some(fd);
+        let id = poll.waker_id;
+        // Waiting (not just collecting what is ready), this thread can be woken for
+        // queued connections while handlers are quick.
+        let listed = timeout != Some(Duration::ZERO) && !shared.handlers_block();
+        if listed && !crate::begin_hold(shared, id) {
+            return Ok(());
         }
-        let Some(poll) = self.poll.as_mut() else {
-            return Ok(false);
-        };
-        match poll.poll.poll(&mut poll.events, Some(timeout)) {
-            Ok(()) => Ok(!poll.events.is_empty()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
-            Err(e) => Err(e),
+        let waited = poll.poll.poll(&mut poll.events, timeout);
+        if listed {
+            crate::end_hold(shared, id);
         }
-    }
-
-    /// Stops holding `stream` (before the connection is parked, closed or dropped).
-    fn release(&mut self, stream: &mio::net::TcpStream) {
-        let fd = stream.as_raw_fd();
-        if self.held == Some(fd) {
-            self.held = None;
-            if let Some(poll) = &self.poll {
-                let _ = poll.poll.registry().deregister(&mut SourceFd(&fd));
-            }
+        match waited {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
         }
+        ready.extend(poll.events.iter().filter_map(|event| match event.token() {
+            WAKE => None,
+            Token(token) => Some(token),
+        }));
+        Ok(())
     }
 }
 
 /// The socket's sending side, for one worker.
 struct Out<'a> {
     stream: &'a mut mio::net::TcpStream,
+    token: usize,
+    registered: bool,
     poller: &'a mut ThreadPoll,
+    ready_later: &'a mut Vec<usize>,
     shared: &'a Shared,
 }
 
@@ -243,7 +337,13 @@ impl Out<'_> {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => data = &data[n..],
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.poller.wait_writable(self.stream, self.shared)?;
+                    self.poller.wait_writable(
+                        self.stream.as_raw_fd(),
+                        self.token,
+                        self.registered,
+                        self.ready_later,
+                        self.shared,
+                    )?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -273,62 +373,231 @@ fn read(stream: &mut mio::net::TcpStream, buf: &mut [u8]) -> io::Result<Option<u
     }
 }
 
+/// How far [`drive`] takes a connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// Up to its signature check: the ticket is kept for the group's batch.
+    Verify,
+    /// Until it waits for bytes or closes.
+    Park,
+}
+
 /// What stopped [`drive`].
 enum Step {
+    /// The request waits for the group's signature batch.
+    Verify,
     /// The session waits for bytes that have not arrived.
     Park,
     /// The session is done: close it lingering.
     Close,
 }
 
-/// Serves `conn` until it must wait for bytes (then it is parked with the reactor) or
-/// closes.
-pub(crate) fn serve(mut conn: Box<Conn>, local: &mut Local, ctx: &Ctx, shared: &Arc<Shared>) {
+/// Serves `jobs` and the connections they bring, as groups (see the [module
+/// docs](self)), until this worker holds none.
+#[allow(clippy::vec_box)] // the connections stay boxed: they move between threads
+pub(crate) fn serve(jobs: Vec<Box<Conn>>, local: &mut Local, ctx: &Arc<Ctx>, shared: &Arc<Shared>) {
+    let mut ready: Vec<usize> = jobs.into_iter().map(|conn| local.insert(conn)).collect();
     loop {
-        let step = drive(&mut conn, local, ctx, shared);
-        if matches!(step, Ok(Step::Park)) && hold(&conn, local, shared) {
-            continue;
+        if ready.len() >= 2 * MIN_SHARE && !shared.handlers_block() && crate::spare_threads(shared)
+        {
+            // Another core could serve half of these.
+            let mut shared_out: Vec<Box<Conn>> = ready
+                .split_off(ready.len() / 2)
+                .into_iter()
+                .filter_map(|token| local.remove(token))
+                .collect();
+            crate::dispatch(shared, ctx, &mut shared_out);
         }
-        local.poller.release(&conn.stream);
-        match step {
-            Ok(Step::Park) => {
-                let deadline = conn.session.poll_timeout();
-                match reactor::park(shared, conn, Wait::Read, deadline) {
-                    Ok(()) => return,
-                    Err(back) => conn = back,
-                }
-            }
-            Ok(Step::Close) => return linger(conn, local, shared),
-            Err(error) => {
-                tracing::debug!(%error, "connection ended with an IO error");
+        if !ready.is_empty() {
+            serve_group(&ready, local, ctx, shared);
+            ready.clear();
+        }
+        if local.count() == 0 {
+            return;
+        }
+        if shared.handlers_block() && crate::jobs_waiting(shared) {
+            // One connection per thread: leave the held ones to the reactor and serve
+            // a waiting one.
+            release_all(local, &mut ready, shared);
+            if ready.is_empty() {
                 return;
             }
+            continue;
         }
+        let timeout = hold_timeout(local, shared);
+        ready.append(&mut local.ready_later);
+        let wait = if ready.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        if let Err(error) = local.poller.wait(wait, &mut ready, shared) {
+            tracing::debug!(%error, "cannot hold connections; parking them");
+            release_all(local, &mut ready, shared);
+        }
+        ready.sort_unstable();
+        ready.dedup();
+        ready.retain(|&token| local.held.get(token).is_some_and(Option::is_some));
+        release_idle(local, &mut ready, shared);
+        take_jobs(local, &mut ready, shared);
     }
 }
 
-/// Whether `conn` has bytes to read (or shutdown started) within [`HOLD`] or its
-/// deadline, whichever is first; `false` parks it. Nothing is held while connections
-/// wait for a thread, nor once the deadline passed (the session fires it).
-fn hold(conn: &Conn, local: &mut Local, shared: &Shared) -> bool {
-    if conn.closing || shared.is_stopping() || crate::jobs_waiting(shared) {
-        return false;
+/// How long the held connections may wait for bytes: until the first one's [`HOLD`]
+/// ends or its session's deadline passes.
+fn hold_timeout(local: &Local, shared: &Shared) -> Option<Duration> {
+    if shared.is_stopping() {
+        return Some(Duration::ZERO);
     }
-    let timeout = match conn.session.poll_timeout() {
-        Some(deadline) => {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            left.min(HOLD)
+    let now = Instant::now();
+    local
+        .held
+        .iter()
+        .flatten()
+        .map(|held| {
+            let hold = held.idle_since + HOLD;
+            held.conn
+                .session
+                .poll_timeout()
+                .map_or(hold, |deadline| deadline.min(hold))
+        })
+        .min()
+        .map(|at| at.saturating_duration_since(now))
+}
+
+/// Adds connections whose deadline passed (or that must learn of shutdown) to `ready`,
+/// and parks those held longer than [`HOLD`] (or closing) with the reactor.
+fn release_idle(local: &mut Local, ready: &mut Vec<usize>, shared: &Shared) {
+    let now = Instant::now();
+    let stopping = shared.is_stopping();
+    let mut park = Vec::new();
+    for (token, held) in local.held.iter().enumerate() {
+        let Some(held) = held else { continue };
+        if ready.contains(&token) {
+            continue;
         }
-        None => HOLD,
+        let due = held
+            .conn
+            .session
+            .poll_timeout()
+            .is_some_and(|deadline| deadline <= now);
+        if due || (stopping && !held.conn.closing) {
+            ready.push(token);
+        } else if stopping || held.idle_since + HOLD <= now {
+            park.push(token);
+        }
+    }
+    for token in park {
+        park_held(local, token, ready, shared);
+    }
+}
+
+/// Parks every held connection that is not ready with the reactor.
+fn release_all(local: &mut Local, ready: &mut Vec<usize>, shared: &Shared) {
+    let tokens: Vec<usize> = (0..local.held.len())
+        .filter(|token| local.held[*token].is_some() && !ready.contains(token))
+        .collect();
+    for token in tokens {
+        park_held(local, token, ready, shared);
+    }
+}
+
+fn park_held(local: &mut Local, token: usize, ready: &mut Vec<usize>, shared: &Shared) {
+    let Some(conn) = local.remove(token) else {
+        return;
     };
-    match local.poller.hold(&conn.stream, timeout, shared) {
-        Ok(ready) => ready,
+    let deadline = conn.session.poll_timeout();
+    if let Err(back) = reactor::park(shared, conn, Wait::Read, deadline) {
+        // Bytes (or shutdown) arrived meanwhile: serve it again.
+        ready.push(local.insert(back));
+    }
+}
+
+/// Takes a share of the queued connections into this worker's group, while handlers are
+/// quick and the group has room.
+fn take_jobs(local: &mut Local, ready: &mut Vec<usize>, shared: &Shared) {
+    if shared.handlers_block() {
+        return;
+    }
+    let room = MAX_GROUP.saturating_sub(local.count());
+    for conn in crate::take_jobs(shared, room) {
+        ready.push(local.insert(conn));
+    }
+}
+
+/// Serves the ready connections `tokens`: first each up to its signature check, then
+/// each one's request (the first ticket verifies the whole batch).
+fn serve_group(tokens: &[usize], local: &mut Local, ctx: &Arc<Ctx>, shared: &Arc<Shared>) {
+    let grouped = tokens.len() > 1;
+    for &token in tokens {
+        let until = if grouped { Until::Verify } else { Until::Park };
+        settle(token, until, local, ctx, shared);
+    }
+    if !grouped {
+        return;
+    }
+    for (at, &token) in tokens.iter().enumerate() {
+        let waiting = local
+            .held
+            .get(token)
+            .and_then(Option::as_ref)
+            .is_some_and(|held| held.conn.verifying.is_some());
+        if !waiting {
+            continue;
+        }
+        if shared.handlers_block() {
+            // A handler blocked: the rest of the group goes to other threads.
+            hand_off(&tokens[at..], local, ctx, shared);
+            return;
+        }
+        settle(token, Until::Park, local, ctx, shared);
+    }
+}
+
+/// Queues the verified-but-unserved connections among `tokens` for other threads.
+fn hand_off(tokens: &[usize], local: &mut Local, ctx: &Arc<Ctx>, shared: &Arc<Shared>) {
+    let mut jobs: Vec<Box<Conn>> = tokens
+        .iter()
+        .filter_map(|&token| {
+            let waiting = local.held.get(token)?.as_ref()?.conn.verifying.is_some();
+            if waiting { local.remove(token) } else { None }
+        })
+        .collect();
+    crate::dispatch(shared, ctx, &mut jobs);
+}
+
+/// Drives the connection of `token` and acts on where it stopped.
+fn settle(token: usize, until: Until, local: &mut Local, ctx: &Ctx, shared: &Arc<Shared>) {
+    let step = drive(token, until, local, ctx, shared);
+    match step {
+        Ok(Step::Verify) => {}
+        Ok(Step::Park) => {
+            let Local { held, poller, .. } = local;
+            let Some(Some(entry)) = held.get_mut(token) else {
+                return;
+            };
+            entry.idle_since = Instant::now();
+            if entry.registered {
+                return;
+            }
+            match poller.register(entry.conn.stream.as_raw_fd(), token, shared) {
+                Ok(()) => entry.registered = true,
+                Err(error) => {
+                    tracing::debug!(%error, "cannot hold a connection; parking it");
+                    let mut ready = Vec::new();
+                    park_held(local, token, &mut ready, shared);
+                    local.ready_later.append(&mut ready);
+                }
+            }
+        }
+        Ok(Step::Close) => {
+            if let Some(conn) = local.remove(token) {
+                linger(conn, local, shared);
+            }
+        }
         Err(error) => {
-            tracing::debug!(%error, "cannot hold a connection; parking it");
-            false
+            tracing::debug!(%error, "connection ended with an IO error");
+            drop(local.remove(token));
         }
     }
 }
@@ -370,20 +639,46 @@ pub(crate) fn drain(conn: &mut Conn, scratch: &mut [u8], mut left: u64) -> Optio
     None
 }
 
-fn drive(conn: &mut Conn, local: &mut Local, ctx: &Ctx, shared: &Arc<Shared>) -> io::Result<Step> {
+fn drive(
+    token: usize,
+    until: Until,
+    local: &mut Local,
+    ctx: &Ctx,
+    shared: &Arc<Shared>,
+) -> io::Result<Step> {
+    let Local {
+        buf,
+        poller,
+        held,
+        ready_later,
+        ..
+    } = local;
+    let Some(Some(entry)) = held.get_mut(token) else {
+        return Ok(Step::Close);
+    };
     let Conn {
         stream,
         session,
         closing,
+        verifying,
         ..
-    } = conn;
-    let Local { buf, poller } = local;
+    } = &mut *entry.conn;
     let mut io = Out {
         stream,
+        token,
+        registered: entry.registered,
         poller,
+        ready_later,
         shared,
     };
     let rest = ctx.rest.as_ref();
+    if let Some(ticket) = verifying.take()
+        && let Err(error) = session.verified(now(), block_on(ticket))
+    {
+        tracing::error!(%error, "driver error; closing the connection");
+        io.flush(session)?;
+        return Ok(Step::Close);
+    }
     loop {
         io.flush(session)?;
         if !*closing && shared.is_stopping() {
@@ -408,8 +703,14 @@ fn drive(conn: &mut Conn, local: &mut Local, ctx: &Ctx, shared: &Arc<Shared>) ->
                 }
             }
             Action::Verify(ticket) => {
-                // Other connections' finished requests may join this one's batch.
-                std::thread::yield_now();
+                if until == Until::Verify {
+                    *verifying = Some(ticket);
+                    return Ok(Step::Verify);
+                }
+                if shared.handlers_block() {
+                    // Other connections' finished requests may join this one's batch.
+                    std::thread::yield_now();
+                }
                 if let Err(error) = session.verified(now(), block_on(ticket)) {
                     tracing::error!(%error, "driver error; closing the connection");
                     io.flush(session)?;
@@ -417,6 +718,7 @@ fn drive(conn: &mut Conn, local: &mut Local, ctx: &Ctx, shared: &Arc<Shared>) ->
                 }
             }
             Action::Handle(handler) => {
+                let started = (!shared.handlers_block()).then(ThreadWaits::now);
                 let mut handler = std::pin::pin!(handler.instrument(session.span().clone()));
                 // Race the handler against the deferral deadline, when the core wants one
                 // (see `yuyo_core::deferral`); the handler keeps running after it.
@@ -434,6 +736,11 @@ fn drive(conn: &mut Conn, local: &mut Local, ctx: &Ctx, shared: &Arc<Shared>) ->
                     },
                     None => block_on(handler),
                 };
+                if let Some(started) = started
+                    && let Some(took) = started.blocked_for()
+                {
+                    shared.note_blocking_handler(took);
+                }
                 if let Err(error) = session.complete(now(), outcome) {
                     tracing::error!(%error, "driver error; closing the connection");
                     io.flush(session)?;
@@ -462,6 +769,44 @@ fn drive(conn: &mut Conn, local: &mut Local, ctx: &Ctx, shared: &Arc<Shared>) ->
             }
         }
     }
+}
+
+/// When a handler started, and how often its thread had waited by then: a handler
+/// that took long *and* made the thread wait (sleep, IO, a lock, a pending future)
+/// blocks; one that was only preempted by other threads does not.
+struct ThreadWaits {
+    at: Instant,
+    waits: Option<i64>,
+}
+
+impl ThreadWaits {
+    fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            waits: voluntary_switches(),
+        }
+    }
+
+    /// How long the handler ran, if it ran longer than [`BLOCKING_HANDLER`] and made the
+    /// thread wait meanwhile.
+    fn blocked_for(&self) -> Option<Duration> {
+        let took = self.at.elapsed();
+        if took <= BLOCKING_HANDLER {
+            return None;
+        }
+        match (self.waits, voluntary_switches()) {
+            (Some(before), Some(after)) if after == before => None,
+            // Unknown (no per-thread usage here): assume it blocked, the safe answer.
+            _ => Some(took),
+        }
+    }
+}
+
+/// How many times this thread gave up the CPU to wait.
+fn voluntary_switches() -> Option<i64> {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD)
+        .ok()
+        .map(|usage| usage.voluntary_context_switches())
 }
 
 /// Wakes the thread parked in [`run_until`].

@@ -9,18 +9,29 @@
 //!   whose request is still arriving) with their deadlines, and hands a connection to a
 //!   connection thread when it becomes readable or its deadline passes. It also finishes
 //!   lingering closes, reading and discarding what peers still send.
-//! - **connection threads** (named `yuyo-connection`), a pool: each drives a
-//!   [`yuyo_core::server::Session`] for the connection it was handed, reading and writing
-//!   the socket, running handler futures to completion with
+//! - **connection threads** (named `yuyo-connection`), a pool: each drives
+//!   [`yuyo_core::server::Session`]s for the connections it was handed, reading and
+//!   writing the sockets, running handler futures to completion with
 //!   `futures_lite::future::block_on` and streaming reply files from disk with `std::fs`.
-//!   When the session waits for bytes that have not arrived, the thread keeps the
-//!   connection for up to 10 ms on its own poller (a busy keep-alive connection's next
-//!   request usually comes sooner, and is then served with no hand-off), then parks it
-//!   with the reactor and serves another one. An idle connection thus holds no thread,
-//!   only its session and socket (a few KiB). Threads are added when connections wait to
-//!   be served and no thread is idle, a few at a time (or when the threads stop taking
-//!   any, all busy with long handlers), and exit after 10 s without work. A write the
-//!   peer does not take waits on the writing thread.
+//!   A thread serves its ready connections as a group: each is driven up to its signature
+//!   check, the group's signatures are verified as one batch, then each request is
+//!   handled in turn. When a session waits for bytes that have not arrived, the thread
+//!   keeps its connection on its own poller for up to 10 ms (a busy keep-alive
+//!   connection's next request usually comes sooner, and is then served with no
+//!   hand-off), then parks it with the reactor. An idle connection thus holds no thread,
+//!   only its session and socket (a few KiB). While handlers are quick, a thread per core
+//!   serves up to 64 connections this way, like an event loop (a busy one hands half of
+//!   its ready connections to a spare core). Threads exit after 10 s without work; a
+//!   write the peer does not take waits on the writing thread.
+//!
+//! # Handlers that block
+//! Handlers here may block (files, locks, the blocking [`rest::RestClient`]). The first
+//! time a handler runs longer than 2 ms *and* makes its thread wait (not merely
+//! preempted), the server logs it at `info` and from then on serves one connection per
+//! thread, adding threads when connections wait and none is idle (or when the threads
+//! stop taking any, all busy with long handlers), so a blocked handler holds up no other
+//! connection. Only that first blocking handler can delay the other connections of its
+//! thread's group, once.
 //!
 //! After-response work (and replies sent through REST) runs on a thread of its own.
 //!
@@ -176,6 +187,8 @@ impl Server {
         self.shared
             .max_connections
             .store(options.max_connections.max(1), Ordering::SeqCst);
+        let cores = thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        self.shared.cores.store(cores, Ordering::Relaxed);
         let ctx = Arc::new(Ctx {
             endpoint: self.service.endpoint().clone(),
             options,
@@ -253,12 +266,18 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     /// The connection cap in force (set by `serve`).
     max_connections: AtomicUsize,
+    /// The cores this process may run on (set by `serve`): while handlers are quick, as
+    /// many threads serve groups of connections.
+    cores: AtomicUsize,
     /// The connections' slots, shared by the reactor and the workers.
     registry: Mutex<reactor::Registry>,
     tasks: Mutex<Tasks>,
     tasks_done: Condvar,
     workers: Mutex<Workers>,
     work_ready: Condvar,
+    /// A handler ran long on a connection thread: connections get a thread each from
+    /// now on (see `connection::BLOCKING_HANDLER`).
+    handlers_block: AtomicBool,
 }
 
 /// Connection threads serve whichever connection has something to do, and outlive it
@@ -274,6 +293,9 @@ struct Workers {
     /// Jobs taken from the queue so far: the reactor's sign that the threads make
     /// progress (see [`unstick`]).
     taken: u64,
+    /// Threads waiting on their held connections (by waker id): while handlers are
+    /// quick, one of them takes new jobs rather than a new thread.
+    holding: Vec<u64>,
 }
 
 impl std::fmt::Debug for Workers {
@@ -297,13 +319,35 @@ fn dispatch(shared: &Arc<Shared>, ctx: &Arc<Ctx>, jobs: &mut Vec<Box<Conn>>) {
     let mut workers = lock(&shared.workers);
     let available = workers.idle.saturating_sub(workers.queue.len());
     let count = jobs.len();
+    let mut holder = None;
     workers.queue.extend(jobs.drain(..));
-    // Busy threads may be holding idle connections (see `connection::HOLD`) rather than
-    // running handlers, so jobs no idle thread covers get new threads, a few at a time.
-    let waiting = workers.queue.len().saturating_sub(workers.idle);
-    let spawn = waiting.min(SPAWN_BURST);
+    let spawn = if shared.handlers_block() {
+        // A thread per connection. Busy threads may be holding idle connections (see
+        // `connection::HOLD`) rather than running handlers, so jobs no idle thread
+        // covers get new threads, a few at a time.
+        workers
+            .queue
+            .len()
+            .saturating_sub(workers.idle)
+            .min(SPAWN_BURST)
+    } else if workers.idle > 0 {
+        0
+    } else if workers.threads < shared.cores.load(Ordering::Relaxed) {
+        // Handlers are quick: a thread per core serves groups of connections; then a
+        // thread holding connections takes these too (it is woken for them). A thread
+        // stuck in a long handler is covered by [`unstick`].
+        1
+    } else {
+        holder = workers.holding.pop();
+        0
+    };
     workers.threads += spawn;
     drop(workers);
+    if let Some(id) = holder
+        && let Some(waker) = lock(&shared.worker_wakers).get(&id).cloned()
+    {
+        wake(&waker);
+    }
     for _ in 0..count.min(available) {
         shared.work_ready.notify_one();
     }
@@ -326,10 +370,14 @@ fn unstick(shared: &Arc<Shared>, ctx: &Arc<Ctx>, taken: Option<u64>) -> Option<u
         return None;
     }
     let now_taken = workers.taken;
-    let spawn = if taken == Some(now_taken) {
+    let spawn = if taken != Some(now_taken) {
+        0
+    } else if shared.handlers_block() {
         workers.queue.len().min(SPAWN_BURST)
     } else {
-        0
+        // Threads serve groups: one more is enough (a group taking long on a loaded
+        // machine stalls the queue too, and must not start a thread per stall).
+        1
     };
     workers.threads += spawn;
     drop(workers);
@@ -366,14 +414,14 @@ fn spawn_worker(shared: &Arc<Shared>, ctx: &Arc<Ctx>) {
 
 /// A connection thread: serves queued connections until idle for [`WORKER_IDLE`], or
 /// until shutdown once nothing is queued.
-fn worker(shared: &Arc<Shared>, ctx: &Ctx) {
+fn worker(shared: &Arc<Shared>, ctx: &Arc<Ctx>) {
     let mut local = connection::Local::new();
     let mut workers = lock(&shared.workers);
     loop {
-        if let Some(conn) = workers.queue.pop_front() {
-            workers.taken += 1;
+        let jobs = share_of_queue(&mut workers, shared);
+        if !jobs.is_empty() {
             drop(workers);
-            connection::serve(conn, &mut local, ctx, shared);
+            connection::serve(jobs, &mut local, ctx, shared);
             workers = lock(&shared.workers);
             continue;
         }
@@ -396,6 +444,59 @@ fn worker(shared: &Arc<Shared>, ctx: &Ctx) {
     local.finish(shared);
 }
 
+/// The queued connections one thread takes: one at a time once handlers were seen to
+/// block, else its share of the queue among the idle threads, up to a group.
+#[allow(clippy::vec_box)] // the connections stay boxed: they move between threads
+fn share_of_queue(workers: &mut Workers, shared: &Shared) -> Vec<Box<Conn>> {
+    let share = if shared.handlers_block() {
+        1
+    } else {
+        workers
+            .queue
+            .len()
+            .div_ceil(workers.idle + 1)
+            .min(connection::MAX_GROUP)
+    };
+    let take = share.min(workers.queue.len());
+    workers.taken += take as u64;
+    workers.queue.drain(..take).collect()
+}
+
+/// Whether a thread could take connections off a busy one: one is idle, or there are
+/// fewer threads than cores.
+pub(crate) fn spare_threads(shared: &Shared) -> bool {
+    let workers = lock(&shared.workers);
+    workers.idle > 0 || workers.threads < shared.cores.load(Ordering::Relaxed)
+}
+
+/// Records that the thread with waker `id` waits on its held connections, unless jobs
+/// are queued (`false`: take them instead).
+pub(crate) fn begin_hold(shared: &Shared, id: u64) -> bool {
+    let mut workers = lock(&shared.workers);
+    if !workers.queue.is_empty() {
+        return false;
+    }
+    workers.holding.push(id);
+    true
+}
+
+/// The thread with waker `id` no longer waits on its held connections.
+pub(crate) fn end_hold(shared: &Shared, id: u64) {
+    lock(&shared.workers).holding.retain(|&holder| holder != id);
+}
+
+/// Up to `room` queued connections, for a thread that serves a group.
+#[allow(clippy::vec_box)] // the connections stay boxed: they move between threads
+pub(crate) fn take_jobs(shared: &Shared, room: usize) -> Vec<Box<Conn>> {
+    let mut workers = lock(&shared.workers);
+    if workers.queue.is_empty() || room == 0 {
+        return Vec::new();
+    }
+    let take = workers.queue.len().div_ceil(workers.idle + 1).min(room);
+    workers.taken += take as u64;
+    workers.queue.drain(..take).collect()
+}
+
 #[derive(Debug, Default)]
 struct Tasks {
     connections: usize,
@@ -403,6 +504,22 @@ struct Tasks {
 }
 
 impl Shared {
+    /// Whether handlers were seen to block (see `connection::BLOCKING_HANDLER`).
+    pub(crate) fn handlers_block(&self) -> bool {
+        self.handlers_block.load(Ordering::Relaxed)
+    }
+
+    /// A handler ran for `took`: from now on every connection gets a thread of its own.
+    pub(crate) fn note_blocking_handler(&self, took: Duration) {
+        if !self.handlers_block.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                took_ms = took.as_secs_f64() * 1e3,
+                "a handler ran long on a connection thread; serving one connection per \
+                 thread from now on"
+            );
+        }
+    }
+
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }

@@ -314,3 +314,114 @@ fn linger_deadline_frees_the_cap() {
     drop((first, second));
     server.stop();
 }
+
+/// A server for `handlers` (with the demo key) on a thread of its own.
+fn start_with(handlers: yuyo_core::endpoint::Handlers) -> Running {
+    let endpoint = yuyo_core::endpoint::Endpoint::new(
+        yuyo_core::endpoint::EndpointConfig::new(demo::demo_verifier()),
+        handlers,
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::new(yuyo_blocking::Service::new(endpoint));
+    let handle = server.shutdown_handle();
+    let thread = std::thread::spawn(move || server.serve(listener));
+    Running {
+        addr,
+        handle,
+        thread,
+    }
+}
+
+/// How long the `slow` command below blocks its thread.
+const BLOCKED: Duration = Duration::from_millis(400);
+
+/// Commands: `slow` blocks its thread (as a handler calling blocking IO does), any
+/// other answers at once.
+fn blocking_handlers() -> yuyo_core::endpoint::Handlers {
+    use twilight_model::application::interaction::InteractionData;
+    let mut handlers = yuyo_core::endpoint::Handlers::new();
+    let _ = handlers.set_command(|ctx| async move {
+        let Some(InteractionData::ApplicationCommand(data)) = &ctx.interaction().data else {
+            return Err(yuyo_core::endpoint::HandlerError::msg("not a command"));
+        };
+        if data.name == "slow" {
+            std::thread::sleep(BLOCKED);
+        }
+        Ok(Some(yuyo_core::endpoint::Reply::message(data.name.clone())))
+    });
+    handlers
+}
+
+/// Many busy keep-alive connections with quick handlers are served by a few threads
+/// (their requests in groups, one signature batch each), not a thread per connection.
+#[test]
+fn busy_connections_with_quick_handlers_share_few_threads() {
+    let _serial = serial();
+    let server = start_with(blocking_handlers());
+    let addr = server.addr;
+    let clients: Vec<_> = (0..48)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut client = Client::connect(addr).unwrap();
+                let request = Request::signed(&fixtures::command_named("quick"));
+                for _ in 0..20 {
+                    let response = client.roundtrip(&request).unwrap();
+                    assert_eq!(response.status, 200);
+                    assert_eq!(response.json()["data"]["content"], "quick");
+                }
+                connection_threads()
+            })
+        })
+        .collect();
+    let most = clients
+        .into_iter()
+        .map(|client| client.join().unwrap())
+        .max()
+        .unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    // Threads are started up to the cores, plus a few when the queue stalls (a
+    // descheduled thread on a loaded machine).
+    assert!(
+        most <= cores + 8,
+        "{most} connection threads for 48 busy connections on {cores} cores"
+    );
+    server.stop();
+}
+
+/// A handler that blocks its thread holds up no other connection once it was seen to
+/// block: the server then gives every connection a thread of its own.
+#[test]
+fn a_blocking_handler_holds_up_no_other_connection() {
+    let _serial = serial();
+    let server = start_with(blocking_handlers());
+    let slow = Request::signed(&fixtures::command_named("slow"));
+    let quick = Request::signed(&fixtures::command_named("quick"));
+    // The first blocking call shows the server that handlers may block.
+    let mut first = server.connect();
+    assert_eq!(first.roundtrip(&slow).unwrap().status, 200);
+
+    let mut blocked = server.connect();
+    let mut others: Vec<Client> = (0..4).map(|_| server.connect()).collect();
+    for other in &mut others {
+        assert_eq!(other.roundtrip(&quick).unwrap().status, 200);
+    }
+    let started = Instant::now();
+    blocked.send(&slow.to_bytes()).unwrap();
+    // Give the slow request a head start to the handler, then the quick ones must come
+    // back while it still blocks: before `BLOCKED` has passed.
+    std::thread::sleep(Duration::from_millis(50));
+    for other in &mut others {
+        let response = other.roundtrip(&quick).unwrap();
+        assert_eq!(response.json()["data"]["content"], "quick");
+    }
+    let quick_done = started.elapsed();
+    assert!(
+        quick_done < BLOCKED,
+        "quick requests took {quick_done:?}, behind a handler blocking for {BLOCKED:?}"
+    );
+    let response = blocked.response().unwrap();
+    assert_eq!(response.json()["data"]["content"], "slow");
+    assert!(started.elapsed() >= BLOCKED);
+    server.stop();
+}
