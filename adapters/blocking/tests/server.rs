@@ -109,7 +109,10 @@ struct Running {
 
 impl Running {
     fn start(options: ServeOptions) -> Self {
-        let service = demo::demo_service(demo::demo_verifier()).with_options(options);
+        Self::serve(demo::demo_service(demo::demo_verifier()).with_options(options))
+    }
+
+    fn serve(service: yuyo_blocking::Service) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = Server::new(service);
@@ -321,16 +324,7 @@ fn start_with(handlers: yuyo_core::endpoint::Handlers) -> Running {
         yuyo_core::endpoint::EndpointConfig::new(demo::demo_verifier()),
         handlers,
     );
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = Server::new(yuyo_blocking::Service::new(endpoint));
-    let handle = server.shutdown_handle();
-    let thread = std::thread::spawn(move || server.serve(listener));
-    Running {
-        addr,
-        handle,
-        thread,
-    }
+    Running::serve(yuyo_blocking::Service::new(endpoint))
 }
 
 /// How long the `slow` command below blocks its thread.
