@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark: every yuyo adapter vs the hand-written hyper baseline, same machine, same
-# run. The server is pinned to CPU 0, wrk to CPU 1. Prints req/s, p50, p99 and each one's
-# ratio to the baseline measured in this run, plus the single-core verify ceiling.
+# run. The server is pinned to CPU 0, wrk to CPU 1. Prints req/s, p50, p99, the server's CPU
+# time (user + system) per request and each one's ratio to the baseline measured in this
+# run, plus the single-core verify ceiling.
 #
 #   bench/load.sh                 # all servers, 5 s per run, 3 runs per cell (round-robin)
 #   DURATION=10 RUNS=3 SERVERS="baseline tokio" bench/load.sh
@@ -79,20 +80,25 @@ to_ms() { # wrk latency like 1.23ms / 456.78us / 1.02s
     python3 -c 'import sys,re; v=sys.argv[1]; m=re.match(r"([\d.]+)(us|ms|s)",v); f={"us":0.001,"ms":1,"s":1000}[m.group(2)]; print(f"{float(m.group(1))*f:.3f}")' "$1"
 }
 
-run_wrk() { # $1 = connections, $2 = lua, [$3 = seconds]; prints "rps p50 p99"
+run_wrk() { # $1 = connections, $2 = lua, [$3 = seconds]; prints "rps p50 p99 requests"
     local out
     if ! out=$(taskset -c 1 wrk -t1 -c"$1" -d"${3:-$DURATION}s" --latency -s "$2" "http://127.0.0.1:$PORT/" 2>&1) \
         || ! grep -q "Requests/sec" <<<"$out"; then
         echo "wrk failed: $out" >&2
         return 1
     fi
-    local rps p50 p99 non2xx
+    local rps p50 p99 non2xx count
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    count=$(awk '/requests in/ {print $1}' <<<"$out")
     p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
     p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
     non2xx=$(awk '/Non-2xx/ {print $4}' <<<"$out")
     if [ -n "$non2xx" ]; then echo "$out" >&2; echo "non-2xx responses: $non2xx" >&2; return 1; fi
-    echo "$rps $p50 $p99"
+    echo "$rps $p50 $p99 $count"
+}
+
+cpu_ticks() { # $1 = pid: user + system CPU time so far, in clock ticks
+    awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
 results="$work/results"
@@ -121,9 +127,15 @@ for run in $(seq "$RUNS"); do
             pid=$(start_server "$server"); pids+=("$pid")
             # Warm-up (threads, buffers, first connections), not measured.
             run_wrk "$conns" "$lua" 1 >/dev/null || true
+            ticks=$(cpu_ticks "$pid")
             measured=$(run_wrk "$conns" "$lua") || exit 1
+            ticks=$(( $(cpu_ticks "$pid") - ticks ))
             stop_server "$pid"
-            echo "$run $server $config $measured" >>"$results"
+            # Server CPU (user + system) per request: what the server spends, whether or
+            # not the closed loop of `wrk` keeps it busy.
+            read -r rps p50 p99 count <<<"$measured"
+            cpu_us=$(python3 -c "print(f'{$ticks * 1e6 / $(getconf CLK_TCK) / max($count, 1):.1f}')")
+            echo "$run $server $config $rps $p50 $p99 $cpu_us" >>"$results"
             echo "  run $run c=$config $server: $(tail -1 "$results" | cut -d' ' -f4-)" >&2
         done
     done
@@ -143,10 +155,10 @@ from collections import defaultdict
 rows = defaultdict(list)
 by_run = {}
 for line in open(sys.argv[1]):
-    run, server, config, rps, p50, p99 = line.split()
-    rows[(server, config)].append((float(rps), float(p50), float(p99)))
+    run, server, config, rps, p50, p99, cpu = line.split()
+    rows[(server, config)].append((float(rps), float(p50), float(p99), float(cpu)))
     by_run[(run, server, config)] = float(rps)
-med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in rows.items()}
+med = {k: tuple(statistics.median(x[i] for x in v) for i in range(4)) for k, v in rows.items()}
 # The ratio is the median of each run's ratio to the baseline measured in the same round.
 ratios = defaultdict(list)
 for (run, server, config), rps in by_run.items():
@@ -158,14 +170,14 @@ servers = list(dict.fromkeys(s for s, _ in med))
 ceiling = 1e9 / float(sys.argv[2]) if sys.argv[2] else None
 print(f"\nmedian of runs; × baseline = median of each round's req/s ÷ the baseline's in that round"
       + (f"; verify ceiling {ceiling:,.0f} req/s (verify_strict {float(sys.argv[2])/1000:.1f} µs)" if ceiling else ""))
-print(f"| server | conns | req/s | p50 ms | p99 ms | × baseline (min–max) |" + (" % ceiling |" if ceiling else ""))
-print("|---|---|---|---|---|---|" + ("---|" if ceiling else ""))
+print(f"| server | conns | req/s | p50 ms | p99 ms | × baseline (min–max) | CPU µs/req |" + (" % ceiling |" if ceiling else ""))
+print("|---|---|---|---|---|---|---|" + ("---|" if ceiling else ""))
 for c in configs:
     for s in servers:
         if (s, c) not in med: continue
-        rps, p50, p99 = med[(s, c)]
+        rps, p50, p99, cpu = med[(s, c)]
         r = ratios.get((s, c))
         ratio = f"{statistics.median(r):.2f} ({min(r):.2f}–{max(r):.2f})" if r else "-"
         extra = f" {100 * rps / ceiling:.0f} |" if ceiling else ""
-        print(f"| {s} | {c} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {ratio} |{extra}")
+        print(f"| {s} | {c} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {ratio} | {cpu:.0f} |{extra}")
 PY
