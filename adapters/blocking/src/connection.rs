@@ -266,7 +266,9 @@ impl ThreadPoll {
             for event in &poll.events {
                 match event.token() {
                     WAKE => done = true,
-                    Token(t) if t == token => done |= event.is_writable(),
+                    Token(t) if t == token => {
+                        done |= event.is_writable() || event.is_error() || event.is_write_closed();
+                    }
                     Token(t) => ready_later.push(t),
                 }
             }
@@ -324,9 +326,10 @@ struct Out<'a> {
     stream: &'a mut mio::net::TcpStream,
     token: usize,
     registered: bool,
-    poller: &'a mut ThreadPoll,
-    ready_later: &'a mut Vec<usize>,
-    shared: &'a Shared,
+    /// The worker's other connections and its poller.
+    local: &'a mut Local,
+    ctx: &'a Arc<Ctx>,
+    shared: &'a Arc<Shared>,
 }
 
 impl Out<'_> {
@@ -337,11 +340,21 @@ impl Out<'_> {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => data = &data[n..],
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.poller.wait_writable(
+                    // A peer that does not read holds up only its own connection: the
+                    // thread's others go to the reactor or other threads first.
+                    if self.local.held.iter().any(Option::is_some) {
+                        evacuate(self.local, self.ctx, self.shared);
+                    }
+                    let Local {
+                        poller,
+                        ready_later,
+                        ..
+                    } = &mut *self.local;
+                    poller.wait_writable(
                         self.stream.as_raw_fd(),
                         self.token,
                         self.registered,
-                        self.ready_later,
+                        ready_later,
                         self.shared,
                     )?;
                 }
@@ -388,6 +401,8 @@ enum Step {
     Verify,
     /// The session waits for bytes that have not arrived.
     Park,
+    /// A request was answered: serve the others first, then this one again.
+    Again,
     /// The session is done: close it lingering.
     Close,
 }
@@ -566,11 +581,46 @@ fn hand_off(tokens: &[usize], local: &mut Local, ctx: &Arc<Ctx>, shared: &Arc<Sh
     crate::dispatch(shared, ctx, &mut jobs);
 }
 
+/// Hands every connection this worker holds, besides the one being driven, to the
+/// reactor (idle ones) or to other threads (ones with a request in progress), before the
+/// worker waits for a peer to take bytes.
+fn evacuate(local: &mut Local, ctx: &Arc<Ctx>, shared: &Arc<Shared>) {
+    let mut jobs = Vec::new();
+    for token in 0..local.held.len() {
+        let in_progress = match &local.held[token] {
+            Some(held) => held.conn.verifying.is_some(),
+            None => continue,
+        };
+        let Some(conn) = local.remove(token) else {
+            continue;
+        };
+        if in_progress {
+            jobs.push(conn);
+        } else {
+            let deadline = conn.session.poll_timeout();
+            if let Err(back) = reactor::park(shared, conn, Wait::Read, deadline) {
+                jobs.push(back);
+            }
+        }
+    }
+    local.ready_later.clear();
+    crate::dispatch(shared, ctx, &mut jobs);
+}
+
 /// Drives the connection of `token` and acts on where it stopped.
-fn settle(token: usize, until: Until, local: &mut Local, ctx: &Ctx, shared: &Arc<Shared>) {
-    let step = drive(token, until, local, ctx, shared);
+fn settle(token: usize, until: Until, local: &mut Local, ctx: &Arc<Ctx>, shared: &Arc<Shared>) {
+    // Out of its slot while driven (the slot stays reserved), so a write that must wait
+    // can hand the worker's other connections away (see [`evacuate`]).
+    let Some(mut entry) = local.held.get_mut(token).and_then(Option::take) else {
+        return;
+    };
+    let mut buf = std::mem::take(&mut local.buf);
+    let step = drive(&mut entry, token, until, &mut buf, local, ctx, shared);
+    local.buf = buf;
+    local.held[token] = Some(entry);
     match step {
         Ok(Step::Verify) => {}
+        Ok(Step::Again) => local.ready_later.push(token),
         Ok(Step::Park) => {
             let Local { held, poller, .. } = local;
             let Some(Some(entry)) = held.get_mut(token) else {
@@ -640,22 +690,14 @@ pub(crate) fn drain(conn: &mut Conn, scratch: &mut [u8], mut left: u64) -> Optio
 }
 
 fn drive(
+    entry: &mut Held,
     token: usize,
     until: Until,
+    buf: &mut [u8],
     local: &mut Local,
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     shared: &Arc<Shared>,
 ) -> io::Result<Step> {
-    let Local {
-        buf,
-        poller,
-        held,
-        ready_later,
-        ..
-    } = local;
-    let Some(Some(entry)) = held.get_mut(token) else {
-        return Ok(Step::Close);
-    };
     let Conn {
         stream,
         session,
@@ -667,8 +709,8 @@ fn drive(
         stream,
         token,
         registered: entry.registered,
-        poller,
-        ready_later,
+        local,
+        ctx,
         shared,
     };
     let rest = ctx.rest.as_ref();
@@ -757,6 +799,11 @@ fn drive(
                     }
                 }
                 flushed?;
+                if until == Until::Park && io.local.held.iter().any(Option::is_some) {
+                    // One request at a time while the thread holds others: a peer that
+                    // pipelines many does not keep them waiting.
+                    return Ok(Step::Again);
+                }
             }
             Action::StreamFile(source) => stream_file(&mut io, session, &source)?,
             Action::RunAfter(work) => {

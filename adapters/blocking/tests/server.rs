@@ -419,3 +419,91 @@ fn a_blocking_handler_holds_up_no_other_connection() {
     assert!(started.elapsed() >= BLOCKED);
     server.stop();
 }
+
+/// A peer that sends requests but never reads the answers holds up only its own
+/// connection: the thread that waits for it to take bytes first hands its other
+/// connections away.
+#[test]
+fn a_peer_that_does_not_read_holds_up_no_other_connection() {
+    use std::io::Write as _;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _serial = serial();
+    let server = Running::start(ServeOptions::default());
+    // Busy connections, each reporting its slowest answer: enough that every connection
+    // thread (one per core) holds some, so the stalled peer below joins one of them.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let count = 4 * cores + 8;
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(std::sync::Barrier::new(count + 1));
+    let busy: Vec<_> = (0..count)
+        .map(|_| {
+            let (addr, stop, started) = (server.addr, Arc::clone(&stop), Arc::clone(&started));
+            std::thread::spawn(move || {
+                let mut client = Client::connect(addr).unwrap();
+                for _ in 0..20 {
+                    assert_eq!(client.roundtrip(&ping()).unwrap().status, 200);
+                }
+                started.wait();
+                let mut slowest = Duration::ZERO;
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    assert_eq!(client.roundtrip(&ping()).unwrap().status, 200);
+                    slowest = slowest.max(started.elapsed());
+                }
+                slowest
+            })
+        })
+        .collect();
+    // The peer that will stop reading is busy like the others first, so a thread holds
+    // it together with some of them.
+    let mut peer = server.connect();
+    for _ in 0..20 {
+        assert_eq!(peer.roundtrip(&ping()).unwrap().status, 200);
+    }
+    started.wait();
+    // 64 KiB echoes: each answer is as large as its request.
+    let text = "x".repeat(64 * 1024);
+    let body =
+        String::from_utf8_lossy(fixtures::COMMAND_ECHO).replacen(fixtures::ECHO_TEXT, &text, 1);
+    let request = Request::signed(body.as_bytes()).to_bytes();
+    let mut stalled = peer.writer().unwrap();
+    stalled.set_nonblocking(true).unwrap();
+    // Pipeline requests until the server stops reading them: it waits for this peer to
+    // take its answers.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut written = 0;
+    let mut blocked_since: Option<Instant> = None;
+    loop {
+        assert!(Instant::now() < deadline, "the server kept reading");
+        match stalled.write(&request[written % request.len()..]) {
+            Ok(n) => {
+                written += n;
+                blocked_since = None;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // The busy connections go on while the server waits for the stalled peer (a
+    // connection held up behind it waits until the peer is gone, 3 s from now).
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    drop((stalled, peer));
+    let slowest = busy
+        .into_iter()
+        .map(|client| client.join().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a connection waited {slowest:?} behind a peer that does not read"
+    );
+    server.stop();
+}
