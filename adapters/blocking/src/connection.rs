@@ -507,8 +507,11 @@ fn release_idle(local: &mut Local, ready: &mut Vec<usize>, shared: &Shared) {
     }
 }
 
-/// Parks every held connection that is not ready with the reactor.
+/// Parks every held connection that is not ready with the reactor. Those to serve again
+/// (see [`Step::Again`]) become ready: their sessions may hold requests already read, which
+/// no readable event would bring back.
 fn release_all(local: &mut Local, ready: &mut Vec<usize>, shared: &Shared) {
+    ready.append(&mut local.ready_later);
     let tokens: Vec<usize> = (0..local.held.len())
         .filter(|token| local.held[*token].is_some() && !ready.contains(token))
         .collect();
@@ -585,10 +588,12 @@ fn hand_off(tokens: &[usize], local: &mut Local, ctx: &Arc<Ctx>, shared: &Arc<Sh
 /// reactor (idle ones) or to other threads (ones with a request in progress), before the
 /// worker waits for a peer to take bytes.
 fn evacuate(local: &mut Local, ctx: &Arc<Ctx>, shared: &Arc<Shared>) {
+    // Connections to serve again may hold requests already read: they go to threads too.
+    let again = std::mem::take(&mut local.ready_later);
     let mut jobs = Vec::new();
     for token in 0..local.held.len() {
         let in_progress = match &local.held[token] {
-            Some(held) => held.conn.verifying.is_some(),
+            Some(held) => held.conn.verifying.is_some() || again.contains(&token),
             None => continue,
         };
         let Some(conn) = local.remove(token) else {
@@ -603,7 +608,6 @@ fn evacuate(local: &mut Local, ctx: &Arc<Ctx>, shared: &Arc<Shared>) {
             }
         }
     }
-    local.ready_later.clear();
     crate::dispatch(shared, ctx, &mut jobs);
 }
 

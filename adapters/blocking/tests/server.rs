@@ -507,3 +507,32 @@ fn a_peer_that_does_not_read_holds_up_no_other_connection() {
     );
     server.stop();
 }
+
+/// Connections served together each get every pipelined request answered, in order
+/// (a thread answers one request per connection per round).
+#[test]
+fn pipelined_requests_on_connections_served_together() {
+    let _serial = serial();
+    let server = Running::start(ServeOptions::default());
+    let mut clients: Vec<Client> = (0..16).map(|_| server.connect()).collect();
+    for round in 0..3 {
+        for client in &mut clients {
+            let mut burst = Vec::new();
+            for n in 0..5 {
+                let name = format!("r{round}n{n}");
+                burst.extend(Request::signed(&fixtures::command_named(&name)).to_bytes());
+            }
+            client.send(&burst).unwrap();
+        }
+        for client in &mut clients {
+            for n in 0..5 {
+                let response = client.next_response().unwrap();
+                assert_eq!(response.status, 200);
+                let expected = format!("unknown command `r{round}n{n}`");
+                assert_eq!(response.json()["data"]["content"], expected.as_str());
+            }
+        }
+    }
+    drop(clients);
+    server.stop();
+}
