@@ -298,6 +298,16 @@ struct Workers {
     holding: Vec<u64>,
 }
 
+impl Workers {
+    /// This thread's share of the queue among it and the idle threads, `most` at most.
+    #[allow(clippy::vec_box)] // the connections stay boxed: they move between threads
+    fn take_share(&mut self, most: usize) -> Vec<Box<Conn>> {
+        let take = self.queue.len().div_ceil(self.idle + 1).min(most);
+        self.taken += take as u64;
+        self.queue.drain(..take).collect()
+    }
+}
+
 impl std::fmt::Debug for Workers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Workers")
@@ -448,18 +458,12 @@ fn worker(shared: &Arc<Shared>, ctx: &Arc<Ctx>) {
 /// block, else its share of the queue among the idle threads, up to a group.
 #[allow(clippy::vec_box)] // the connections stay boxed: they move between threads
 fn share_of_queue(workers: &mut Workers, shared: &Shared) -> Vec<Box<Conn>> {
-    let share = if shared.handlers_block() {
+    let most = if shared.handlers_block() {
         1
     } else {
-        workers
-            .queue
-            .len()
-            .div_ceil(workers.idle + 1)
-            .min(connection::MAX_GROUP)
+        connection::MAX_GROUP
     };
-    let take = share.min(workers.queue.len());
-    workers.taken += take as u64;
-    workers.queue.drain(..take).collect()
+    workers.take_share(most)
 }
 
 /// Whether a thread could take connections off a busy one: one is idle, or there are
@@ -488,13 +492,7 @@ pub(crate) fn end_hold(shared: &Shared, id: u64) {
 /// Up to `room` queued connections, for a thread that serves a group.
 #[allow(clippy::vec_box)] // the connections stay boxed: they move between threads
 pub(crate) fn take_jobs(shared: &Shared, room: usize) -> Vec<Box<Conn>> {
-    let mut workers = lock(&shared.workers);
-    if workers.queue.is_empty() || room == 0 {
-        return Vec::new();
-    }
-    let take = workers.queue.len().div_ceil(workers.idle + 1).min(room);
-    workers.taken += take as u64;
-    workers.queue.drain(..take).collect()
+    lock(&shared.workers).take_share(room)
 }
 
 #[derive(Debug, Default)]
