@@ -235,7 +235,7 @@ impl Server {
                 .clone()
                 .spawn(async move { self.serve_on(&executor, listener).await })
         };
-        let result = executor.run(serving).await;
+        let result = run_executor(&executor, serving).await;
         drop(workers);
         result
     }
@@ -299,6 +299,38 @@ impl Server {
     }
 }
 
+/// How many tasks a serving thread runs between two polls of the reactor.
+const TASKS_PER_IO_POLL: usize = 8;
+
+/// Runs `executor`'s tasks until `until` completes, going back to the enclosing
+/// `async_io::block_on` every [`TASKS_PER_IO_POLL`] tasks, so that this thread polls
+/// the reactor (without blocking) itself.
+///
+/// `Executor::run` goes back only every 200 tasks. Under load that leaves the reactor
+/// unpolled for milliseconds, and async-io's fallback thread takes it over: I/O events
+/// then cost context switches on the busy core (measured at 64 connections: 0.2 to 1.3
+/// per request in some runs, against 0.02 with this loop, and up to a third more CPU
+/// per request).
+async fn run_executor<T>(executor: &Executor<'static>, until: impl Future<Output = T>) -> T {
+    let tasks = async {
+        let mut ran = 0;
+        loop {
+            if executor.try_tick() {
+                ran += 1;
+                if ran == TASKS_PER_IO_POLL {
+                    ran = 0;
+                    future::yield_now().await;
+                }
+            } else {
+                ran = 0;
+                // Nothing to run: wait for a task while `block_on` waits on the reactor.
+                executor.tick().await;
+            }
+        }
+    };
+    future::or(until, tasks).await
+}
+
 /// The server's own executor threads; stopped when dropped.
 struct Workers {
     stop: Arc<Flag>,
@@ -312,7 +344,7 @@ impl Workers {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name(format!("yuyo-smol-{index}"))
-                .spawn(move || async_io::block_on(executor.run(stop.wait())))?;
+                .spawn(move || async_io::block_on(run_executor(&executor, stop.wait())))?;
         }
         Ok(Self { stop })
     }
