@@ -340,6 +340,13 @@ impl Client {
         Ok(response)
     }
 
+    /// The bytes read past the last response (none once a lone response was read
+    /// whole: a server that sent more is answering twice).
+    #[must_use]
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Reads the next final response, skipping interim (1xx) ones.
     pub fn response(&mut self) -> io::Result<Response> {
         loop {

@@ -19,20 +19,43 @@
 //! }
 //! yuyo_conformance::suite!(MyHarness);
 //! ```
+//!
+//! The adapters' REST clients and bots share their cases the same way:
+//!
+//! - [`bot_harness`]: [`BotHarness`], what an adapter provides to drive its REST
+//!   client and bot synchronously, and [`bounded`](bot_harness::bounded).
+//! - [`bot_cases`]: the REST client and bot cases; [`bot_suite!`] makes a `#[test]` of
+//!   each.
+//! - [`reply_routing_cases`]: replies through REST (deferrals, late replies, oversized
+//!   files) end to end; [`reply_routing_suite!`] makes a `#[test]` of each.
+//!
+//! ```ignore
+//! // adapters/<name>/tests/bot.rs
+//! struct MyBotHarness;
+//! impl yuyo_conformance::BotHarness for MyBotHarness { /* block on the adapter */ }
+//! yuyo_conformance::bot_suite!(MyBotHarness);
+//! ```
 #![deny(missing_docs)]
 
+pub mod bot_cases;
+pub mod bot_harness;
 pub mod cases;
 pub mod client;
 pub mod demo;
 pub mod fixtures;
 mod gate;
 pub mod mock_discord;
+pub mod reply_routing_cases;
 
 use std::net::{SocketAddr, TcpListener};
 
 use yuyo_core::service::{ServeError, Service};
 
+pub use bot_harness::{BotHarness, ServedBot};
 pub use gate::Gate;
+/// `yuyo-core`, for the paths in [`bot_harness_sync_methods!`].
+#[doc(hidden)]
+pub use yuyo_core as __yuyo_core;
 
 /// What an adapter provides to run the suite against it.
 pub trait Harness {
@@ -168,6 +191,66 @@ macro_rules! suite {
             #[test]
             fn $case() {
                 $crate::cases::$case::<$harness>();
+            }
+        )+
+    };
+}
+
+/// Expands to one `#[test]` per REST client and bot case (see [`bot_cases`]) for the
+/// [`BotHarness`] `$harness`.
+#[macro_export]
+macro_rules! bot_suite {
+    ($harness:ty) => {
+        $crate::bot_suite!(@cases $harness;
+            token_header_user_agent_and_keep_alive,
+            bucket_is_learned_and_waited_for,
+            route_429_is_waited_out,
+            global_429_is_waited_out,
+            max_rate_limit_exceeded_is_an_error,
+            retries_are_exhausted_on_5xx,
+            dropped_connection_is_retried_and_slow_answer_times_out,
+            multipart_upload,
+            tls_with_a_custom_ca,
+            proxy_connect_with_basic_auth,
+            public_key_discovery_bot_token,
+            public_key_discovery_bearer_token_single_flight,
+            bad_public_key_hex_fails_construction,
+            managed_bot_refuses_manual_lifecycle,
+            managed_bot_runs_with_the_server_lifespan,
+            unmanaged_start_twice_is_an_error,
+            unmanaged_close_when_stopped_is_an_error,
+            unmanaged_run_until_closed,
+            removing_an_unknown_callback_is_an_error,
+        );
+    };
+    (@cases $harness:ty; $($case:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::bot_cases::$case::<$harness>();
+            }
+        )+
+    };
+}
+
+/// Expands to one `#[test]` per reply-routing case (see [`reply_routing_cases`]) for
+/// the [`BotHarness`] `$harness`.
+#[macro_export]
+macro_rules! reply_routing_suite {
+    ($harness:ty) => {
+        $crate::reply_routing_suite!(@cases $harness;
+            slow_command_is_deferred_and_its_reply_patches_the_original,
+            slow_component_is_deferred_with_type_6,
+            autocomplete_is_never_deferred,
+            handler_error_after_deferral_deletes_the_deferred_message,
+            oversized_file_goes_through_the_callback_endpoint,
+        );
+    };
+    (@cases $harness:ty; $($case:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::reply_routing_cases::$case::<$harness>();
             }
         )+
     };

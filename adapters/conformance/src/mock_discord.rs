@@ -4,12 +4,13 @@
 //! The mock answers requests in order from its script (`200 {}` once it is empty); a
 //! [`Reply`] can also be delayed (a slow Discord) or drop the connection unanswered.
 //! [`MockDiscord::start_with`] wraps each accepted socket first (e.g. in a TLS
-//! session), so the same mock serves `https`.
+//! session), so the same mock serves `https`. [`MockDiscord::wait_for`] waits (bounded)
+//! for requests sent in the background, such as late replies.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -90,7 +91,7 @@ pub struct Recorded {
     pub path: String,
     /// Header fields, names lowercased.
     pub headers: Vec<(String, String)>,
-    /// Body (`Content-Length` framed).
+    /// Body (`Content-Length` framed, or chunked and then de-chunked).
     pub body: Vec<u8>,
     /// When it was complete.
     pub at: Instant,
@@ -112,6 +113,8 @@ impl Recorded {
 pub struct MockDiscord {
     script: Arc<Mutex<VecDeque<Reply>>>,
     log: Arc<Mutex<Vec<Recorded>>>,
+    /// Notified on every request logged, for [`MockDiscord::wait_for`].
+    arrived: Arc<Condvar>,
 }
 
 impl MockDiscord {
@@ -130,6 +133,18 @@ impl MockDiscord {
     #[must_use]
     pub fn requests(&self) -> Vec<Recorded> {
         lock(&self.log).clone()
+    }
+
+    /// Waits until at least `n` requests have arrived, then returns them all; `None`
+    /// when `timeout` passes first.
+    #[must_use]
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> Option<Vec<Recorded>> {
+        let log = lock(&self.log);
+        let (log, _) = self
+            .arrived
+            .wait_timeout_while(log, timeout, |log| log.len() < n)
+            .unwrap_or_else(PoisonError::into_inner);
+        (log.len() >= n).then(|| log.clone())
     }
 
     /// Listens on 127.0.0.1 and returns the REST base URL (`http://…/api/v10`).
@@ -180,6 +195,7 @@ impl MockDiscord {
         let mut buf = Vec::new();
         while let Some(request) = read_request(&mut stream, &mut buf) {
             lock(&self.log).push(request);
+            self.arrived.notify_all();
             let reply = lock(&self.script)
                 .pop_front()
                 .unwrap_or_else(|| Reply::ok("{}"));
@@ -207,18 +223,48 @@ impl MockDiscord {
     }
 }
 
-/// Reads one `Content-Length` framed request; `None` at EOF or on a bad request.
+/// Reads more of `stream` into `buf`; `None` at EOF or on an error.
+fn fill<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0_u8; 16 * 1024];
+    let n = stream.read(&mut chunk).ok()?;
+    if n == 0 {
+        return None;
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Some(())
+}
+
+/// Reads a chunked body (after the head) and returns it de-chunked.
+fn read_chunked<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(pos) = buf.windows(2).position(|w| w == b"\r\n") {
+                break pos;
+            }
+            fill(stream, buf)?;
+        };
+        let size = usize::from_str_radix(std::str::from_utf8(&buf[..line_end]).ok()?, 16).ok()?;
+        buf.drain(..line_end + 2);
+        while buf.len() < size + 2 {
+            fill(stream, buf)?;
+        }
+        body.extend(buf.drain(..size));
+        buf.drain(..2);
+        if size == 0 {
+            return Some(body);
+        }
+    }
+}
+
+/// Reads one request, its body `Content-Length` framed or chunked; `None` at EOF or on
+/// a bad request.
 pub fn read_request<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> Option<Recorded> {
     let head_end = loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break pos + 4;
         }
-        let mut chunk = [0_u8; 4096];
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        fill(stream, buf)?;
     };
     let head = String::from_utf8(buf[..head_end].to_vec()).ok()?;
     let mut lines = head.split("\r\n");
@@ -230,21 +276,23 @@ pub fn read_request<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> Option<Record
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
     buf.drain(..head_end);
-    while buf.len() < len {
-        let mut chunk = [0_u8; 4096];
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        read_chunked(stream, buf)?
+    } else {
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < len {
+            fill(stream, buf)?;
         }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body: Vec<u8> = buf.drain(..len).collect();
+        buf.drain(..len).collect()
+    };
     Some(Recorded {
         method,
         path,
