@@ -64,6 +64,15 @@ fn bot<H: BotHarness>() -> BotBuilder<H::Bot> {
     BotBuilder::new("tok")
 }
 
+/// An unmanaged bot with a known key.
+fn unmanaged_bot<H: BotHarness>() -> H::Bot {
+    bot::<H>()
+        .public_key_hex(KEY_HEX)
+        .unmanaged()
+        .build()
+        .unwrap()
+}
+
 /// Runs `f` on the bot, bounded.
 fn on_bot<H: BotHarness, T: Send + 'static>(
     bot: &H::Bot,
@@ -458,11 +467,7 @@ pub fn managed_bot_runs_with_the_server_lifespan<H: BotHarness>() {
 
 /// An unmanaged bot cannot be started (or run) twice.
 pub fn unmanaged_start_twice_is_an_error<H: BotHarness>() {
-    let bot = bot::<H>()
-        .public_key_hex(KEY_HEX)
-        .unmanaged()
-        .build()
-        .unwrap();
+    let bot = unmanaged_bot::<H>();
     on_bot::<H, _>(&bot, |bot| {
         H::start(bot).unwrap();
         assert!(H::is_alive(bot));
@@ -473,11 +478,7 @@ pub fn unmanaged_start_twice_is_an_error<H: BotHarness>() {
 
 /// An unmanaged bot that is not running cannot be closed or joined.
 pub fn unmanaged_close_when_stopped_is_an_error<H: BotHarness>() {
-    let bot = bot::<H>()
-        .public_key_hex(KEY_HEX)
-        .unmanaged()
-        .build()
-        .unwrap();
+    let bot = unmanaged_bot::<H>();
     on_bot::<H, _>(&bot, |bot| {
         assert!(matches!(H::close(bot), Err(LifecycleError::NotRunning)));
         assert!(matches!(H::join(bot), Err(LifecycleError::NotRunning)));
@@ -486,11 +487,7 @@ pub fn unmanaged_close_when_stopped_is_an_error<H: BotHarness>() {
 
 /// `run` returns once another thread closes the bot.
 pub fn unmanaged_run_until_closed<H: BotHarness>() {
-    let bot = bot::<H>()
-        .public_key_hex(KEY_HEX)
-        .unmanaged()
-        .build()
-        .unwrap();
+    let bot = unmanaged_bot::<H>();
     let (started_tx, started_rx) = mpsc::channel::<()>();
     let started_tx = Mutex::new(started_tx);
     H::add_startup_callback(&bot, move |_bot| {

@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::pin::Pin;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
@@ -20,6 +20,7 @@ use yuyo_core::deferral::ReplyRouting;
 use yuyo_core::rest::bot::{BotCallbackId, BuildBot, LifecycleError, UnknownCallback};
 use yuyo_core::rest::transport::{HttpSettings, ProxySettings};
 use yuyo_core::rest::{RequestBody, RequestError, RestConfig, RestError, RestRequest};
+use yuyo_core::service::ServeError;
 
 use crate::Running;
 
@@ -145,6 +146,28 @@ pub struct ServedBot {
     pub reply_routing: ReplyRouting,
 }
 
+impl ServedBot {
+    /// A server at `addr` routing replies as `reply_routing` says, served by `serve` on
+    /// a thread of its own until `shutdown` (which must not block) is called.
+    pub fn on_thread(
+        addr: SocketAddr,
+        reply_routing: ReplyRouting,
+        shutdown: impl FnOnce() + Send + 'static,
+        serve: impl FnOnce() -> Result<(), ServeError> + Send + 'static,
+    ) -> Self {
+        let serving = thread::spawn(serve);
+        let join = move || {
+            serving
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        };
+        Self {
+            running: Running::new(addr, shutdown, join),
+            reply_routing,
+        }
+    }
+}
+
 /// Runs `f` on a thread of its own and returns its result, failing the test if it takes
 /// longer than [`LIMIT`]; a panic in `f` is the test's panic.
 ///
@@ -165,20 +188,66 @@ pub fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     }
 }
 
-/// Expands, inside `impl BotHarness for …`, to the methods that are the same plain
-/// calls of the adapter's inherent, synchronous API on every adapter:
-/// [`client`](BotHarness::client), [`idle_connections`](BotHarness::idle_connections),
-/// the bot's getters, and adding and removing callbacks. The adapter writes the rest,
-/// which block on its runtime.
+/// Expands, inside `impl BotHarness for …`, to every method but
+/// [`serve`](BotHarness::serve) and [`sleep`](BotHarness::sleep): they are the same
+/// calls of the adapter's inherent API on every adapter, each operation run to
+/// completion by `$block_on` (a generic `fn(F) -> F::Output` blocking on the runtime
+/// for an async adapter, `std::convert::identity` for a blocking one).
 #[macro_export]
-macro_rules! bot_harness_sync_methods {
-    () => {
+macro_rules! bot_harness_methods {
+    ($block_on:path) => {
         fn client(
             config: $crate::__yuyo_core::rest::RestConfig,
             settings: $crate::__yuyo_core::rest::transport::HttpSettings,
             proxy: ::std::option::Option<$crate::__yuyo_core::rest::transport::ProxySettings>,
         ) -> Self::Client {
             <Self::Client>::new(config, settings, proxy).expect("REST client")
+        }
+
+        fn request(
+            client: &Self::Client,
+            method: $crate::__http::Method,
+            path: &str,
+            body: $crate::__yuyo_core::rest::RequestBody,
+        ) -> ::std::result::Result<(), $crate::__yuyo_core::rest::RequestError> {
+            $block_on(client.request(method, path, body)).map(drop)
+        }
+
+        fn call<T: Send + 'static>(
+            client: &Self::Client,
+            request: $crate::__yuyo_core::rest::RestRequest<T>,
+        ) -> ::std::result::Result<(), $crate::__yuyo_core::rest::RestError> {
+            $block_on(client.call(request)).map(drop)
+        }
+
+        fn start(
+            bot: &Self::Bot,
+        ) -> ::std::result::Result<(), $crate::__yuyo_core::rest::bot::LifecycleError> {
+            $block_on(bot.start())
+        }
+
+        fn close(
+            bot: &Self::Bot,
+        ) -> ::std::result::Result<(), $crate::__yuyo_core::rest::bot::LifecycleError> {
+            $block_on(bot.close())
+        }
+
+        fn join(
+            bot: &Self::Bot,
+        ) -> ::std::result::Result<(), $crate::__yuyo_core::rest::bot::LifecycleError> {
+            $block_on(bot.join())
+        }
+
+        fn run(
+            bot: &Self::Bot,
+        ) -> ::std::result::Result<(), $crate::__yuyo_core::rest::bot::LifecycleError> {
+            $block_on(bot.run())
+        }
+
+        fn server(
+            bot: &Self::Bot,
+        ) -> ::std::result::Result<(), $crate::__yuyo_core::rest::bot::LifecycleError> {
+            $block_on(bot.server()).map(drop)
         }
 
         fn idle_connections(client: &Self::Client) -> usize {

@@ -23,7 +23,8 @@
 //! The adapters' REST clients and bots share their cases the same way:
 //!
 //! - [`bot_harness`]: [`BotHarness`], what an adapter provides to drive its REST
-//!   client and bot synchronously, and [`bounded`](bot_harness::bounded).
+//!   client and bot synchronously ([`bot_harness_methods!`] writes most of it), and
+//!   [`bounded`](bot_harness::bounded).
 //! - [`bot_cases`]: the REST client and bot cases; [`bot_suite!`] makes a `#[test]` of
 //!   each.
 //! - [`reply_routing_cases`]: replies through REST (deferrals, late replies, oversized
@@ -32,7 +33,13 @@
 //! ```ignore
 //! // adapters/<name>/tests/bot.rs
 //! struct MyBotHarness;
-//! impl yuyo_conformance::BotHarness for MyBotHarness { /* block on the adapter */ }
+//! impl yuyo_conformance::BotHarness for MyBotHarness {
+//!     type Client = RestClient;
+//!     type Bot = Bot;
+//!     yuyo_conformance::bot_harness_methods!(my_runtime_block_on);
+//!     fn serve(bot: &Bot, listener: TcpListener) -> Result<ServedBot, LifecycleError> { /* … */ }
+//!     fn sleep(duration: Duration) -> yuyo_conformance::bot_harness::Sleep { /* … */ }
+//! }
 //! yuyo_conformance::bot_suite!(MyBotHarness);
 //! ```
 #![deny(missing_docs)]
@@ -53,7 +60,10 @@ use yuyo_core::service::{ServeError, Service};
 
 pub use bot_harness::{BotHarness, ServedBot};
 pub use gate::Gate;
-/// `yuyo-core`, for the paths in [`bot_harness_sync_methods!`].
+/// `http`, for the paths in [`bot_harness_methods!`].
+#[doc(hidden)]
+pub use http as __http;
+/// `yuyo-core`, for the paths in [`bot_harness_methods!`].
 #[doc(hidden)]
 pub use yuyo_core as __yuyo_core;
 
@@ -139,7 +149,7 @@ impl Drop for Running {
 #[macro_export]
 macro_rules! suite {
     ($harness:ty) => {
-        $crate::suite!(@cases $harness;
+        $crate::__tests!(cases, $harness;
             status_404_not_found,
             status_405_method_not_allowed,
             status_415_unsupported_media_type,
@@ -186,14 +196,6 @@ macro_rules! suite {
             file_from_disk_missing_closes,
         );
     };
-    (@cases $harness:ty; $($case:ident),+ $(,)?) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::cases::$case::<$harness>();
-            }
-        )+
-    };
 }
 
 /// Expands to one `#[test]` per REST client and bot case (see [`bot_cases`]) for the
@@ -201,7 +203,7 @@ macro_rules! suite {
 #[macro_export]
 macro_rules! bot_suite {
     ($harness:ty) => {
-        $crate::bot_suite!(@cases $harness;
+        $crate::__tests!(bot_cases, $harness;
             token_header_user_agent_and_keep_alive,
             bucket_is_learned_and_waited_for,
             route_429_is_waited_out,
@@ -223,14 +225,6 @@ macro_rules! bot_suite {
             removing_an_unknown_callback_is_an_error,
         );
     };
-    (@cases $harness:ty; $($case:ident),+ $(,)?) => {
-        $(
-            #[test]
-            fn $case() {
-                $crate::bot_cases::$case::<$harness>();
-            }
-        )+
-    };
 }
 
 /// Expands to one `#[test]` per reply-routing case (see [`reply_routing_cases`]) for
@@ -238,7 +232,7 @@ macro_rules! bot_suite {
 #[macro_export]
 macro_rules! reply_routing_suite {
     ($harness:ty) => {
-        $crate::reply_routing_suite!(@cases $harness;
+        $crate::__tests!(reply_routing_cases, $harness;
             slow_command_is_deferred_and_its_reply_patches_the_original,
             slow_component_is_deferred_with_type_6,
             autocomplete_is_never_deferred,
@@ -246,11 +240,18 @@ macro_rules! reply_routing_suite {
             oversized_file_goes_through_the_callback_endpoint,
         );
     };
-    (@cases $harness:ty; $($case:ident),+ $(,)?) => {
+}
+
+/// One `#[test]` per case `$case` of module `$module`, for `$harness` (the suites'
+/// expansion).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tests {
+    ($module:ident, $harness:ty; $($case:ident),+ $(,)?) => {
         $(
             #[test]
             fn $case() {
-                $crate::reply_routing_cases::$case::<$harness>();
+                $crate::$module::$case::<$harness>();
             }
         )+
     };

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use async_io::{Timer, block_on};
 use yuyo_conformance::bot_harness::Sleep;
-use yuyo_conformance::{BotHarness, Running, ServedBot};
-use yuyo_core::rest::{RequestBody, RequestError, RestError, RestRequest};
+use yuyo_conformance::{BotHarness, ServedBot};
 use yuyo_smol::bot::{Bot, LifecycleError};
 use yuyo_smol::rest::RestClient;
 
@@ -18,61 +17,21 @@ impl BotHarness for SmolHarness {
     type Client = RestClient;
     type Bot = Bot;
 
-    yuyo_conformance::bot_harness_sync_methods!();
-
-    fn request(
-        client: &RestClient,
-        method: http::Method,
-        path: &str,
-        body: RequestBody,
-    ) -> Result<(), RequestError> {
-        block_on(client.request(method, path, body)).map(drop)
-    }
-
-    fn call<T: Send + 'static>(
-        client: &RestClient,
-        request: RestRequest<T>,
-    ) -> Result<(), RestError> {
-        block_on(client.call(request)).map(drop)
-    }
-
-    fn start(bot: &Bot) -> Result<(), LifecycleError> {
-        block_on(bot.start())
-    }
-
-    fn close(bot: &Bot) -> Result<(), LifecycleError> {
-        block_on(bot.close())
-    }
-
-    fn join(bot: &Bot) -> Result<(), LifecycleError> {
-        block_on(bot.join())
-    }
-
-    fn run(bot: &Bot) -> Result<(), LifecycleError> {
-        block_on(bot.run())
-    }
-
-    fn server(bot: &Bot) -> Result<(), LifecycleError> {
-        block_on(bot.server()).map(drop)
-    }
+    yuyo_conformance::bot_harness_methods!(block_on);
 
     fn serve(bot: &Bot, listener: TcpListener) -> Result<ServedBot, LifecycleError> {
         let server = block_on(bot.server())?;
         let reply_routing = server.reply_routing();
         let server = server.with_threads(NonZeroUsize::new(2).expect("non-zero"));
-        let handle = server.shutdown_handle();
         let addr = listener.local_addr().expect("local address");
         let listener = async_net::TcpListener::try_from(listener).expect("async listener");
-        let serving = std::thread::spawn(move || block_on(server.serve(listener)));
-        let running = Running::new(
+        let handle = server.shutdown_handle();
+        Ok(ServedBot::on_thread(
             addr,
-            move || handle.shutdown(),
-            move || serving.join().expect("the serving thread panicked"),
-        );
-        Ok(ServedBot {
-            running,
             reply_routing,
-        })
+            move || handle.shutdown(),
+            move || block_on(server.serve(listener)),
+        ))
     }
 
     fn sleep(duration: Duration) -> Sleep {

@@ -1,14 +1,14 @@
 //! The [`BotHarness`] of yuyo-tokio: every call blocks on one shared multi-thread
 //! runtime, on which the bot's servers are spawned too.
 
+use std::future::Future;
 use std::net::TcpListener;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
 use yuyo_conformance::bot_harness::Sleep;
-use yuyo_conformance::{BotHarness, Running, ServedBot};
-use yuyo_core::rest::{RequestBody, RequestError, RestError, RestRequest};
+use yuyo_conformance::{BotHarness, ServedBot};
 use yuyo_tokio::bot::{Bot, LifecycleError};
 use yuyo_tokio::rest::RestClient;
 
@@ -24,73 +24,37 @@ fn runtime() -> &'static Runtime {
     })
 }
 
+fn block_on<F: Future>(future: F) -> F::Output {
+    runtime().block_on(future)
+}
+
 pub struct TokioHarness;
 
 impl BotHarness for TokioHarness {
     type Client = RestClient;
     type Bot = Bot;
 
-    yuyo_conformance::bot_harness_sync_methods!();
-
-    fn request(
-        client: &RestClient,
-        method: http::Method,
-        path: &str,
-        body: RequestBody,
-    ) -> Result<(), RequestError> {
-        runtime()
-            .block_on(client.request(method, path, body))
-            .map(drop)
-    }
-
-    fn call<T: Send + 'static>(
-        client: &RestClient,
-        request: RestRequest<T>,
-    ) -> Result<(), RestError> {
-        runtime().block_on(client.call(request)).map(drop)
-    }
-
-    fn start(bot: &Bot) -> Result<(), LifecycleError> {
-        runtime().block_on(bot.start())
-    }
-
-    fn close(bot: &Bot) -> Result<(), LifecycleError> {
-        runtime().block_on(bot.close())
-    }
-
-    fn join(bot: &Bot) -> Result<(), LifecycleError> {
-        runtime().block_on(bot.join())
-    }
-
-    fn run(bot: &Bot) -> Result<(), LifecycleError> {
-        runtime().block_on(bot.run())
-    }
-
-    fn server(bot: &Bot) -> Result<(), LifecycleError> {
-        runtime().block_on(bot.server()).map(drop)
-    }
+    yuyo_conformance::bot_harness_methods!(block_on);
 
     fn serve(bot: &Bot, listener: TcpListener) -> Result<ServedBot, LifecycleError> {
-        let server = runtime().block_on(bot.server())?;
-        let reply_routing = server.reply_routing();
-        let handle = server.shutdown_handle();
+        let server = block_on(bot.server())?;
         let addr = listener.local_addr().expect("local address");
         listener
             .set_nonblocking(true)
             .expect("non-blocking listener");
-        let serving = runtime().spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-            server.serve(listener).await
-        });
-        let running = Running::new(
+        let handle = server.shutdown_handle();
+        Ok(ServedBot::on_thread(
             addr,
+            server.reply_routing(),
             move || handle.shutdown(),
-            move || runtime().block_on(serving).expect("serving panicked"),
-        );
-        Ok(ServedBot {
-            running,
-            reply_routing,
-        })
+            move || {
+                block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    server.serve(listener).await
+                })
+            },
+        ))
     }
 
     fn sleep(duration: Duration) -> Sleep {
