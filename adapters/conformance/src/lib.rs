@@ -20,15 +20,14 @@
 //! yuyo_conformance::suite!(MyHarness);
 //! ```
 //!
-//! The adapters' REST clients and bots share their cases the same way:
+//! The adapters' REST clients and bots share their cases the same way, with the
+//! `bot-suites` feature (which the adapters' tests enable; `yuyo serve` does not):
 //!
-//! - [`bot_harness`]: [`BotHarness`], what an adapter provides to drive its REST
-//!   client and bot synchronously ([`bot_harness_methods!`] writes most of it), and
-//!   [`bounded`](bot_harness::bounded).
-//! - [`bot_cases`]: the REST client and bot cases; [`bot_suite!`] makes a `#[test]` of
-//!   each.
-//! - [`reply_routing_cases`]: replies through REST (deferrals, late replies, oversized
-//!   files) end to end; [`reply_routing_suite!`] makes a `#[test]` of each.
+//! - `bot_harness`: `BotHarness`, what an adapter provides to drive its REST client
+//!   and bot synchronously (`bot_harness_methods!` writes most of it), and `bounded`.
+//! - `bot_cases`: the REST client and bot cases; `bot_suite!` makes a `#[test]` of each.
+//! - `reply_routing_cases`: replies through REST (deferrals, late replies, oversized
+//!   files) end to end; `reply_routing_suite!` makes a `#[test]` of each.
 //!
 //! ```ignore
 //! // adapters/<name>/tests/bot.rs
@@ -44,7 +43,9 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "bot-suites")]
 pub mod bot_cases;
+#[cfg(feature = "bot-suites")]
 pub mod bot_harness;
 pub mod cases;
 pub mod client;
@@ -52,12 +53,14 @@ pub mod demo;
 pub mod fixtures;
 mod gate;
 pub mod mock_discord;
+#[cfg(feature = "bot-suites")]
 pub mod reply_routing_cases;
 
 use std::net::{SocketAddr, TcpListener};
 
 use yuyo_core::service::{ServeError, Service};
 
+#[cfg(feature = "bot-suites")]
 pub use bot_harness::{BotHarness, ServedBot};
 pub use gate::Gate;
 /// `http`, for the paths in [`bot_harness_methods!`].
@@ -200,6 +203,7 @@ macro_rules! suite {
 
 /// Expands to one `#[test]` per REST client and bot case (see [`bot_cases`]) for the
 /// [`BotHarness`] `$harness`.
+#[cfg(feature = "bot-suites")]
 #[macro_export]
 macro_rules! bot_suite {
     ($harness:ty) => {
@@ -229,6 +233,7 @@ macro_rules! bot_suite {
 
 /// Expands to one `#[test]` per reply-routing case (see [`reply_routing_cases`]) for
 /// the [`BotHarness`] `$harness`.
+#[cfg(feature = "bot-suites")]
 #[macro_export]
 macro_rules! reply_routing_suite {
     ($harness:ty) => {
