@@ -300,7 +300,13 @@ impl Server {
 }
 
 /// How many tasks a serving thread runs between two polls of the reactor.
-const TASKS_PER_IO_POLL: usize = 8;
+///
+/// Requests woken by one poll form one signature batch (see
+/// [`yuyo_core::endpoint::VerifyQueue`]), so polling too often splits batches: at 16
+/// connections, every 8 tasks gave batches of 8 signatures against 14 with `run`'s 200,
+/// and cost more CPU per request. 32 kept the batches and, at 64 connections, kept
+/// async-io's fallback thread away (see [`run_executor`]).
+const TASKS_PER_IO_POLL: usize = 32;
 
 /// Runs `executor`'s tasks until `until` completes, going back to the enclosing
 /// `async_io::block_on` every [`TASKS_PER_IO_POLL`] tasks, so that this thread polls
