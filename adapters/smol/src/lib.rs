@@ -301,12 +301,13 @@ impl Server {
 
 /// How many tasks a serving thread runs between two polls of the reactor.
 ///
-/// Requests woken by one poll form one signature batch (see
-/// [`yuyo_core::endpoint::VerifyQueue`]), so polling too often splits batches: at 16
-/// connections, every 8 tasks gave batches of 8 signatures against 14 with `run`'s 200,
-/// and cost more CPU per request. 32 kept the batches and, at 64 connections, kept
-/// async-io's fallback thread away (see [`run_executor`]).
-const TASKS_PER_IO_POLL: usize = 32;
+/// Fewer polls let async-io's fallback thread take the reactor over (see
+/// [`run_executor`]); at 64 connections it did in 10 of 20 runs with `Executor::run`
+/// (a poll every 200 tasks), 2 of 11 with 32, 1 of 15 with 16 and 0 of 17 with 8. The
+/// price: requests woken by one poll form one signature batch (see
+/// [`yuyo_core::endpoint::VerifyQueue`]), and at 16 connections batches shrank from 14
+/// signatures to 8.
+const TASKS_PER_IO_POLL: usize = 8;
 
 /// Runs `executor`'s tasks until `until` completes, going back to the enclosing
 /// `async_io::block_on` every [`TASKS_PER_IO_POLL`] tasks, so that this thread polls
@@ -314,9 +315,9 @@ const TASKS_PER_IO_POLL: usize = 32;
 ///
 /// `Executor::run` goes back only every 200 tasks. Under load that leaves the reactor
 /// unpolled for milliseconds, and async-io's fallback thread takes it over: I/O events
-/// then cost context switches on the busy core (measured at 64 connections: 0.2 to 1.3
-/// per request in some runs, against 0.02 with this loop, and up to a third more CPU
-/// per request).
+/// then cost context switches on the busy core (measured at 64 connections: 0.15 to 1.3
+/// per request in those runs, against 0.01 otherwise, and up to a third more CPU per
+/// request).
 async fn run_executor<T>(executor: &Executor<'static>, until: impl Future<Output = T>) -> T {
     let tasks = async {
         let mut ran = 0;
