@@ -371,7 +371,7 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream, config: http1:
             }
             Action::Verify(ticket) => {
                 // Other connections' finished requests join this one's batch.
-                tokio::task::yield_now().await;
+                glue::yield_to_queued_tasks().await;
                 if let Err(error) = session.verified(now(), ticket.await) {
                     tracing::error!(%error, "session refused a verification result");
                     return;

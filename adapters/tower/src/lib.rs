@@ -393,7 +393,7 @@ impl Inner {
             Ok(signed) => {
                 let ticket = signed.enqueue(unix_secs());
                 // Other requests' finished bodies join this one's batch.
-                tokio::task::yield_now().await;
+                yuyo_tokio::glue::yield_to_queued_tasks().await;
                 ticket.await
             }
         };
