@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::endpoint::{Endpoint, Handlers};
 use crate::http1;
+use crate::server::Slots;
 use crate::lifespan::{
     CallbackError, CallbackId, FinishError, Lifespan, TransitionError, UnknownCallback,
 };
@@ -16,15 +17,17 @@ use crate::lifespan::{
 pub struct ServeOptions {
     /// HTTP/1.1 limits and deadlines (the body limit is taken from the endpoint).
     pub http: http1::Config,
-    /// Most connections served at once; further ones wait in the listen backlog.
+    /// Most connections served at once. At the cap, a new connection takes the slot of
+    /// the one that has waited longest on its peer (see [`Slots`](crate::server::Slots));
+    /// when every connection is busy on the server's side, new ones wait in the backlog.
     pub max_connections: usize,
     /// How long in-flight requests (and after-response work) may run after shutdown was
     /// requested (hikari's `shutdown_timeout`).
     pub grace_period: Duration,
     /// Shut down gracefully on Ctrl-C / SIGTERM where the runtime offers signals.
     pub handle_signals: bool,
-    /// Head and idle deadline of connections accepted while at least half of
-    /// `max_connections` are open (see [`ServeOptions::connection_config`]).
+    /// Head, body, write and idle deadline of connections accepted while at least half
+    /// of `max_connections` are open (see [`ServeOptions::connection_config`]).
     pub pressure_timeout: Duration,
 }
 
@@ -32,14 +35,17 @@ impl ServeOptions {
     /// The HTTP/1.1 configuration for a connection accepted while `open` others are open.
     ///
     /// Once half the connection cap is in use, new connections must send their request
-    /// head, and later requests, within [`ServeOptions::pressure_timeout`] instead of the
-    /// usual deadlines: a flood of silent or idle sockets then drains within seconds and
-    /// cannot hold the cap against real requests (which Discord sends at once).
+    /// heads and bodies, read their responses, and send later requests, each within
+    /// [`ServeOptions::pressure_timeout`] instead of the usual deadlines: a flood of
+    /// silent, stalled or non-reading sockets then drains within seconds and cannot hold
+    /// the cap against real requests (which Discord sends at once, and reads at once).
     pub fn connection_config(&self, open: usize) -> http1::Config {
         let mut config = self.http.clone();
         if open.saturating_mul(2) >= self.max_connections {
             config.head_timeout = config.head_timeout.min(self.pressure_timeout);
             config.idle_timeout = config.idle_timeout.min(self.pressure_timeout);
+            config.body_timeout = config.body_timeout.min(self.pressure_timeout);
+            config.write_timeout = config.write_timeout.min(self.pressure_timeout);
         }
         config
     }
@@ -104,6 +110,7 @@ pub struct Service {
     endpoint: Endpoint,
     lifespan: Lifespan,
     options: ServeOptions,
+    slots: Slots,
 }
 
 impl Service {
@@ -113,6 +120,7 @@ impl Service {
             endpoint,
             lifespan: Lifespan::new(),
             options: ServeOptions::default(),
+            slots: Slots::new(),
         }
     }
 
@@ -139,6 +147,12 @@ impl Service {
     /// The serving options.
     pub fn options(&self) -> &ServeOptions {
         &self.options
+    }
+
+    /// The connection slots its server admits connections into (a shared handle: clone
+    /// it before serving to read [`Slots::stats`] afterwards).
+    pub fn slots(&self) -> &Slots {
+        &self.slots
     }
 
     /// The serving options, mutably.
@@ -244,7 +258,8 @@ mod tests {
         let busy = options.connection_config(5);
         assert_eq!(busy.head_timeout, Duration::from_secs(1));
         assert_eq!(busy.idle_timeout, Duration::from_secs(1));
-        assert_eq!(busy.body_timeout, options.http.body_timeout);
+        assert_eq!(busy.body_timeout, Duration::from_secs(1));
+        assert_eq!(busy.write_timeout, Duration::from_secs(1));
         // Deadlines already shorter than the pressure timeout stay as they are.
         let short = ServeOptions {
             max_connections: 10,

@@ -52,32 +52,25 @@
 #![deny(missing_docs)]
 
 use std::future::Future;
-use std::io::{self, Read};
-use std::net::Shutdown;
+use std::io;
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_executor::Executor;
-use async_io::{Async, Timer};
-use async_lock::Semaphore;
-use async_net::{TcpListener, TcpStream};
-use bytes::Bytes;
-use event_listener::{Event, EventListener};
+use async_io::Timer;
+use async_net::TcpListener;
+use event_listener::Event;
 use futures_lite::future;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::Instrument;
-use yuyo_core::deferral::ReplyRouting;
-use yuyo_core::endpoint::Endpoint;
-use yuyo_core::http1;
-use yuyo_core::multipart::FileSource;
-use yuyo_core::server::{Action, Now, Session};
+use yuyo_core::deferral::{ReplyRouting, RestReply};
+use yuyo_core::server::{Full, Now, Session};
 
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
 
 pub mod bot;
+mod connection;
 pub mod rest;
 
 /// Largest piece of a reply file read (on the blocking pool) and written at once.
@@ -454,22 +447,20 @@ impl Shared {
             .detach();
     }
 
-    /// Sends every reply the session queued for REST, each in its own tracked task.
-    fn send_rest_replies(self: &Arc<Self>, session: &mut Session) {
-        while let Some(reply) = session.poll_rest_reply() {
-            match &self.rest {
-                Some((client, _)) => {
-                    let client = client.clone();
-                    let send = async move {
-                        let client = &client;
-                        reply
-                            .deliver(|request| async move { client.call(request).await.map(drop) })
-                            .await;
-                    };
-                    self.spawn(send.instrument(session.span().clone()));
-                }
-                None => tracing::error!("a reply went to REST without a REST client"),
+    /// Delivers a reply the session routed through REST, in its own tracked task.
+    fn send_rest_reply(self: &Arc<Self>, reply: RestReply, span: tracing::Span) {
+        match &self.rest {
+            Some((client, _)) => {
+                let client = client.clone();
+                let send = async move {
+                    let client = &client;
+                    reply
+                        .deliver(|request| async move { client.call(request).await.map(drop) })
+                        .await;
+                };
+                self.spawn(send.instrument(span));
             }
+            None => tracing::error!("a reply went to REST without a REST client"),
         }
     }
 
@@ -487,30 +478,9 @@ impl Shared {
     }
 }
 
-/// Counts one open connection for as long as it lives.
-struct OpenConnection {
-    counter: Arc<AtomicUsize>,
-    /// How many others were open when this one was accepted.
-    others: usize,
-}
-
-impl OpenConnection {
-    fn count(counter: &Arc<AtomicUsize>) -> Self {
-        let others = counter.fetch_add(1, Ordering::Relaxed);
-        Self {
-            counter: Arc::clone(counter),
-            others,
-        }
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.counter.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Accepts connections, at most `max_connections` at once, until shutdown.
+/// Accepts connections into the service's [`Slots`] until shutdown: at the cap, a new
+/// connection takes the slot of the one waiting longest on its peer; when every
+/// connection is busy on the server's side, it waits for a vacancy.
 async fn accept_loop(
     shared: &Arc<Shared>,
     listener: &TcpListener,
@@ -518,8 +488,8 @@ async fn accept_loop(
     service: &Service,
     options: &ServeOptions,
 ) {
-    let limit = Arc::new(Semaphore::new(options.max_connections.max(1)));
-    let open_connections = Arc::new(AtomicUsize::new(0));
+    let slots = service.slots().clone();
+    let max = options.max_connections;
     let stopped = || {
         future::or(shared.stop.wait(), async {
             signals.wait().await;
@@ -527,17 +497,6 @@ async fn accept_loop(
     };
     loop {
         // The stop condition is polled first, so a flood of connections cannot hide it.
-        let Some(permit) = future::or(
-            async {
-                stopped().await;
-                None
-            },
-            async { Some(limit.acquire_arc().await) },
-        )
-        .await
-        else {
-            return;
-        };
         let accepted = future::or(
             async {
                 stopped().await;
@@ -546,36 +505,57 @@ async fn accept_loop(
             async { Some(listener.accept().await) },
         )
         .await;
-        match accepted {
+        let stream = match accepted {
             None => return,
-            Some(Ok((stream, peer))) => {
-                if let Err(error) = stream.set_nodelay(true) {
-                    tracing::debug!(%error, %peer, "cannot set TCP_NODELAY");
-                }
-                let endpoint = service.endpoint().clone();
-                let open = OpenConnection::count(&open_connections);
-                let config = options.connection_config(open.others);
-                let conn_shared = shared.clone();
-                shared.spawn(async move {
-                    let _permit = permit;
-                    let _open = open;
-                    serve_connection(stream, endpoint, config, conn_shared).await;
-                });
+            Some(Ok((stream, _peer))) => stream,
+            Some(Err(error)) if is_connection_error(&error) => {
+                tracing::debug!(%error, "accept failed");
+                continue;
             }
-            Some(Err(error)) => match error.kind() {
-                io::ErrorKind::ConnectionAborted
-                | io::ErrorKind::ConnectionReset
-                | io::ErrorKind::Interrupted
-                | io::ErrorKind::WouldBlock => {
-                    tracing::debug!(%error, "accept failed");
+            Some(Err(error)) => {
+                tracing::error!(%error, "accept failed; retrying shortly");
+                Timer::after(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let admitted = loop {
+            match slots.admit(max) {
+                Ok(admitted) => break admitted,
+                Err(Full) => {
+                    let vacancy = future::or(
+                        async {
+                            stopped().await;
+                            false
+                        },
+                        async {
+                            slots.vacancy(max).await;
+                            true
+                        },
+                    );
+                    if !vacancy.await {
+                        return;
+                    }
                 }
-                _ => {
-                    tracing::error!(%error, "accept failed; retrying shortly");
-                    Timer::after(ACCEPT_BACKOFF).await;
-                }
-            },
+            }
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
+        let config = options.connection_config(admitted.others);
+        let session = Session::new(service.endpoint().clone(), config, now()).with_slot(admitted.slot);
+        let conn_shared = shared.clone();
+        shared.spawn(connection::serve(stream, session, conn_shared));
     }
+}
+
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
 }
 
 fn now() -> Now {
@@ -584,317 +564,6 @@ fn now() -> Now {
         unix_secs: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-    }
-}
-
-/// What woke a connection waiting to read.
-enum Woke {
-    Readable(io::Result<()>),
-    Deadline,
-    Shutdown,
-}
-
-/// Reads what the ready socket holds straight into the session's receive buffer:
-/// `Some(0)` at EOF, `None` when the readiness was spurious.
-fn read_into(
-    socket: &Async<std::net::TcpStream>,
-    session: &mut Session,
-) -> io::Result<Option<usize>> {
-    let buf = session.receive_buffer();
-    let filled = buf.len();
-    // std's `Read` needs initialised memory: zero the reserved room, then keep what came.
-    buf.resize(buf.capacity(), 0);
-    let read = (&mut socket.get_ref()).read(&mut buf[filled..]);
-    let n = match &read {
-        Ok(n) => *n,
-        Err(_) => 0,
-    };
-    buf.truncate(filled + n);
-    match read {
-        Ok(n) => Ok(Some(n)),
-        Err(error)
-            if matches!(
-                error.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ) =>
-        {
-            Ok(None)
-        }
-        Err(error) => Err(error),
-    }
-}
-
-/// Writes everything the session has to send.
-async fn flush(session: &mut Session, stream: &mut TcpStream) -> io::Result<()> {
-    while let Some(chunk) = session.poll_transmit() {
-        stream.write_all(&chunk).await?;
-    }
-    Ok(())
-}
-
-/// Runs one connection's [`Session`] loop until it closes.
-async fn serve_connection(
-    mut stream: TcpStream,
-    endpoint: Endpoint,
-    config: http1::Config,
-    shared: Arc<Shared>,
-) {
-    let mut session = Session::new(endpoint, config, Instant::now());
-    if let Some((_, routing)) = &shared.rest {
-        session.set_reply_routing(*routing);
-    }
-    // Readiness is awaited on the shared socket, then bytes are read straight into the
-    // session's buffer: an idle connection holds no read buffer.
-    let socket: Arc<Async<std::net::TcpStream>> = stream.clone().into();
-    let mut timer = Timer::never();
-    let mut armed: Option<Instant> = None;
-    let mut stop_listener: Option<EventListener> = None;
-    let mut closing = false;
-    let mut eof = false;
-    loop {
-        if !closing && shared.stop.is_set() {
-            stop_listener = None;
-            session.close();
-            closing = true;
-        }
-        let action = session.poll(now());
-        // `poll` itself queues answers it decides alone (rejections, PONG, 100 Continue,
-        // a finished response before `RunAfter`): write them before acting.
-        if let Err(error) = flush(&mut session, &mut stream).await {
-            tracing::debug!(%error, "write failed; dropping the connection");
-            return;
-        }
-        match action {
-            Action::Read => {
-                if eof {
-                    // The session asked for more after the peer's EOF: nothing will come.
-                    break;
-                }
-                let deadline = session.poll_timeout();
-                if let Some(at) = deadline
-                    && at <= Instant::now()
-                {
-                    session.handle_timeout(Instant::now());
-                    continue;
-                }
-                if !closing && stop_listener.is_none() {
-                    // One listener per connection, re-armed only after it fired.
-                    stop_listener = Some(shared.stop.event.listen());
-                    if shared.stop.is_set() {
-                        stop_listener = None;
-                        session.close();
-                        closing = true;
-                        continue;
-                    }
-                }
-                if deadline != armed {
-                    match deadline {
-                        Some(at) => timer.set_at(at),
-                        None => timer = Timer::never(),
-                    }
-                    armed = deadline;
-                }
-                let woke = future::or(
-                    async { Woke::Readable(socket.readable().await) },
-                    future::or(
-                        async {
-                            (&mut timer).await;
-                            Woke::Deadline
-                        },
-                        async {
-                            match stop_listener.as_mut() {
-                                Some(listener) => listener.await,
-                                None => future::pending::<()>().await,
-                            }
-                            Woke::Shutdown
-                        },
-                    ),
-                )
-                .await;
-                match woke {
-                    Woke::Readable(Ok(())) => match read_into(&socket, &mut session) {
-                        Ok(Some(0)) => {
-                            eof = true;
-                            session.receive_eof();
-                        }
-                        // Also after spurious readiness: the empty buffer is released.
-                        Ok(Some(_)) | Ok(None) => session.received(Instant::now()),
-                        Err(error) => {
-                            tracing::debug!(%error, "read failed; dropping the connection");
-                            return;
-                        }
-                    },
-                    Woke::Readable(Err(error)) => {
-                        tracing::debug!(%error, "read failed; dropping the connection");
-                        return;
-                    }
-                    Woke::Deadline => {
-                        armed = None;
-                        session.handle_timeout(Instant::now());
-                    }
-                    Woke::Shutdown => {
-                        stop_listener = None;
-                        session.close();
-                        closing = true;
-                    }
-                }
-            }
-            Action::Verify(ticket) => {
-                // Other connections' finished requests join this one's batch.
-                futures_lite::future::yield_now().await;
-                if let Err(error) = session.verified(now(), ticket.await) {
-                    tracing::error!(%error, "driver error");
-                    break;
-                }
-            }
-            Action::Handle(handler) => {
-                let mut handler = std::pin::pin!(handler.instrument(session.span().clone()));
-                // Race the handler against the deferral deadline, when the core wants one
-                // (see `yuyo_core::deferral`); the handler keeps running after it.
-                let outcome = match session.defer_deadline() {
-                    None => handler.await,
-                    Some(at) => {
-                        let raced = future::or(async { Some((&mut handler).await) }, async {
-                            Timer::at(at).await;
-                            None
-                        })
-                        .await;
-                        match raced {
-                            Some(outcome) => outcome,
-                            None => {
-                                match session.defer(now()) {
-                                    // The deferred answer goes out now; the handler goes on.
-                                    Ok(_) => {
-                                        if let Err(error) = flush(&mut session, &mut stream).await {
-                                            tracing::debug!(%error, "write failed; dropping the connection");
-                                            return;
-                                        }
-                                    }
-                                    Err(error) => tracing::debug!(%error, "handler not deferred"),
-                                }
-                                handler.await
-                            }
-                        }
-                    }
-                };
-                if let Err(error) = session.complete(now(), outcome) {
-                    tracing::error!(%error, "driver error");
-                    break;
-                }
-                // The HTTP answer (e.g. the 202 of a reply sent through the callback
-                // endpoint) goes out before the REST requests start.
-                let flushed = flush(&mut session, &mut stream).await;
-                shared.send_rest_replies(&mut session);
-                if let Err(error) = flushed {
-                    tracing::debug!(%error, "write failed; dropping the connection");
-                    return;
-                }
-            }
-            Action::StreamFile(source) => {
-                let written = match source {
-                    FileSource::Path { path, .. } => {
-                        stream_file(&mut session, &mut stream, path).await
-                    }
-                    FileSource::Later { id, .. } => {
-                        tracing::error!(id, "this adapter has no source for `Later` files");
-                        session.abort_file();
-                        Ok(())
-                    }
-                };
-                if let Err(error) = written {
-                    tracing::debug!(%error, "write failed; dropping the connection");
-                    return;
-                }
-            }
-            Action::RunAfter(work) => shared.spawn(work),
-            Action::Close => break,
-        }
-    }
-    if flush(&mut session, &mut stream).await.is_ok()
-        && let Some(how) = session.linger()
-    {
-        // The peer may already be gone; nothing to do about it.
-        let _ = stream.shutdown(Shutdown::Write);
-        linger(&mut stream, how).await;
-    }
-}
-
-/// A lingering close (see [`yuyo_core::http1::Linger`]): drain what the peer still sends,
-/// so unread request bytes do not turn the close into a reset that destroys the response.
-async fn linger(stream: &mut TcpStream, linger: http1::Linger) {
-    let mut scratch = vec![0u8; 16 * 1024];
-    let mut left = linger.max_bytes;
-    let drain = async {
-        while left > 0 {
-            match stream.read(&mut scratch).await {
-                Ok(n) if n > 0 => left = left.saturating_sub(n as u64),
-                _ => break,
-            }
-        }
-    };
-    future::or(drain, async {
-        Timer::after(linger.timeout).await;
-    })
-    .await;
-}
-
-/// Streams the file at `path` into the response, read in chunks on the blocking pool and
-/// written out chunk by chunk. A read error aborts the response; a write error is
-/// returned (the connection is gone).
-async fn stream_file(
-    session: &mut Session,
-    stream: &mut TcpStream,
-    path: PathBuf,
-) -> io::Result<()> {
-    let opened = blocking::unblock(move || std::fs::File::open(path)).await;
-    let mut file = match opened {
-        Ok(file) => file,
-        Err(error) => {
-            tracing::error!(%error, "cannot open a reply file");
-            session.abort_file();
-            return Ok(());
-        }
-    };
-    loop {
-        let (back, read) = blocking::unblock(move || {
-            use std::io::Read as _;
-            let mut chunk = vec![0u8; FILE_CHUNK];
-            let read = loop {
-                match file.read(&mut chunk) {
-                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                    other => break other,
-                }
-            };
-            (
-                file,
-                read.map(|n| {
-                    chunk.truncate(n);
-                    chunk
-                }),
-            )
-        })
-        .await;
-        file = back;
-        match read {
-            Ok(chunk) if chunk.is_empty() => {
-                if let Err(error) = session.finish_file() {
-                    tracing::error!(%error, "reply file ended badly");
-                }
-                return Ok(());
-            }
-            Ok(chunk) => {
-                if let Err(error) = session.send_file_data(Bytes::from(chunk)) {
-                    tracing::error!(%error, "reply file changed while streaming");
-                    return Ok(());
-                }
-                flush(session, stream).await?;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot read a reply file");
-                session.abort_file();
-                return Ok(());
-            }
-        }
     }
 }
 

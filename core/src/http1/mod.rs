@@ -69,6 +69,10 @@ pub struct Config {
     pub body_timeout: Duration,
     /// How long an idle keep-alive connection is kept open; on expiry it closes silently.
     pub idle_timeout: Duration,
+    /// How long a write may make no progress (the peer does not read) before the
+    /// connection is closed. Enforced by the serving [`Session`](crate::server::Session),
+    /// which owns the output; a bare [`Connection`] only queues bytes.
+    pub write_timeout: Duration,
     /// How a closing connection lingers: see [`Linger`].
     pub linger: Linger,
 }
@@ -104,6 +108,7 @@ impl Default for Config {
             head_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(75),
+            write_timeout: Duration::from_secs(10),
             linger: Linger::default(),
         }
     }

@@ -1,134 +1,37 @@
-//! One served connection: the [`http1::Connection`] wired to the interaction
-//! [`Endpoint`], still sans-IO.
-//!
-//! Every runtime adapter (smol, tokio, blocking threads) drives a [`Session`] per accepted
-//! socket with the same loop, so they differ only in how they read, write, wait and run
-//! futures — never in a protocol decision:
-//!
-//! ```text
-//! loop {
-//!     let action = session.poll(now);
-//!     write every chunk session.poll_transmit() yields      // after EVERY poll, first
-//!     match action {
-//!         Action::Read             => read the socket into session.receive(now, bytes)
-//!                                     (or session.receive_eof()), or, when
-//!                                     session.poll_timeout() passes, session.handle_timeout(now)
-//!         Action::Verify(ticket)   => let other connections run once (yield), then
-//!                                     session.verified(ticket.await)  // batch verification
-//!         Action::Handle(handler)  => session.complete(now, handler.await)  // panics are caught
-//!         Action::StreamFile(file) => session.send_file_data(chunk) for each chunk read,
-//!                                     then session.finish_file()
-//!                                     (or session.abort_file() if reading fails)
-//!         Action::RunAfter(work)   => spawn(work): its response is already written
-//!         Action::Close            => if session.linger() is Some: shut down writing,
-//!                                     drain reads as it says (a lingering close);
-//!                                     close the socket; done
-//!     }
-//! }
-//! ```
-//!
-//! Invariant: `poll` may queue responses (a PONG, a rejection) and then return
-//! [`Action::Read`] for the next request, so the transmit queue must be written out after
-//! every `poll`, before the driver waits on anything.
-//!
-//! A session also records a `tracing` span per request (method, path, interaction id
-//! and kind, status, duration); drivers instrument handler futures with
-//! [`Session::span`].
+//! The request-level half of a session: the [`http1::Connection`] wired to the
+//! interaction [`Endpoint`], one request at a time. [`super::Session`] wraps it with
+//! everything that concerns the connection as a whole (output, deadlines, closing).
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::Response;
-use tracing::field;
+
 
 use crate::endpoint::{
     BoxFuture, Dispatch, Endpoint, Exchange, Finished, HandlerFuture, HandlerResult, Responding,
     ResponseBody, Ticket,
 };
+use super::{DriverError, Now, record_dispatch, record_response, request_span};
 use crate::http1::{self, BodyLength, Connection, Event};
 use crate::multipart::{FileSource, Segment};
 
-/// The time as a session needs it: a monotonic instant for deadlines, and Unix seconds
-/// for the optional signature-timestamp window. Drivers read both clocks; the core none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Now {
-    /// Monotonic time, for deadlines.
-    pub instant: Instant,
-    /// Seconds since the Unix epoch, for the timestamp window.
-    pub unix_secs: u64,
-}
-
-/// What the driver must do next; returned by [`Session::poll`].
-#[must_use]
-pub enum Action {
-    /// Read from the socket, or wait for [`Session::poll_timeout`].
+/// What the request side needs next; returned by [`Requests::poll`].
+pub(crate) enum Step {
+    /// More bytes from the peer are needed.
     Read,
     /// The request's body is complete and queued for signature verification.
-    /// Let the runtime's other ready tasks run once (so their requests join
-    /// the batch; e.g. `yield_now().await`), then await the ticket and pass
-    /// its output to [`Session::verified`].
     Verify(Ticket),
-    /// Await this handler (it catches panics) and pass its outcome to [`Session::complete`].
+    /// The handler to run; its outcome goes to [`Requests::complete`].
     Handle(HandlerFuture),
-    /// Stream this file into the response with [`Session::send_file_data`] and
-    /// [`Session::finish_file`].
+    /// A file to stream into the response with [`Requests::send_file_data`].
     StreamFile(FileSource),
-    /// Run this after-response work (e.g. spawn it) once [`Session::poll_transmit`] has been
-    /// written out: it holds the finished response.
+    /// After-response work of the response just finished.
     RunAfter(BoxFuture<()>),
-    /// Flush [`Session::poll_transmit`]; if [`Session::linger`] says so, shut down the
-    /// sending side and drain reads as it says; then close the socket.
+    /// The connection is done.
     Close,
 }
-
-impl std::fmt::Debug for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Read => f.write_str("Read"),
-            Self::Verify(_) => f.write_str("Verify(..)"),
-            Self::Handle(_) => f.write_str("Handle(..)"),
-            Self::StreamFile(source) => f.debug_tuple("StreamFile").field(source).finish(),
-            Self::RunAfter(_) => f.write_str("RunAfter(..)"),
-            Self::Close => f.write_str("Close"),
-        }
-    }
-}
-
-/// The driver called a session method that does not fit its state (a driver bug).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DriverError {
-    /// [`Session::complete`] without a handler running.
-    NotHandling,
-    /// [`Session::verified`] without a request awaiting verification.
-    NotVerifying,
-    /// File data or a file end without a file being streamed.
-    NotStreaming,
-    /// More or fewer file bytes than the file's declared length.
-    FileLength {
-        /// The declared length.
-        declared: u64,
-        /// The bytes supplied (so far, for too many).
-        supplied: u64,
-    },
-}
-
-impl std::fmt::Display for DriverError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::NotHandling => f.write_str("no handler is running on this session"),
-            Self::NotVerifying => f.write_str("no request awaits verification on this session"),
-            Self::NotStreaming => f.write_str("no file is being streamed on this session"),
-            Self::FileLength { declared, supplied } => write!(
-                f,
-                "file declared {declared} bytes but {supplied} were supplied"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for DriverError {}
 
 /// Where the request in flight stands.
 enum Stage {
@@ -136,7 +39,7 @@ enum Stage {
     Idle,
     /// The endpoint accumulates the body.
     Body(Exchange),
-    /// The driver awaits the signature check ([`Action::Verify`]).
+    /// The driver awaits the signature check ([`Step::Verify`]).
     Verifying,
     /// Verified; the handler starts at the next poll.
     Dispatching(Dispatch),
@@ -155,8 +58,8 @@ struct StreamedFile {
     supplied: u64,
 }
 
-/// One served connection; see the [module docs](self).
-pub struct Session {
+/// The request side of one connection; see the [module docs](self).
+pub(crate) struct Requests {
     conn: Connection,
     endpoint: Endpoint,
     stage: Stage,
@@ -166,18 +69,18 @@ pub struct Session {
     routing: crate::deferral::Routing,
 }
 
-impl std::fmt::Debug for Session {
+impl std::fmt::Debug for Requests {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
+        f.debug_struct("Requests")
             .field("conn", &self.conn)
             .finish_non_exhaustive()
     }
 }
 
-impl Session {
+impl Requests {
     /// A session for a connection accepted at `now`. The connection's body limit is the
     /// endpoint's `max_body_size`, so both layers refuse at the same size.
-    pub fn new(endpoint: Endpoint, mut config: http1::Config, now: Instant) -> Self {
+    pub(crate) fn new(endpoint: Endpoint, mut config: http1::Config, now: Instant) -> Self {
         config.max_body_size = endpoint.config().get_max_body_size() as u64;
         Self {
             conn: Connection::new(config, now),
@@ -190,67 +93,93 @@ impl Session {
         }
     }
 
-    /// Hands the session bytes read from the socket.
-    pub fn receive(&mut self, now: Instant, data: &[u8]) {
-        self.conn.receive(now, data);
-    }
-
     /// The receive buffer, for drivers that read straight into it; see
-    /// [`Connection::receive_buffer`]. Call [`Session::received`] after appending.
-    pub fn receive_buffer(&mut self) -> &mut bytes::BytesMut {
+    /// [`Connection::receive_buffer`]. Call [`Requests::received`] after appending.
+    pub(crate) fn receive_buffer(&mut self) -> &mut bytes::BytesMut {
         self.conn.receive_buffer()
     }
 
-    /// Tells the session a read into [`Session::receive_buffer`] finished at `now`; call it
+    /// Tells the session a read into [`Requests::receive_buffer`] finished at `now`; call it
     /// after every read attempt, also one that found nothing (see [`Connection::received`]).
-    pub fn received(&mut self, now: Instant) {
+    pub(crate) fn received(&mut self, now: Instant) {
         self.conn.received(now);
     }
 
+    /// Drops what a read appended to the receive buffer after the connection stopped
+    /// reading (a lingering close); returns how many bytes that was.
+    pub(crate) fn discard_received(&mut self, now: Instant) -> usize {
+        let discarded = self.conn.buffered_len();
+        self.conn.received(now);
+        discarded
+    }
+
+    /// Abandons the connection at once (see [`Connection::abort`]); after-response work
+    /// of an unfinished response does not run.
+    pub(crate) fn abort(&mut self) {
+        self.after = None;
+        self.conn.abort();
+    }
+
+    /// Takes the outcome of a handler whose connection is gone: a deferred handler's
+    /// reply still goes through REST; any other has nobody left to answer.
+    pub(crate) fn abandon(&mut self, now: Now, outcome: HandlerResult) {
+        if self.routing.deferred.is_some() {
+            let _ = self.complete_through_rest(now, outcome);
+        } else {
+            tracing::debug!(parent: &self.span, "the connection closed before the handler's reply");
+        }
+        self.stage = Stage::Idle;
+    }
+
     /// Tells the session the peer closed its sending side.
-    pub fn receive_eof(&mut self) {
+    pub(crate) fn receive_eof(&mut self) {
         self.conn.receive_eof();
     }
 
-    /// When [`Session::handle_timeout`] is next due.
+    /// When [`Requests::handle_timeout`] is next due.
     #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.conn.poll_timeout()
     }
 
     /// Fires the connection's deadline if it is due.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.conn.handle_timeout(now);
+    }
+
+    /// Whether bytes wait in [`Requests::poll_transmit`].
+    pub(crate) fn has_transmit(&self) -> bool {
+        self.conn.has_transmit()
     }
 
     /// The next bytes to write to the socket.
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+    pub(crate) fn poll_transmit(&mut self) -> Option<Bytes> {
         self.conn.poll_transmit()
     }
 
-    /// How to close the socket after [`Action::Close`]: drain it first as the
+    /// How to close the socket after [`Step::Close`]: drain it first as the
     /// [`http1::Linger`] says, or (`None`, the peer sends nothing more) close at once;
     /// see [`http1::Connection::linger`].
-    pub fn linger(&self) -> Option<http1::Linger> {
+    pub(crate) fn linger(&self) -> Option<http1::Linger> {
         self.conn.linger()
     }
 
     /// Graceful shutdown: finish the request in flight, then close.
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.conn.close();
     }
 
     /// The span of the request in flight (or of the last one, between requests).
-    pub fn span(&self) -> &tracing::Span {
+    pub(crate) fn span(&self) -> &tracing::Span {
         &self.span
     }
 
-    /// What the driver must do next. Write everything [`Session::poll_transmit`] yields
-    /// after every call, before acting on the result (see the module docs).
-    pub fn poll(&mut self, now: Now) -> Action {
+    /// What the request side needs next. [`Requests::poll_transmit`] may hold bytes after
+    /// any call.
+    pub(crate) fn poll(&mut self, now: Now) -> Step {
         if let Some(after) = self.after.take() {
-            return Action::RunAfter(after);
+            return Step::RunAfter(after);
         }
         if let Stage::Dispatching(_) = self.stage
             && let Stage::Dispatching(dispatch) = std::mem::replace(&mut self.stage, Stage::Idle)
@@ -260,7 +189,7 @@ impl Session {
                 .dispatched(dispatch.context(), self.started.unwrap_or(now.instant));
             let (responding, handler) = dispatch.start();
             self.stage = Stage::Handling(responding);
-            return Action::Handle(handler);
+            return Step::Handle(handler);
         }
         loop {
             let event = match self.conn.next_event(now.instant) {
@@ -294,12 +223,12 @@ impl Session {
                             Err(immediate) => self.respond(now, immediate.into_response(), None),
                             Ok(signed) => {
                                 self.stage = Stage::Verifying;
-                                return Action::Verify(signed.enqueue(now.unix_secs));
+                                return Step::Verify(signed.enqueue(now.unix_secs));
                             }
                         }
                     }
                 }
-                Event::NeedData => return Action::Read,
+                Event::NeedData => return Step::Read,
                 Event::Paused => match &self.stage {
                     Stage::Streaming { file: None, .. } => {
                         if let Some(action) = self.stream() {
@@ -316,21 +245,21 @@ impl Session {
                     | Stage::Body(_) => {
                         tracing::error!("session polled while the driver owes it a result");
                         self.abort_file();
-                        return Action::Close;
+                        return Step::Close;
                     }
                 },
-                Event::Closed => return Action::Close,
+                Event::Closed => return Step::Close,
             }
             if let Some(after) = self.after.take() {
-                return Action::RunAfter(after);
+                return Step::RunAfter(after);
             }
         }
     }
 
-    /// Takes the verification result of [`Action::Verify`]: a rejection or a
+    /// Takes the verification result of [`Step::Verify`]: a rejection or a
     /// PONG is queued for sending, a dispatch starts its handler at the next
-    /// [`Session::poll`].
-    pub fn verified(&mut self, now: Now, finished: Finished) -> Result<(), DriverError> {
+    /// [`Requests::poll`].
+    pub(crate) fn verified(&mut self, now: Now, finished: Finished) -> Result<(), DriverError> {
         let Stage::Verifying = self.stage else {
             return Err(DriverError::NotVerifying);
         };
@@ -345,7 +274,7 @@ impl Session {
     }
 
     /// Turns the handler's outcome into the response.
-    pub fn complete(&mut self, now: Now, outcome: HandlerResult) -> Result<(), DriverError> {
+    pub(crate) fn complete(&mut self, now: Now, outcome: HandlerResult) -> Result<(), DriverError> {
         let Some(outcome) = self.complete_through_rest(now, outcome) else {
             return Ok(());
         };
@@ -358,7 +287,7 @@ impl Session {
     }
 
     /// Supplies the next bytes of the file being streamed.
-    pub fn send_file_data(&mut self, data: Bytes) -> Result<(), DriverError> {
+    pub(crate) fn send_file_data(&mut self, data: Bytes) -> Result<(), DriverError> {
         let Stage::Streaming {
             file: Some(file), ..
         } = &mut self.stage
@@ -379,7 +308,7 @@ impl Session {
     }
 
     /// Ends the file being streamed; the response continues with its next segment.
-    pub fn finish_file(&mut self) -> Result<(), DriverError> {
+    pub(crate) fn finish_file(&mut self) -> Result<(), DriverError> {
         let Stage::Streaming { file, .. } = &mut self.stage else {
             return Err(DriverError::NotStreaming);
         };
@@ -400,7 +329,7 @@ impl Session {
 
     /// The file could not be read: the response cannot be completed, so the connection
     /// closes (the peer sees a truncated response, never a wrong one).
-    pub fn abort_file(&mut self) {
+    pub(crate) fn abort_file(&mut self) {
         tracing::error!(parent: &self.span, "could not stream a reply file; closing the connection");
         self.stage = Stage::Idle;
         self.after = None;
@@ -452,7 +381,7 @@ impl Session {
     }
 
     /// Writes the in-memory segments of a multipart body up to the next file.
-    fn stream(&mut self) -> Option<Action> {
+    fn stream(&mut self) -> Option<Step> {
         let Stage::Streaming { rest, file, after } = &mut self.stage else {
             return None;
         };
@@ -468,7 +397,7 @@ impl Session {
                         declared: source.known_len(),
                         supplied: 0,
                     });
-                    return Some(Action::StreamFile(source));
+                    return Some(Step::StreamFile(source));
                 }
             }
         }
@@ -482,70 +411,27 @@ impl Session {
     }
 }
 
-/// The span of one request, with the fields every driver records: method and path now,
-/// interaction id and kind at dispatch ([`record_dispatch`]), status and duration at the
-/// response ([`record_response`]). Debug level: a flood of bad requests costs nothing
-/// unless debug tracing is on.
-pub fn request_span(head: &http::request::Parts) -> tracing::Span {
-    tracing::debug_span!(
-        "request",
-        method = %head.method,
-        path = head.uri.path(),
-        interaction.id = field::Empty,
-        interaction.kind = field::Empty,
-        status = field::Empty,
-        duration_us = field::Empty,
-    )
-}
-
-/// Records the dispatched interaction's id and kind on a [`request_span`].
-pub fn record_dispatch(span: &tracing::Span, dispatch: &Dispatch) {
-    span.record("interaction.id", dispatch.context().interaction().id.get());
-    span.record("interaction.kind", dispatch.kind().name());
-}
-
-/// Records the response status and the time since the head on a [`request_span`].
-pub fn record_response(span: &tracing::Span, status: http::StatusCode, took: std::time::Duration) {
-    span.record("status", status.as_u16());
-    span.record(
-        "duration_us",
-        u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-    );
-}
-
 /// Replies through REST: automatic deferral and oversized files (see [`crate::deferral`]).
 /// Drivers without a REST client never enable them, and nothing below then changes what
 /// a session does.
-///
-/// With routing enabled the loop gains two steps:
-///
-/// ```text
-/// Action::Handle(handler) => race handler against session.defer_deadline():
-///     deadline first  => session.defer(now); write session.poll_transmit() (the type 5/6
-///                        answer); keep awaiting the handler
-///     then            => session.complete(now, outcome)   // never a second HTTP answer
-///                        write session.poll_transmit(); then, for each
-///                        session.poll_rest_reply(): send its requests in order through
-///                        REST (spawned), then run its `after`
-/// ```
-impl Session {
+impl Requests {
     /// Lets this session send replies through REST as `routing` says (off by default).
-    pub fn set_reply_routing(&mut self, routing: crate::deferral::ReplyRouting) {
+    pub(crate) fn set_reply_routing(&mut self, routing: crate::deferral::ReplyRouting) {
         self.routing.config = routing;
     }
 
     /// The reply routing in force.
     #[must_use]
-    pub fn reply_routing(&self) -> crate::deferral::ReplyRouting {
+    pub(crate) fn reply_routing(&self) -> crate::deferral::ReplyRouting {
         self.routing.config
     }
 
-    /// When the handler in flight is to be deferred with [`Session::defer`]: only while
+    /// When the handler in flight is to be deferred with [`Requests::defer`]: only while
     /// a handler runs, deferral is enabled, it was not deferred yet and it is not an
-    /// autocomplete handler. Separate from [`Session::poll_timeout`], which is for
-    /// [`Action::Read`]; this one is for [`Action::Handle`].
+    /// autocomplete handler. Separate from [`Requests::poll_timeout`], which is for
+    /// [`Step::Read`]; this one is for [`Step::Handle`].
     #[must_use]
-    pub fn defer_deadline(&self) -> Option<Instant> {
+    pub(crate) fn defer_deadline(&self) -> Option<Instant> {
         match self.stage {
             Stage::Handling(_) if self.routing.deferred.is_none() => self.routing.deadline,
             _ => None,
@@ -554,16 +440,16 @@ impl Session {
 
     /// Answers the request of the handler in flight with a deferred response (type 5,
     /// or 6 for components; see [`crate::deferral`]) and queues it for
-    /// [`Session::poll_transmit`]. The handler keeps running: pass its outcome to
-    /// [`Session::complete`] as usual, which then writes nothing on the connection and
-    /// queues the late reply for [`Session::poll_rest_reply`]. May be called before the
+    /// [`Requests::poll_transmit`]. The handler keeps running: pass its outcome to
+    /// [`Requests::complete`] as usual, which then writes nothing on the connection and
+    /// queues the late reply for [`Requests::poll_rest_reply`]. May be called before the
     /// deadline (e.g. on shutdown).
     ///
     /// # Errors
     /// [`DeferError::Autocomplete`](crate::deferral::DeferError::Autocomplete);
     /// [`DeferError::NotHandling`](crate::deferral::DeferError::NotHandling) when no
     /// handler runs, it was already deferred, or routing is disabled.
-    pub fn defer(
+    pub(crate) fn defer(
         &mut self,
         now: Now,
     ) -> Result<crate::deferral::Deferred, crate::deferral::DeferError> {
@@ -583,12 +469,12 @@ impl Session {
         Ok(deferred)
     }
 
-    /// The next reply to send through REST, if any (after [`Session::complete`]).
-    pub fn poll_rest_reply(&mut self) -> Option<crate::deferral::RestReply> {
+    /// The next reply to send through REST, if any (after [`Requests::complete`]).
+    pub(crate) fn poll_rest_reply(&mut self) -> Option<crate::deferral::RestReply> {
         self.routing.queue.pop_front()
     }
 
-    /// The part of [`Session::complete`] that routes through REST: `None` when the
+    /// The part of [`Requests::complete`] that routes through REST: `None` when the
     /// outcome was taken care of, else the outcome for the HTTP answer.
     fn complete_through_rest(&mut self, now: Now, outcome: HandlerResult) -> Option<HandlerResult> {
         if let Some(deferred) = self.routing.deferred.take() {
