@@ -13,7 +13,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::{Signature, Signer, SigningKey};
 use yuyo_core::endpoint::{Endpoint, EndpointConfig, Finished, Handlers, Reply, Verifier};
 use yuyo_core::http1;
-use yuyo_core::server::{Action, Now, Session};
+use yuyo_core::server::{Input, Now, Output, Session};
 
 const TIMESTAMP: &[u8] = b"1700000000";
 
@@ -107,7 +107,7 @@ fn bench(c: &mut Criterion) {
         instant: Instant::now(),
         unix_secs: 1_700_000_000,
     };
-    let mut session = Session::new(endpoint.clone(), http1::Config::default(), now.instant);
+    let mut session = Session::new(endpoint.clone(), http1::Config::default(), now);
     group_session(c, &mut session, &raw, now);
 
     // The same path with signatures verified in batches of `size` through the
@@ -138,25 +138,21 @@ fn group_session(c: &mut Criterion, session: &mut Session, raw: &[u8], now: Now)
     let mut group = c.benchmark_group("session");
     group.bench_function("request_response_keep_alive", |b| {
         b.iter(|| {
-            session.receive(now.instant, black_box(raw));
+            session.receive(now, black_box(raw));
             let mut written = 0;
+            // Drained as a driver does, until the session waits to read the next request.
             loop {
-                let action = session.poll(now);
-                while let Some(bytes) = session.poll_transmit() {
-                    written += bytes.len();
-                }
-                match action {
-                    Action::Verify(ticket) => {
-                        let finished = futures::executor::block_on(ticket);
-                        session.verified(now, finished).unwrap();
+                let input = match session.poll_output() {
+                    Output::Transmit(bytes) => {
+                        written += bytes.len();
+                        Input::Written(bytes.len())
                     }
-                    Action::Handle(handler) => {
-                        let outcome = futures::executor::block_on(handler);
-                        session.complete(now, outcome).unwrap();
-                    }
-                    Action::Read => break,
+                    Output::Verify(ticket) => Input::Verified(futures::executor::block_on(ticket)),
+                    Output::Handle(handler) => Input::Handled(futures::executor::block_on(handler)),
+                    Output::Timeout(wait) if wait.read && !wait.write => break,
                     other => panic!("unexpected {other:?}"),
-                }
+                };
+                session.handle_input(now, input).unwrap();
             }
             assert!(written > 0);
             black_box(written)

@@ -8,16 +8,20 @@
 //! example streamed from disk) are left as [`Segment::File`] placeholders.
 //!
 //! # The boundary
-//! The boundary is derived deterministically (no RNG, no clock) from a hash of
-//! the in-memory content plus a counter, and is checked against every
-//! in-memory byte of the body (headers, JSON, in-memory files); on a clash the
-//! counter moves on. Files supplied later cannot be scanned, so the boundary
-//! carries 128 bits of hash (`yuyo-` followed by 32 hex digits): content not
-//! crafted with knowledge of the in-memory parts contains it only by a
-//! ~2⁻¹²⁸-per-position accident.
+//! The boundary is `yuyo-` followed by 32 hex digits: 128 bits drawn from the
+//! operating system's random number generator (`getrandom`) for every body, so
+//! nobody can predict it from the content. It is checked against every
+//! in-memory byte of the body (headers, JSON, in-memory files) and drawn again
+//! on a clash. Files the driver supplies later (streamed from disk, say) cannot
+//! be scanned, and their bytes may be chosen by a peer; but a peer can forge a
+//! part only by guessing a secret 128-bit value it never sees (the boundary
+//! travels in the request's `Content-Type`, to Discord over TLS), so a file
+//! holds it only by a 2⁻¹²⁸-per-position accident.
 
-use std::fmt::Write as _;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderValue;
@@ -37,10 +41,8 @@ const FILENAME_KEEP: &AsciiSet = &NON_ALPHANUMERIC
 /// buffer instead of copying it.
 const COALESCE_LIMIT: usize = 8 * 1024;
 
-/// Bytes of each in-memory file that feed the boundary hash (from its start
-/// and from its end): enough to make the boundary depend on the content
-/// without hashing megabytes.
-const HASHED_FILE_EDGE: usize = 256;
+/// What every boundary starts with, before its 32 random hex digits.
+const BOUNDARY_PREFIX: &str = "yuyo-";
 
 /// The media type used when a file has none, or an unusable one.
 pub const DEFAULT_FILE_CONTENT_TYPE: &str = "application/octet-stream";
@@ -348,30 +350,21 @@ impl SegmentWriter {
     }
 }
 
-/// The first boundary candidate (by counter) that occurs in no in-memory
-/// content; see the module docs.
+/// A random boundary that occurs in no in-memory content; see the module docs.
 fn choose_boundary(payload_json: &[u8], files: &[FilePart], heads: &[String]) -> String {
-    let mut digest = Fnv::default();
-    digest.write(payload_json);
-    for (file, head) in files.iter().zip(heads) {
-        digest.write(head.as_bytes());
-        match &file.data {
-            FileData::Memory(bytes) => {
-                digest.write(&(bytes.len() as u64).to_le_bytes());
-                let edge = bytes.len().min(HASHED_FILE_EDGE);
-                digest.write(&bytes[..edge]);
-                digest.write(&bytes[bytes.len() - edge..]);
-            }
-            FileData::Source(source) => {
-                digest.write(&source.known_len().unwrap_or(u64::MAX).to_le_bytes());
-            }
-        }
-    }
-    let digest = digest.0;
+    choose_boundary_from(payload_json, files, heads, random_bits)
+}
 
-    let mut counter: u64 = 0;
+/// The first boundary made from `draw`'s bits that occurs in no in-memory
+/// content (`draw` is the OS RNG outside tests).
+fn choose_boundary_from(
+    payload_json: &[u8],
+    files: &[FilePart],
+    heads: &[String],
+    mut draw: impl FnMut() -> [u8; 16],
+) -> String {
     loop {
-        let candidate = boundary_candidate(digest, counter);
+        let candidate = boundary_from(draw());
         let needle = candidate.as_bytes();
         let clashes = contains(payload_json, needle)
             || heads.iter().any(|head| contains(head.as_bytes(), needle))
@@ -382,21 +375,48 @@ fn choose_boundary(payload_json: &[u8], files: &[FilePart], heads: &[String]) ->
         if !clashes {
             return candidate;
         }
-        // Each counter value gives an unrelated candidate, and finite content
-        // contains only finitely many of them.
-        counter = counter.wrapping_add(1);
+        // Finite content holds finitely many candidates, and a fresh draw
+        // hits one only by accident: this ends, almost always at once.
     }
 }
 
-/// `yuyo-` and 32 hex digits (128 bits) derived from `digest` and `counter`.
-fn boundary_candidate(digest: u64, counter: u64) -> String {
-    let high = splitmix64(digest ^ counter.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let low = splitmix64(high ^ counter ^ 0xD1B5_4A32_D192_ED03);
-    let mut boundary = String::with_capacity(5 + 32);
-    boundary.push_str("yuyo-");
-    // Writing to a String cannot fail.
-    let _ = write!(boundary, "{high:016x}{low:016x}");
+/// `yuyo-` and the 32 lowercase hex digits of `bits`.
+fn boundary_from(bits: [u8; 16]) -> String {
+    let mut boundary = String::with_capacity(BOUNDARY_PREFIX.len() + 32);
+    boundary.push_str(BOUNDARY_PREFIX);
+    boundary.push_str(&hex::encode(bits));
     boundary
+}
+
+/// 128 bits from the OS RNG. Should the OS refuse (a sandbox that blocks it),
+/// falls back to [`fallback_bits`] rather than failing the reply.
+fn random_bits() -> [u8; 16] {
+    let mut bits = [0_u8; 16];
+    match getrandom::fill(&mut bits) {
+        Ok(()) => bits,
+        Err(error) => {
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%error, "OS random number generator unavailable; multipart boundaries fall back to std's hash keys");
+            }
+            fallback_bits()
+        }
+    }
+}
+
+/// 128 bits of SipHash over a counter, keyed with std's per-thread hash keys
+/// (drawn from the OS when the thread first needed them, so usually before the
+/// OS refused): unpredictable to anyone who does not know those keys.
+fn fallback_bits() -> [u8; 16] {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let state = RandomState::new();
+    let mut bits = [0_u8; 16];
+    for half in bits.chunks_exact_mut(8) {
+        let mut hasher = state.build_hasher();
+        hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        half.copy_from_slice(&hasher.finish().to_le_bytes());
+    }
+    bits
 }
 
 /// Whether `needle` occurs in `haystack`.
@@ -411,63 +431,71 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     }
 }
 
-/// 64-bit FNV-1a: a tiny, dependency-free content hash (not cryptographic;
-/// the boundary is checked against the content anyway).
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 ^= u64::from(*byte);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-/// SplitMix64's finaliser: spreads the FNV state over all 64 bits.
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A boundary is `yuyo-` and 32 lowercase hex digits.
+    fn well_formed(boundary: &str) -> bool {
+        boundary
+            .strip_prefix(BOUNDARY_PREFIX)
+            .is_some_and(|digits| {
+                digits.len() == 32
+                    && digits
+                        .bytes()
+                        .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+            })
+    }
+
     #[test]
     fn boundary_avoids_in_memory_content() {
-        // Only a file's length and edges feed the hash, so a file whose middle
-        // holds the first candidate hashes the same and forces the next one.
-        let plain = vec![b'a'; 4 * HASHED_FILE_EDGE];
-        let first = MultipartBody::encode(
-            Bytes::from_static(b"{}"),
-            vec![FilePart::memory("a.bin", plain.clone())],
-        )
-        .boundary;
-        let mut hostile = plain;
-        let middle = 2 * HASHED_FILE_EDGE - first.len() / 2;
-        hostile[middle..middle + first.len()].copy_from_slice(first.as_bytes());
-        let body = MultipartBody::encode(
-            Bytes::from_static(b"{}"),
-            vec![FilePart::memory("a.bin", hostile)],
-        );
-        assert_ne!(body.boundary(), first);
-        let bytes = body.to_bytes().unwrap_or_default();
-        assert!(contains(&bytes, first.as_bytes()));
-        // The chosen boundary occurs only as delimiters: payload, file, close.
-        let occurrences = bytes
-            .windows(body.boundary().len())
-            .filter(|window| *window == body.boundary().as_bytes())
-            .count();
-        assert_eq!(occurrences, 3);
+        // The first draw occurs in an in-memory file, so the second is taken.
+        let first = boundary_from([0x11; 16]);
+        let mut hostile = vec![b'a'; 1024];
+        hostile[500..500 + first.len()].copy_from_slice(first.as_bytes());
+        let files = vec![FilePart::memory("a.bin", hostile)];
+        let mut draws = [[0x11; 16], [0x22; 16]].into_iter();
+        let chosen =
+            choose_boundary_from(b"{}", &files, &[], || draws.next().unwrap_or([0x33; 16]));
+        assert_eq!(chosen, boundary_from([0x22; 16]));
+        // The payload and the part heads are checked too.
+        let mut draws = [[0x11; 16], [0x44; 16]].into_iter();
+        let chosen = choose_boundary_from(first.as_bytes(), &[], &[], || {
+            draws.next().unwrap_or([0x33; 16])
+        });
+        assert_eq!(chosen, boundary_from([0x44; 16]));
+        let mut draws = [[0x11; 16], [0x55; 16]].into_iter();
+        let chosen = choose_boundary_from(b"{}", &[], std::slice::from_ref(&first), || {
+            draws.next().unwrap_or([0x33; 16])
+        });
+        assert_eq!(chosen, boundary_from([0x55; 16]));
+    }
+
+    /// The boundary is random, not derived from the content: the same body
+    /// encoded twice gets two boundaries, so whoever chooses a streamed file's
+    /// bytes cannot compute the boundary to forge parts with.
+    #[test]
+    fn boundary_is_random_per_body() {
+        let encode = || {
+            MultipartBody::encode(
+                Bytes::from_static(b"{}"),
+                vec![FilePart::source(
+                    "upload.bin",
+                    FileSource::Later { id: 0, len: None },
+                )],
+            )
+        };
+        let (one, two) = (encode(), encode());
+        assert!(well_formed(one.boundary()), "{}", one.boundary());
+        assert!(well_formed(two.boundary()), "{}", two.boundary());
+        assert_ne!(one.boundary(), two.boundary());
+    }
+
+    #[test]
+    fn bits_are_fresh_on_each_draw() {
+        assert_ne!(random_bits(), random_bits());
+        assert_ne!(fallback_bits(), fallback_bits());
+        assert!(well_formed(&boundary_from(fallback_bits())));
     }
 
     #[test]

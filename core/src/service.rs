@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use crate::endpoint::{Endpoint, Handlers};
 use crate::http1;
-use crate::server::Slots;
 use crate::lifespan::{
     CallbackError, CallbackId, FinishError, Lifespan, TransitionError, UnknownCallback,
 };
+use crate::server::Slots;
 
 /// How a server adapter serves connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,15 @@ pub struct ServeOptions {
     /// Head, body, write and idle deadline of connections accepted while at least half
     /// of `max_connections` are open (see [`ServeOptions::connection_config`]).
     pub pressure_timeout: Duration,
+    /// The kernel send buffer of each accepted connection (`SO_SNDBUF`; `None` leaves
+    /// the kernel's autotuning). Output the kernel holds is output the server has no
+    /// account of: a peer that pipelines requests and never reads makes the server
+    /// answer until this buffer and the session's own bound ([`MAX_UNSENT`]) are full,
+    /// so a small buffer keeps the work such a peer can cause small. Interaction answers
+    /// are small; 64 KiB still carries reply files at several MB/s at 20 ms round trips.
+    ///
+    /// [`MAX_UNSENT`]: crate::server::MAX_UNSENT
+    pub send_buffer: Option<usize>,
 }
 
 impl ServeOptions {
@@ -59,6 +68,7 @@ impl Default for ServeOptions {
             grace_period: Duration::from_secs(60),
             handle_signals: false,
             pressure_timeout: Duration::from_secs(1),
+            send_buffer: Some(64 * 1024),
         }
     }
 }

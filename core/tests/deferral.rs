@@ -1,76 +1,65 @@
-//! The sans-IO deferral hook and oversized-file routing of `server::Session`: exact bytes
-//! on the connection, refusals, `complete` after `defer`, and the REST requests queued.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+//! Automatic deferral and oversized-file routing of `server::Session`, driven by the
+//! fake-clock driver (`common::driver`): the deadline in the session's wait, the exact
+//! bytes on the connection when the deadline passes with a handler in flight, no second
+//! HTTP answer after a deferral, and the REST replies the session hands out.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::type_complexity,
+    missing_docs
+)]
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{discord_headers, fixture};
+use common::driver::{Driver, request};
+use common::fixture;
 use yuyo_core::deferral::{
-    DEFAULT_DEFER_AFTER, DeferError, DeferredKind, ReplyRouting, RestCall, RestReply,
+    DEFAULT_DEFER_AFTER, DeferError, Deferred, ReplyRouting, RestCall, RestReply, Target,
 };
-use yuyo_core::endpoint::{Endpoint, HandlerFuture, Reply};
+use yuyo_core::endpoint::{Endpoint, InteractionKind, Reply};
 use yuyo_core::http1;
 use yuyo_core::multipart::FileSource;
 use yuyo_core::rest::RequestBody;
-use yuyo_core::server::{Action, Now, Session};
+use yuyo_core::server::{Input, Session, Wait};
 
-fn request(body: &[u8]) -> Vec<u8> {
-    let mut out = b"POST / HTTP/1.1\r\n".to_vec();
-    for (name, value) in discord_headers(body) {
-        out.extend(name.as_bytes());
-        out.extend(b": ");
-        out.extend(value);
-        out.extend(b"\r\n");
-    }
-    out.extend(b"\r\n");
-    out.extend(body);
-    out
+/// A driver with `routing` that keeps handlers in flight until `finish_handler`.
+fn driver(endpoint: Endpoint, routing: ReplyRouting) -> Driver {
+    let mut d = Driver::new(endpoint);
+    d.session.set_reply_routing(routing);
+    d.run_handlers = false;
+    d
 }
 
-fn now() -> Now {
-    Now {
-        instant: Instant::now(),
-        unix_secs: common::NOW,
-    }
+/// Feeds `body` as a request, now; its handler is left in flight. Returns the wait.
+fn dispatch(d: &mut Driver, body: &[u8]) -> Wait {
+    let wait = d.receive(&request(body));
+    assert!(d.handler.is_some(), "expected a handler in flight");
+    wait
 }
 
-fn session(endpoint: Endpoint, routing: ReplyRouting) -> Session {
-    let mut session = Session::new(endpoint, http1::Config::default(), Instant::now());
-    session.set_reply_routing(routing);
-    session
+/// Lets `by` pass; returns what was written meanwhile.
+fn written_after(d: &mut Driver, by: Duration) -> Vec<u8> {
+    let before = d.out.len();
+    d.advance(by);
+    d.out[before..].to_vec()
 }
 
-fn transmit(session: &mut Session) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(chunk) = session.poll_transmit() {
-        out.extend_from_slice(&chunk);
-    }
-    out
+/// Runs the handler in flight to completion; returns what was written meanwhile.
+fn finish(d: &mut Driver) -> Vec<u8> {
+    let before = d.out.len();
+    d.finish_handler();
+    d.out[before..].to_vec()
 }
 
-/// Polls the session, settling signature verification on the way.
-fn poll(session: &mut Session, now: Now) -> Action {
-    match session.poll(now) {
-        Action::Verify(ticket) => {
-            session
-                .verified(now, futures::executor::block_on(ticket))
-                .unwrap();
-            session.poll(now)
-        }
-        action => action,
-    }
-}
-
-/// Feeds `body` as a request and returns the handler the session hands out.
-fn dispatch(session: &mut Session, body: &[u8], now: Now) -> HandlerFuture {
-    session.receive(now.instant, &request(body));
-    match poll(session, now) {
-        Action::Handle(handler) => handler,
-        other => panic!("expected a handler, got {other:?}"),
-    }
+/// The only REST reply queued so far.
+fn only_rest_reply(d: &mut Driver) -> RestReply {
+    assert_eq!(d.rest.len(), 1, "expected exactly one REST reply");
+    d.rest.pop().unwrap()
 }
 
 const DEFERRED_5: &[u8] =
@@ -87,64 +76,127 @@ fn json_of(body: &RequestBody) -> serde_json::Value {
 
 #[test]
 fn deadline_is_data_and_only_while_a_handler_runs() {
-    let mut s = session(common::endpoint(), ReplyRouting::enabled());
-    assert_eq!(s.defer_deadline(), None);
-    let at = now();
-    let handler = dispatch(&mut s, &fixture("command_echo"), at);
-    assert_eq!(s.defer_deadline(), Some(at.instant + DEFAULT_DEFER_AFTER));
-    s.complete(at, futures::executor::block_on(handler))
-        .unwrap();
-    assert_eq!(s.defer_deadline(), None);
+    // The same exchanges with routing enabled and disabled: the waits differ only while
+    // a (non-autocomplete) handler runs.
+    let mut on = driver(common::endpoint(), ReplyRouting::enabled());
+    let mut off = driver(common::endpoint(), ReplyRouting::disabled());
+    // On the same clock.
+    off.now = on.now;
+    off.session = Session::new(common::endpoint(), http1::Config::default(), on.now);
+    let idle = on.run();
+    assert_eq!(idle, off.run());
+    assert_ne!(idle.deadline, Some(on.now.instant + DEFAULT_DEFER_AFTER));
 
-    // Autocomplete is never deferred: no deadline, and `defer` refuses.
-    let handler = dispatch(&mut s, &fixture("autocomplete"), at);
-    assert_eq!(s.defer_deadline(), None);
-    assert_eq!(s.defer(at).unwrap_err(), DeferError::Autocomplete);
-    assert!(transmit(&mut s).starts_with(b"HTTP/1.1 200 OK"));
-    s.complete(at, futures::executor::block_on(handler))
-        .unwrap();
-    let out = String::from_utf8(transmit(&mut s)).unwrap();
+    let start: Instant = on.now.instant;
+    let wait = dispatch(&mut on, &fixture("command_echo"));
+    assert_eq!(wait.deadline, Some(start + DEFAULT_DEFER_AFTER));
+    assert_eq!(dispatch(&mut off, &fixture("command_echo")).deadline, None);
+
+    let wait = on.finish_handler();
+    assert_eq!(wait, off.finish_handler());
+    assert_ne!(wait.deadline, Some(start + DEFAULT_DEFER_AFTER));
+    assert_eq!(on.statuses(), [200]);
+    assert!(on.rest.is_empty());
+
+    // Autocomplete is never deferred: no deadline in its wait, and nothing is sent when
+    // the deferral deadline (or more) passes.
+    let wait = dispatch(&mut on, &fixture("autocomplete"));
+    assert_eq!(wait.deadline, None, "{wait:?}");
+    assert!(written_after(&mut on, DEFAULT_DEFER_AFTER).is_empty());
+    assert!(written_after(&mut on, Duration::from_secs(10)).is_empty());
+    let out = String::from_utf8(finish(&mut on)).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
     assert!(out.contains(r#""type":8"#), "{out}");
-    assert!(s.poll_rest_reply().is_none());
+    assert!(on.rest.is_empty());
+    // ... and the deferral itself refuses it.
+    let interaction = serde_json::from_slice(&fixture("autocomplete")).unwrap();
+    let target = Target::new(InteractionKind::Autocomplete, &interaction);
+    assert_eq!(Deferred::new(target).unwrap_err(), DeferError::Autocomplete);
+}
+
+#[test]
+fn the_deadline_counts_from_the_head() {
+    let mut d = driver(common::endpoint(), ReplyRouting::enabled());
+    let input = request(&fixture("command_echo"));
+    let split = input.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head_at = d.now.instant;
+    d.receive(&input[..split]);
+    assert!(d.handler.is_none());
+    d.now.instant += Duration::from_secs(1);
+    let wait = d.receive(&input[split..]);
+    assert!(d.handler.is_some());
+    assert_eq!(wait.deadline, Some(head_at + DEFAULT_DEFER_AFTER));
+    // Not before the deadline; at it.
+    assert!(written_after(&mut d, Duration::from_millis(1499)).is_empty());
+    assert_eq!(written_after(&mut d, Duration::from_millis(1)), DEFERRED_5);
 }
 
 #[test]
 fn disabled_routing_never_defers() {
-    let mut s = session(common::endpoint(), ReplyRouting::disabled());
-    let at = now();
-    let _handler = dispatch(&mut s, &fixture("command_echo"), at);
-    assert_eq!(s.defer_deadline(), None);
-    assert_eq!(s.defer(at).unwrap_err(), DeferError::NotHandling);
+    let mut d = driver(common::endpoint(), ReplyRouting::disabled());
+    assert_eq!(d.session.reply_routing(), ReplyRouting::disabled());
+    let wait = dispatch(&mut d, &fixture("command_echo"));
+    assert_eq!(wait.deadline, None);
+    assert!(written_after(&mut d, DEFAULT_DEFER_AFTER).is_empty());
+    assert!(written_after(&mut d, Duration::from_secs(60)).is_empty());
+    finish(&mut d);
+    let responses = d.responses();
+    assert_eq!(responses.len(), 1);
+    assert_eq!(responses[0].0, 200);
+    let json: serde_json::Value = serde_json::from_slice(&responses[0].2).unwrap();
+    assert_eq!(json["type"], 4);
+    assert!(d.rest.is_empty());
 }
 
 #[test]
 fn defer_without_a_handler_is_refused() {
-    let mut s = session(common::endpoint(), ReplyRouting::enabled());
-    assert_eq!(s.defer(now()).unwrap_err(), DeferError::NotHandling);
+    // Time passing with no handler running sends no deferred answer.
+    let mut d = driver(common::endpoint(), ReplyRouting::enabled());
+    d.run();
+    assert!(written_after(&mut d, DEFAULT_DEFER_AFTER).is_empty());
+    assert!(d.rest.is_empty());
+
+    // Nor once a handler has finished.
+    let mut d = driver(common::endpoint(), ReplyRouting::enabled());
+    dispatch(&mut d, &fixture("command_echo"));
+    let answer = finish(&mut d);
+    assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert!(written_after(&mut d, DEFAULT_DEFER_AFTER).is_empty());
+    assert_eq!(d.statuses(), [200]);
+    assert!(d.rest.is_empty());
+
+    // Nor while the request is still being read.
+    let mut d = driver(common::endpoint(), ReplyRouting::enabled());
+    let input = request(&fixture("command_echo"));
+    d.receive(&input[..input.len() - 1]);
+    assert!(d.handler.is_none());
+    assert!(written_after(&mut d, DEFAULT_DEFER_AFTER).is_empty());
+    assert!(d.rest.is_empty());
 }
 
 #[test]
 fn command_is_deferred_with_type_5_and_its_reply_edits_the_original() {
-    let mut s = session(common::endpoint(), ReplyRouting::enabled());
-    let at = now();
+    let mut d = driver(common::endpoint(), ReplyRouting::enabled());
     let mut input = request(&fixture("command_echo"));
     input.extend(request(&fixture("ping")));
-    s.receive(at.instant, &input);
-    let Action::Handle(handler) = poll(&mut s, at) else {
-        panic!("no handler")
-    };
-    let deferred = s.defer(at).unwrap();
-    assert_eq!(deferred.kind(), DeferredKind::Message);
-    assert_eq!(transmit(&mut s), DEFERRED_5);
+    d.receive(&input);
+    assert!(d.handler.is_some());
+    assert!(d.out.is_empty());
+    assert_eq!(written_after(&mut d, DEFAULT_DEFER_AFTER), DEFERRED_5);
+    assert!(d.rest.is_empty(), "nothing through REST before the outcome");
     // Once deferred: no deadline, no second deferral.
-    assert_eq!(s.defer_deadline(), None);
-    assert_eq!(s.defer(at).unwrap_err(), DeferError::NotHandling);
+    assert_eq!(d.wait.unwrap().deadline, None, "{:?}", d.wait);
+    assert!(written_after(&mut d, DEFAULT_DEFER_AFTER).is_empty());
 
-    s.complete(at, futures::executor::block_on(handler))
-        .unwrap();
-    assert!(transmit(&mut s).is_empty(), "no second HTTP answer");
-    let reply = s.poll_rest_reply().unwrap();
-    assert!(s.poll_rest_reply().is_none());
+    finish(&mut d);
+    // No second HTTP answer: what follows is the pipelined ping's.
+    let responses = d.responses();
+    assert_eq!(responses.len(), 2, "{:?}", String::from_utf8_lossy(&d.out));
+    assert_eq!(responses[0].2, br#"{"type":5}"#);
+    assert_eq!(responses[1].2, br#"{"type":1}"#);
+    assert!(d.out.starts_with(DEFERRED_5));
+
+    let reply = only_rest_reply(&mut d);
     let [RestCall::EditOriginal(edit)] = reply.requests.as_slice() else {
         panic!("{reply:?}")
     };
@@ -163,23 +215,18 @@ fn command_is_deferred_with_type_5_and_its_reply_edits_the_original() {
         "Hello from the conformance suite! ✓ café"
     );
 
-    // The connection goes on with the next request.
-    assert!(matches!(poll(&mut s, at), Action::Read));
-    let out = transmit(&mut s);
-    assert!(out.ends_with(br#"{"type":1}"#), "{out:?}");
+    // The connection goes on.
+    assert!(d.wait.unwrap().read);
+    assert!(!d.closed && !d.shut_down_write);
 }
 
 #[test]
 fn component_is_deferred_with_type_6_and_its_update_edits_the_message() {
-    let mut s = session(common::endpoint(), ReplyRouting::enabled());
-    let at = now();
-    let handler = dispatch(&mut s, &fixture("component"), at);
-    assert_eq!(s.defer(at).unwrap().kind(), DeferredKind::Update);
-    assert_eq!(transmit(&mut s), DEFERRED_6);
-    s.complete(at, futures::executor::block_on(handler))
-        .unwrap();
-    assert!(transmit(&mut s).is_empty());
-    let reply = s.poll_rest_reply().unwrap();
+    let mut d = driver(common::endpoint(), ReplyRouting::enabled());
+    dispatch(&mut d, &fixture("component"));
+    assert_eq!(written_after(&mut d, DEFAULT_DEFER_AFTER), DEFERRED_6);
+    assert!(finish(&mut d).is_empty(), "no second HTTP answer");
+    let reply = only_rest_reply(&mut d);
     let [RestCall::EditOriginal(edit)] = reply.requests.as_slice() else {
         panic!("{reply:?}")
     };
@@ -188,15 +235,12 @@ fn component_is_deferred_with_type_6_and_its_update_edits_the_message() {
 
 #[test]
 fn handler_failure_after_deferral_removes_thinking() {
-    let mut s = session(common::endpoint(), ReplyRouting::enabled());
-    let at = now();
-    let handler = dispatch(&mut s, &fixture("command_boom"), at);
-    s.defer(at).unwrap();
-    assert_eq!(transmit(&mut s), DEFERRED_5);
-    s.complete(at, futures::executor::block_on(handler))
-        .unwrap();
-    assert!(transmit(&mut s).is_empty(), "no 500 after the deferral");
-    let reply = s.poll_rest_reply().unwrap();
+    let mut d = driver(common::endpoint(), ReplyRouting::enabled());
+    dispatch(&mut d, &fixture("command_boom"));
+    assert_eq!(written_after(&mut d, DEFAULT_DEFER_AFTER), DEFERRED_5);
+    assert!(finish(&mut d).is_empty(), "no 500 after the deferral");
+    assert_eq!(d.out, DEFERRED_5);
+    let reply = only_rest_reply(&mut d);
     let [RestCall::DeleteOriginal(delete)] = reply.requests.as_slice() else {
         panic!("{reply:?}")
     };
@@ -205,13 +249,11 @@ fn handler_failure_after_deferral_removes_thinking() {
 
 #[test]
 fn ephemeral_reply_after_type_5_is_not_made_public() {
-    let mut s = session(common::endpoint(), ReplyRouting::enabled());
-    let at = now();
-    let handler = dispatch(&mut s, &fixture("command_ephemeral"), at);
-    s.defer(at).unwrap();
-    s.complete(at, futures::executor::block_on(handler))
-        .unwrap();
-    let reply = s.poll_rest_reply().unwrap();
+    let mut d = driver(common::endpoint(), ReplyRouting::enabled());
+    dispatch(&mut d, &fixture("command_ephemeral"));
+    assert_eq!(written_after(&mut d, DEFAULT_DEFER_AFTER), DEFERRED_5);
+    assert!(finish(&mut d).is_empty());
+    let reply = only_rest_reply(&mut d);
     let [
         RestCall::DeleteOriginal(_),
         RestCall::CreateFollowup(followup),
@@ -226,13 +268,11 @@ fn ephemeral_reply_after_type_5_is_not_made_public() {
 
 #[test]
 fn deferred_file_reply_is_multipart() {
-    let mut s = session(common::endpoint(), ReplyRouting::enabled());
-    let at = now();
-    let handler = dispatch(&mut s, &fixture("command_file"), at);
-    s.defer(at).unwrap();
-    s.complete(at, futures::executor::block_on(handler))
-        .unwrap();
-    let RestReply { requests, .. } = s.poll_rest_reply().unwrap();
+    let mut d = driver(common::endpoint(), ReplyRouting::enabled());
+    dispatch(&mut d, &fixture("command_file"));
+    assert_eq!(written_after(&mut d, DEFAULT_DEFER_AFTER), DEFERRED_5);
+    assert!(finish(&mut d).is_empty());
+    let RestReply { requests, .. } = only_rest_reply(&mut d);
     let [RestCall::EditOriginal(edit)] = requests.as_slice() else {
         panic!("{requests:?}")
     };
@@ -242,6 +282,56 @@ fn deferred_file_reply_is_multipart() {
         "{body}"
     );
     assert!(body.contains("name=\"files[0]\""), "{body}");
+}
+
+#[test]
+fn a_deferred_reply_goes_through_rest_after_the_connection_fails() {
+    let mut d = driver(common::endpoint(), ReplyRouting::enabled());
+    dispatch(&mut d, &fixture("command_echo"));
+    assert_eq!(written_after(&mut d, DEFAULT_DEFER_AFTER), DEFERRED_5);
+    d.input(Input::Failed);
+    assert!(!d.closed, "the handler's outcome is awaited");
+    assert!(finish(&mut d).is_empty());
+    assert!(d.closed);
+    let reply = only_rest_reply(&mut d);
+    assert!(matches!(
+        reply.requests.as_slice(),
+        [RestCall::EditOriginal(_)]
+    ));
+
+    // A handler that was not deferred has nobody left to answer.
+    let mut d = driver(common::endpoint(), ReplyRouting::enabled());
+    dispatch(&mut d, &fixture("command_echo"));
+    d.input(Input::Failed);
+    assert!(finish(&mut d).is_empty());
+    assert!(d.closed);
+    assert!(d.rest.is_empty());
+}
+
+#[test]
+fn shutdown_while_a_handler_runs_still_defers_then_closes() {
+    let mut d = driver(common::endpoint(), ReplyRouting::enabled());
+    let start = d.now.instant;
+    dispatch(&mut d, &fixture("command_echo"));
+    let wait = d.input(Input::Shutdown);
+    assert_eq!(wait.deadline, Some(start + DEFAULT_DEFER_AFTER));
+    assert!(d.out.is_empty());
+    assert_eq!(
+        written_after(&mut d, DEFAULT_DEFER_AFTER),
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 10\r\n\
+          connection: close\r\n\r\n{\"type\":5}"
+    );
+    assert!(
+        !d.closed && !d.shut_down_write,
+        "the handler's outcome is awaited"
+    );
+    assert!(finish(&mut d).is_empty());
+    assert!(d.closed || d.shut_down_write);
+    let reply = only_rest_reply(&mut d);
+    assert!(matches!(
+        reply.requests.as_slice(),
+        [RestCall::EditOriginal(_)]
+    ));
 }
 
 fn big_file_endpoint(len: usize) -> Endpoint {
@@ -273,17 +363,14 @@ fn oversized_files_go_through_the_callback_and_http_gets_202() {
         defer_after: None,
         inline_files_limit: Some(1000),
     };
-    let mut s = session(big_file_endpoint(1001), routing);
-    let at = now();
-    let handler = dispatch(&mut s, &fixture("command_echo"), at);
-    assert_eq!(s.defer_deadline(), None);
-    s.complete(at, futures::executor::block_on(handler))
-        .unwrap();
+    let mut d = driver(big_file_endpoint(1001), routing);
+    let wait = dispatch(&mut d, &fixture("command_echo"));
+    assert_eq!(wait.deadline, None, "no deferral deadline");
     assert_eq!(
-        transmit(&mut s),
+        finish(&mut d),
         b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n"
     );
-    let reply = s.poll_rest_reply().unwrap();
+    let reply = only_rest_reply(&mut d);
     let [RestCall::CreateResponse(callback)] = reply.requests.as_slice() else {
         panic!("{reply:?}")
     };
@@ -304,11 +391,10 @@ fn oversized_files_go_through_the_callback_and_http_gets_202() {
     assert!(bytes.contains(&"x".repeat(1001)));
 
     // A file of unknown length counts as oversized.
-    let handler = dispatch(&mut s, &fixture("component"), at);
-    s.complete(at, futures::executor::block_on(handler))
-        .unwrap();
-    assert!(transmit(&mut s).starts_with(b"HTTP/1.1 202 Accepted\r\n"));
-    assert!(s.poll_rest_reply().is_some());
+    dispatch(&mut d, &fixture("component"));
+    assert!(finish(&mut d).starts_with(b"HTTP/1.1 202 Accepted\r\n"));
+    assert_eq!(d.rest.len(), 1);
+    assert!(d.wait.unwrap().read);
 }
 
 #[test]
@@ -317,15 +403,15 @@ fn files_at_the_limit_stay_inline() {
         defer_after: Some(Duration::from_secs(1)),
         inline_files_limit: Some(1000),
     };
-    let mut s = session(big_file_endpoint(1000), routing);
-    let at = now();
-    let handler = dispatch(&mut s, &fixture("command_echo"), at);
-    s.complete(at, futures::executor::block_on(handler))
-        .unwrap();
-    assert!(matches!(poll(&mut s, at), Action::Read));
-    let out = transmit(&mut s);
-    assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
-    assert!(s.poll_rest_reply().is_none());
+    let mut d = driver(big_file_endpoint(1000), routing);
+    let start = d.now.instant;
+    let wait = dispatch(&mut d, &fixture("command_echo"));
+    assert_eq!(wait.deadline, Some(start + Duration::from_secs(1)));
+    let wait = d.finish_handler();
+    assert!(wait.read, "{wait:?}");
+    assert!(d.out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert_eq!(d.statuses(), [200]);
+    assert!(d.rest.is_empty());
 }
 
 fn token_of(body: &[u8]) -> String {
@@ -335,14 +421,11 @@ fn token_of(body: &[u8]) -> String {
 
 #[test]
 fn modal_is_deferred_with_5_or_with_6_when_submitted_from_a_message() {
-    let mut s = session(common::endpoint(), ReplyRouting::enabled());
-    let at = now();
-    let handler = dispatch(&mut s, &fixture("modal"), at);
-    assert_eq!(s.defer(at).unwrap().kind(), DeferredKind::Message);
-    assert_eq!(transmit(&mut s), DEFERRED_5);
-    s.complete(at, futures::executor::block_on(handler))
-        .unwrap();
-    let reply = s.poll_rest_reply().unwrap();
+    let mut d = driver(common::endpoint(), ReplyRouting::enabled());
+    dispatch(&mut d, &fixture("modal"));
+    assert_eq!(written_after(&mut d, DEFAULT_DEFER_AFTER), DEFERRED_5);
+    assert!(finish(&mut d).is_empty());
+    let reply = only_rest_reply(&mut d);
     assert!(matches!(
         reply.requests.as_slice(),
         [RestCall::EditOriginal(_)]
@@ -354,12 +437,10 @@ fn modal_is_deferred_with_5_or_with_6_when_submitted_from_a_message() {
     let component: serde_json::Value = serde_json::from_slice(&fixture("component")).unwrap();
     modal["message"] = component["message"].clone();
     let body = serde_json::to_vec(&modal).unwrap();
-    let handler = dispatch(&mut s, &body, at);
-    assert_eq!(s.defer(at).unwrap().kind(), DeferredKind::Update);
-    assert_eq!(transmit(&mut s), DEFERRED_6);
-    s.complete(at, futures::executor::block_on(handler))
-        .unwrap();
-    let reply = s.poll_rest_reply().unwrap();
+    dispatch(&mut d, &body);
+    assert_eq!(written_after(&mut d, DEFAULT_DEFER_AFTER), DEFERRED_6);
+    assert!(finish(&mut d).is_empty());
+    let reply = only_rest_reply(&mut d);
     let [RestCall::CreateFollowup(followup)] = reply.requests.as_slice() else {
         panic!("{reply:?}")
     };
@@ -370,19 +451,17 @@ fn modal_is_deferred_with_5_or_with_6_when_submitted_from_a_message() {
 }
 
 /// The ephemeral late reply (DELETE, then a follow-up) with `after` work that records it ran.
-fn two_call_reply() -> (RestReply, std::sync::Arc<std::sync::atomic::AtomicBool>) {
-    let mut s = session(common::endpoint(), ReplyRouting::enabled());
-    let at = now();
-    let handler = dispatch(&mut s, &fixture("command_ephemeral"), at);
-    s.defer(at).unwrap();
-    s.complete(at, futures::executor::block_on(handler))
-        .unwrap();
-    let mut reply = s.poll_rest_reply().unwrap();
+fn two_call_reply() -> (RestReply, Arc<AtomicBool>) {
+    let mut d = driver(common::endpoint(), ReplyRouting::enabled());
+    dispatch(&mut d, &fixture("command_ephemeral"));
+    assert_eq!(written_after(&mut d, DEFAULT_DEFER_AFTER), DEFERRED_5);
+    finish(&mut d);
+    let mut reply = only_rest_reply(&mut d);
     assert_eq!(reply.requests.len(), 2);
-    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ran = Arc::new(AtomicBool::new(false));
     let flag = ran.clone();
     reply.after = Some(Box::pin(async move {
-        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        flag.store(true, Ordering::SeqCst);
     }));
     (reply, ran)
 }
@@ -396,7 +475,7 @@ fn deliver_sends_in_order_then_runs_after() {
         std::future::ready(Ok::<(), &str>(()))
     }));
     assert_eq!(sent, [http::Method::DELETE, http::Method::POST]);
-    assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(ran.load(Ordering::SeqCst));
 }
 
 #[test]
@@ -408,5 +487,5 @@ fn deliver_stops_at_the_first_failure_and_still_runs_after() {
         std::future::ready(Err("mock failure"))
     }));
     assert_eq!(sent, 1, "the follow-up is not sent after a failed DELETE");
-    assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(ran.load(Ordering::SeqCst));
 }

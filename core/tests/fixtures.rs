@@ -157,6 +157,6 @@ fn chunked_fixture_bodies_verify() {
         let one = drive(&endpoint, &head, vec![body.clone()], NOW);
         let chunks = body.chunks(100).map(Bytes::copy_from_slice).collect();
         let many = drive(&endpoint, &head, chunks, NOW);
-        assert_eq!(one, many, "{name}");
+        assert_eq!(one.fixed_boundary(), many.fixed_boundary(), "{name}");
     }
 }

@@ -107,6 +107,6 @@ proptest! {
             *name = recase(name, &flips);
         }
         let got = drive(&endpoint, &head("POST", "/", &varied), chunk(body, &cuts), NOW);
-        prop_assert_eq!(got, baseline);
+        prop_assert_eq!(got.fixed_boundary(), baseline.fixed_boundary());
     }
 }

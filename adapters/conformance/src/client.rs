@@ -208,6 +208,18 @@ impl Client {
         })
     }
 
+    /// A client on an already connected `stream`, with `timeout` on every read and write.
+    pub fn from_stream(stream: TcpStream, timeout: Duration) -> io::Result<Self> {
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            buf: Vec::new(),
+            eof: false,
+        })
+    }
+
     /// Writes all of `bytes`.
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)?;

@@ -43,6 +43,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod attacks;
 #[cfg(feature = "bot-suites")]
 pub mod bot_cases;
 #[cfg(feature = "bot-suites")]
@@ -197,6 +198,12 @@ macro_rules! suite {
             file_from_disk_known_length,
             file_from_disk_unknown_length,
             file_from_disk_missing_closes,
+        );
+        $crate::__tests!(attacks, $harness;
+            non_reading_pipeliners_do_not_starve,
+            stalled_bodies_at_the_cap_do_not_starve,
+            stalled_heads_at_the_cap_do_not_starve,
+            eviction_spares_busy_connections,
         );
     };
 }

@@ -63,6 +63,10 @@ pub(crate) async fn serve(stream: TcpStream, mut session: Session, shared: Arc<S
                 let _ = io.socket.get_ref().shutdown(Shutdown::Write);
                 continue;
             }
+            Output::Yield => {
+                future::yield_now().await;
+                continue;
+            }
             Output::Close => return,
             Output::Timeout(wait) => {
                 let woke = future::poll_fn(|cx| io.poll_wait(cx, wait, &shared)).await;
@@ -252,7 +256,9 @@ impl Io {
             self.timer.set_at(at);
             self.armed = Some(at);
         }
-        Pin::new(&mut self.timer).poll(cx).map(|_| self.armed = None)
+        Pin::new(&mut self.timer)
+            .poll(cx)
+            .map(|_| self.armed = None)
     }
 
     /// Shutdown, passed to the session once.

@@ -541,8 +541,14 @@ async fn accept_loop(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
+        if let Some(size) = options.send_buffer
+            && let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(size)
+        {
+            tracing::debug!(%error, "cannot set SO_SNDBUF");
+        }
         let config = options.connection_config(admitted.others);
-        let session = Session::new(service.endpoint().clone(), config, now()).with_slot(admitted.slot);
+        let session =
+            Session::new(service.endpoint().clone(), config, now()).with_slot(admitted.slot);
         let conn_shared = shared.clone();
         shared.spawn(connection::serve(stream, session, conn_shared));
     }

@@ -1,16 +1,62 @@
-//! Tokio glue that `yuyo-tower` shares: the capped accept loop, reading reply files on the
-//! blocking pool, waiting for shutdown signals and yielding before a signature batch. Runtime plumbing only, no protocol
-//! decisions.
+//! Tokio glue that `yuyo-tower` shares: the accept loops (into the service's connection
+//! [`Slots`], or capped by a semaphore), reading reply files on the blocking pool, waiting
+//! for shutdown signals and yielding before a signature batch. Runtime plumbing only, no
+//! protocol decisions.
 
 use std::future::Future;
 use std::io;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use yuyo_core::server::{Admitted, Slots};
+
+/// Accepts connections until `stop` completes, each admitted into `slots` with at most
+/// `max_connections` open: at the cap [`Slots::admit`] evicts the connection that has
+/// waited longest on its peer, and when every connection is busy on the server's side the
+/// accepted stream waits for [`Slots::vacancy`]. Each stream (with `TCP_NODELAY` set) goes
+/// to `serve` with its [`Admitted`] slot, which must live as long as the connection (give
+/// it to the connection's [`Session`](yuyo_core::server::Session)).
+pub async fn accept_into_slots<F>(
+    listener: &TcpListener,
+    slots: &Slots,
+    max_connections: usize,
+    stop: impl Future<Output = ()>,
+    mut serve: F,
+) where
+    F: FnMut(TcpStream, Admitted),
+{
+    tokio::pin!(stop);
+    while let Some(stream) = accept(listener, stop.as_mut()).await {
+        match admit(slots, max_connections, stop.as_mut()).await {
+            Some(admitted) => serve(stream, admitted),
+            None => return,
+        }
+    }
+}
+
+/// A slot for a connection, waiting for a vacancy while every slot is busy; `None` once
+/// `stop` completes.
+async fn admit(
+    slots: &Slots,
+    max_connections: usize,
+    mut stop: Pin<&mut impl Future<Output = ()>>,
+) -> Option<Admitted> {
+    loop {
+        if let Ok(admitted) = slots.admit(max_connections) {
+            return Some(admitted);
+        }
+        tokio::select! {
+            biased;
+            () = stop.as_mut() => return None,
+            () = slots.vacancy(max_connections) => {}
+        }
+    }
+}
 
 /// Accepts connections until `stop` completes, at most `max_connections` at once. Each
 /// stream (with `TCP_NODELAY` set) goes to `serve` with its permit, which must live as
@@ -36,31 +82,45 @@ pub async fn accept_loop<F>(
                 Err(_) => return, // never closed
             },
         };
-        let stream = tokio::select! {
-            biased;
-            () = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(error) if is_connection_error(&error) => {
-                    tracing::debug!(%error, "a connection failed before it was accepted");
-                    continue;
-                }
-                Err(error) => {
-                    // Typically out of file descriptors: back off instead of spinning.
-                    tracing::error!(%error, "could not accept a connection");
-                    tokio::select! {
-                        () = &mut stop => return,
-                        () = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                    }
-                }
-            },
+        let Some(stream) = accept(listener, stop.as_mut()).await else {
+            return;
         };
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
         // The others open: the cap minus the free permits minus this connection's.
         let open = max_connections.saturating_sub(permits.available_permits() + 1);
         serve(stream, permit, open);
+    }
+}
+
+/// The next connection, with `TCP_NODELAY` set; `None` once `stop` completes.
+async fn accept(
+    listener: &TcpListener,
+    mut stop: Pin<&mut impl Future<Output = ()>>,
+) -> Option<TcpStream> {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stop.as_mut() => return None,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "could not set TCP_NODELAY");
+                }
+                return Some(stream);
+            }
+            Err(error) if is_connection_error(&error) => {
+                tracing::debug!(%error, "a connection failed before it was accepted");
+            }
+            Err(error) => {
+                // Typically out of file descriptors: back off instead of spinning.
+                tracing::error!(%error, "could not accept a connection");
+                tokio::select! {
+                    () = stop.as_mut() => return None,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
     }
 }
 
@@ -79,7 +139,6 @@ pub const FILE_CHUNK: usize = 64 * 1024;
 /// Reads `path` in [`FILE_CHUNK`] pieces into `tx`; run it on the blocking pool. Stops
 /// when the receiver is gone.
 pub fn read_file_chunks(path: &Path, tx: &mpsc::Sender<io::Result<Bytes>>) {
-    use std::io::Read as _;
     let mut file = match std::fs::File::open(path) {
         Ok(file) => file,
         Err(error) => {
@@ -87,22 +146,38 @@ pub fn read_file_chunks(path: &Path, tx: &mpsc::Sender<io::Result<Bytes>>) {
             return;
         }
     };
-    let mut buf = BytesMut::new();
     loop {
-        buf.resize(FILE_CHUNK, 0);
-        match file.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                buf.truncate(n);
-                if tx.blocking_send(Ok(buf.split().freeze())).is_err() {
+        match read_chunk(&mut file) {
+            Ok(chunk) if chunk.is_empty() => return,
+            Ok(chunk) => {
+                if tx.blocking_send(Ok(chunk)).is_err() {
                     return;
                 }
             }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(error) => {
                 let _ = tx.blocking_send(Err(error));
                 return;
             }
+        }
+    }
+}
+
+/// Reads the next chunk of at most [`FILE_CHUNK`] bytes of `file` (blocking: run it on
+/// the blocking pool); empty at the end of the file.
+///
+/// # Errors
+/// The read error (an interrupted read is retried).
+pub fn read_chunk(file: &mut std::fs::File) -> io::Result<Bytes> {
+    use std::io::Read as _;
+    let mut buf = BytesMut::zeroed(FILE_CHUNK);
+    loop {
+        match file.read(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf.freeze());
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
         }
     }
 }

@@ -1,11 +1,14 @@
 //! yuyo on tokio: a Discord interactions server.
 //!
 //! A thin driver over the sans-IO [`yuyo_core::server::Session`]: it accepts
-//! connections from a [`tokio::net::TcpListener`], runs one task per connection that
-//! moves bytes and time between the socket and the session, awaits handler futures,
-//! streams reply files from disk on tokio's blocking pool and spawns after-response
-//! work. Every protocol decision is the core's. It works on both the current-thread and
-//! the multi-thread runtime.
+//! connections from a [`tokio::net::TcpListener`] into the service's connection
+//! [`Slots`], and runs one task per connection that translates the session's
+//! [`Output`]s into IO — writing what the socket takes, reading into the session's
+//! buffer, awaiting signature tickets and handler futures, reading reply files a chunk at
+//! a time on tokio's blocking pool, spawning after-response work and REST replies — and
+//! feeds back what happened as [`Input`]s. Every protocol and timing decision is the
+//! core's: the session's [`Wait::deadline`] is a connection's only timer. It works on
+//! both the current-thread and the multi-thread runtime.
 //!
 //! The [`bot`] module adds yuyo's `AsgiBot` on top: a [`bot::Bot`] holds a rate-limited
 //! Discord REST client ([`rest::RestClient`], `tokio-rustls`, keep-alive pool, timeouts,
@@ -25,9 +28,12 @@
 //!
 //! # Serving
 //! [`Server::serve`] runs the startup callbacks before accepting anything (a failure is
-//! returned and nothing is served), then accepts at most
-//! [`ServeOptions::max_connections`] connections at once (further ones wait in the listen
-//! backlog). On shutdown — [`ShutdownHandle::shutdown`], or Ctrl-C / SIGTERM when
+//! returned and nothing is served), then serves at most
+//! [`ServeOptions::max_connections`] connections at once: at the cap, a new connection
+//! takes the slot of the one that has waited longest on its peer (which is closed at
+//! once); while every connection is busy on the server's side (verifying, running a
+//! handler), the accepted connection waits for a free slot and further ones wait in the
+//! listen backlog. On shutdown — [`ShutdownHandle::shutdown`], or Ctrl-C / SIGTERM when
 //! [`ServeOptions::handle_signals`] is set — it stops accepting, asks every connection to
 //! close after its request in flight, waits up to [`ServeOptions::grace_period`] for
 //! connections and after-response work (then cancels what is left), runs the shutdown
@@ -58,27 +64,25 @@ pub mod rest;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::{Buf, Bytes};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
+use tracing::instrument::Instrumented;
 use yuyo_core::deferral::{ReplyRouting, RestReply};
-use yuyo_core::endpoint::Endpoint;
-use yuyo_core::http1;
+use yuyo_core::endpoint::{Endpoint, HandlerFuture};
 use yuyo_core::multipart::FileSource;
-use yuyo_core::server::{Action, Now, Session};
+use yuyo_core::server::{Admitted, Eviction, Input, Now, Output, Session, Slots, Wait};
 
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
-
-/// File chunks read ahead of the socket.
-const FILE_READ_AHEAD: usize = 2;
 
 /// A server for one [`Service`] on tokio.
 #[derive(Debug)]
@@ -180,6 +184,7 @@ impl Server {
         } = self;
         service.startup().await?;
         let options = service.options().clone();
+        let slots = service.slots().clone();
         let signals = options.handle_signals.then(|| {
             let token = shutdown.clone();
             tokio::spawn(async move {
@@ -199,7 +204,7 @@ impl Server {
             rest,
         });
 
-        accept(&listener, &shared, options.max_connections).await;
+        accept(&listener, &shared, &slots, options.max_connections).await;
         drop(listener);
 
         shared.tracker.close();
@@ -252,43 +257,45 @@ impl Shared {
         }
     }
 
-    /// Sends every reply the session queued for REST, each in its own task.
-    fn send_rest_replies(&self, session: &mut Session) {
-        while let Some(reply) = session.poll_rest_reply() {
-            match &self.rest {
-                Some((client, _)) => {
-                    let client = client.clone();
-                    self.spawn(send_rest_reply(client, reply).instrument(session.span().clone()));
-                }
-                None => tracing::error!("a reply went to REST without a REST client"),
-            }
+    /// The session of a connection accepted now into its slot.
+    fn session(&self, admitted: Admitted) -> Session {
+        let config = self.options.connection_config(admitted.others);
+        let mut session =
+            Session::new(self.endpoint.clone(), config, now()).with_slot(admitted.slot);
+        if let Some((_, routing)) = &self.rest {
+            session.set_reply_routing(*routing);
         }
+        session
     }
 
-    /// Reads `path` on the blocking pool, a chunk at a time, into the returned channel.
-    fn read_file(&self, path: PathBuf) -> mpsc::Receiver<io::Result<Bytes>> {
-        let (tx, rx) = mpsc::channel(FILE_READ_AHEAD);
-        let read = move || glue::read_file_chunks(&path, &tx);
-        match &self.runtime {
-            Some(runtime) => drop(runtime.spawn_blocking(read)),
-            None => drop(tokio::task::spawn_blocking(read)),
+    /// Spawns the delivery of `reply` through the REST client, in `span`.
+    fn send_rest_reply(&self, reply: RestReply, span: &tracing::Span) {
+        match &self.rest {
+            Some((client, _)) => {
+                self.spawn(send_rest_reply(client.clone(), reply).instrument(span.clone()));
+            }
+            None => tracing::error!("a reply went to REST without a REST client"),
         }
-        rx
     }
 }
 
-/// Accepts connections until shutdown, at most `max_connections` at once.
-async fn accept(listener: &TcpListener, shared: &Arc<Shared>, max_connections: usize) {
+/// Accepts connections until shutdown, each into a slot of `slots` (at most
+/// `max_connections`; see [`Slots`]), and serves each in its own task.
+async fn accept(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    slots: &Slots,
+    max_connections: usize,
+) {
     let stop = shared.shutdown.cancelled();
-    glue::accept_loop(listener, max_connections, stop, |stream, permit, open| {
-        let config = shared.options.connection_config(open);
+    let serve = |stream, admitted| {
+        let session = shared.session(admitted);
         let connection_shared = Arc::clone(shared);
         shared.spawn(async move {
-            let _permit = permit;
-            serve_connection(&connection_shared, stream, config).await;
+            serve_connection(&connection_shared, stream, session).await;
         });
-    })
-    .await;
+    };
+    glue::accept_into_slots(listener, slots, max_connections, stop, serve).await;
 }
 
 /// Both clocks, as the session needs them.
@@ -301,202 +308,254 @@ fn now() -> Now {
     }
 }
 
-/// Writes everything the session has to send.
-async fn flush(stream: &mut TcpStream, session: &mut Session) -> io::Result<()> {
-    while let Some(chunk) = session.poll_transmit() {
-        stream.write_all(&chunk).await?;
-    }
-    Ok(())
-}
-
-/// The session loop of one connection (see [`yuyo_core::server`]).
-async fn serve_connection(shared: &Shared, mut stream: TcpStream, config: http1::Config) {
-    let mut session = Session::new(shared.endpoint.clone(), config, Instant::now());
-    if let Some((_, routing)) = &shared.rest {
-        session.set_reply_routing(*routing);
-    }
-    let shutdown = shared.shutdown.clone().cancelled_owned();
-    tokio::pin!(shutdown);
-    let mut closing = false;
-    // One timer for the connection's life, re-armed only when the deadline moves.
-    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
-    tokio::pin!(timer);
-    let mut armed: Option<Instant> = None;
-
+/// The session loop of one connection (see [`yuyo_core::server`]): every output
+/// translated into IO, every IO event fed back as an input.
+async fn serve_connection(shared: &Shared, stream: TcpStream, session: Session) {
+    let mut conn = Connection::new(stream, session, shared.shutdown.clone());
     loop {
-        let action = session.poll(now());
-        // Polling produces the bytes to send (responses, `100 Continue`): write them
-        // before waiting on anything, and before after-response work starts.
-        if let Err(error) = flush(&mut stream, &mut session).await {
-            tracing::debug!(%error, "connection write failed");
-            return;
-        }
-        match action {
-            Action::Read => {
-                let deadline = session.poll_timeout();
-                if deadline != armed {
-                    if let Some(at) = deadline {
-                        timer.as_mut().reset(at.into());
-                    }
-                    armed = deadline;
-                }
-                tokio::select! {
-                    biased;
-                    // Wait for readiness, then read straight into the session's buffer: an
-                    // idle connection holds no read buffer at all.
-                    ready = stream.readable() => {
-                        let read = ready.and_then(|()| stream.try_read_buf(session.receive_buffer()));
-                        match read {
-                            Ok(0) => session.receive_eof(),
-                            // Also after a spurious wake-up: the empty buffer is released.
-                            Ok(_) => session.received(Instant::now()),
-                            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                                session.received(Instant::now());
-                            }
-                            Err(error) => {
-                                tracing::debug!(%error, "connection read failed");
-                                return;
-                            }
-                        }
-                    }
-                    () = &mut timer, if armed.is_some() => {
-                        armed = None;
-                        session.handle_timeout(Instant::now());
-                    }
-                    () = &mut shutdown, if !closing => {
-                        closing = true;
-                        session.close();
-                    }
-                }
-            }
-            Action::Verify(ticket) => {
+        match conn.session.poll_output() {
+            Output::Transmit(bytes) => conn.transmit(bytes),
+            Output::Verify(ticket) => {
                 // Other connections' finished requests join this one's batch.
                 glue::yield_to_queued_tasks().await;
-                if let Err(error) = session.verified(now(), ticket.await) {
-                    tracing::error!(%error, "session refused a verification result");
-                    return;
+                conn.input(Input::Verified(ticket.await));
+            }
+            Output::Handle(handler) => {
+                conn.handler = Some(handler.instrument(conn.session.span().clone()));
+            }
+            Output::StreamFile(source) => conn.stream_file(source),
+            Output::Spawn(work) => shared.spawn(work.instrument(conn.session.span().clone())),
+            Output::RestReply(reply) => shared.send_rest_reply(reply, conn.session.span()),
+            Output::ShutdownWrite => {
+                if let Err(error) = conn.stream.shutdown().await {
+                    conn.input(failed(&error));
                 }
             }
-            Action::Handle(handler) => {
-                let handler = handler.instrument(session.span().clone());
-                tokio::pin!(handler);
-                // The deferral deadline, when the core wants one (see `yuyo_core::deferral`).
-                let defer_at = session.defer_deadline();
-                let mut deferring = defer_at.is_some();
-                let defer = async move {
-                    match defer_at {
-                        Some(at) => tokio::time::sleep_until(at.into()).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::pin!(defer);
-                let outcome = loop {
-                    tokio::select! {
-                        biased;
-                        outcome = &mut handler => break outcome,
-                        () = &mut defer, if deferring => {
-                            deferring = false;
-                            match session.defer(now()) {
-                                Ok(_) => {
-                                    // The deferred answer goes out now; the handler goes on.
-                                    if let Err(error) = flush(&mut stream, &mut session).await {
-                                        tracing::debug!(%error, "connection write failed");
-                                        return;
-                                    }
-                                }
-                                Err(error) => tracing::debug!(%error, "handler not deferred"),
-                            }
-                        }
-                        () = &mut shutdown, if !closing => {
-                            closing = true;
-                            session.close();
-                        }
-                    }
-                };
-                if let Err(error) = session.complete(now(), outcome) {
-                    tracing::error!(%error, "session refused a handler outcome");
-                    return;
-                }
-                // The HTTP answer (e.g. the 202 of a reply sent through the callback
-                // endpoint) goes out before the REST requests start.
-                if let Err(error) = flush(&mut stream, &mut session).await {
-                    tracing::debug!(%error, "connection write failed");
-                    shared.send_rest_replies(&mut session);
-                    return;
-                }
-                shared.send_rest_replies(&mut session);
-            }
-            Action::StreamFile(source) => {
-                if let Err(error) = stream_file(shared, &mut session, &mut stream, source).await {
-                    tracing::debug!(%error, "connection write failed while streaming a file");
-                    return;
-                }
-            }
-            Action::RunAfter(work) => shared.spawn(work.instrument(session.span().clone())),
-            Action::Close => {
-                // Without a lingering close, dropping the stream closes it.
-                if let Some(how) = session.linger() {
-                    let _ = stream.shutdown().await;
-                    linger(&mut stream, how).await;
-                }
-                return;
+            Output::Yield => tokio::task::yield_now().await,
+            Output::Close => return,
+            Output::Timeout(wait) => {
+                let input = conn.next_input(wait).await;
+                conn.input(input);
             }
         }
     }
 }
 
-/// A lingering close (see [`yuyo_core::http1::Linger`]): drain what the peer still sends,
-/// so unread request bytes do not turn the close into a reset that destroys the response.
-async fn linger(stream: &mut TcpStream, linger: yuyo_core::http1::Linger) {
-    let deadline = tokio::time::Instant::now() + linger.timeout;
-    let mut scratch = vec![0_u8; 16 * 1024];
-    let mut left = linger.max_bytes;
-    while left > 0 {
-        match tokio::time::timeout_at(deadline, stream.read(&mut scratch)).await {
-            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n as u64),
-            _ => break,
+/// One connection's socket and session, and what the session's outputs started.
+struct Connection {
+    stream: TcpStream,
+    session: Session,
+    /// The rest of the last [`Output::Transmit`], written when the socket is writable.
+    unsent: Bytes,
+    /// The handler of [`Output::Handle`], while it runs.
+    handler: Option<Instrumented<HandlerFuture>>,
+    /// The file of [`Output::StreamFile`], while it is read.
+    file: Option<FileReader>,
+    /// The session's deadline ([`Wait::deadline`]).
+    timer: Timer,
+    /// Graceful shutdown, until it was passed to the session.
+    shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// The slot's eviction, until it was passed to the session.
+    eviction: Option<Eviction>,
+}
+
+impl Connection {
+    fn new(stream: TcpStream, session: Session, shutdown: CancellationToken) -> Self {
+        Self {
+            stream,
+            eviction: session.eviction(),
+            session,
+            unsent: Bytes::new(),
+            handler: None,
+            file: None,
+            timer: Timer::new(),
+            shutdown: Some(Box::pin(shutdown.cancelled_owned())),
+        }
+    }
+
+    /// Passes `input` to the session, with the time now. A refused input is a driver bug
+    /// the session logs; it then closes the connection.
+    fn input(&mut self, input: Input) {
+        let _ = self.session.handle_input(now(), input);
+    }
+
+    /// Writes what the socket takes now of `bytes`; the rest waits for [`Wait::write`].
+    fn transmit(&mut self, bytes: Bytes) {
+        self.unsent = bytes;
+        let result = self.stream.try_write(&self.unsent);
+        let input = written(result, &mut self.unsent);
+        self.input(input);
+    }
+
+    /// Starts reading a reply file (chunks are read as [`Wait::file`] asks).
+    fn stream_file(&mut self, source: FileSource) {
+        match source {
+            FileSource::Path { path, .. } => self.file = Some(FileReader::new(path)),
+            FileSource::Later { id, .. } => {
+                tracing::error!(id, "yuyo-tokio has no source for FileSource::Later files");
+                self.input(Input::FileFailed);
+            }
+        }
+    }
+
+    /// Waits as `wait` says, for whatever comes first, and returns it as an input.
+    async fn next_input(&mut self, wait: Wait) -> Input {
+        let Self {
+            stream,
+            session,
+            unsent,
+            handler,
+            file,
+            timer,
+            shutdown,
+            eviction,
+        } = self;
+        tokio::select! {
+            biased;
+            outcome = some(handler) => {
+                *handler = None;
+                Input::Handled(outcome)
+            }
+            () = some(eviction) => {
+                *eviction = None;
+                Input::Evicted
+            }
+            ready = stream.writable(), if wait.write && !unsent.is_empty() => {
+                written(ready.and_then(|()| stream.try_write(unsent)), unsent)
+            }
+            ready = stream.readable(), if wait.read => {
+                received(ready.and_then(|()| stream.try_read_buf(session.receive_buffer())))
+            }
+            chunk = next_chunk(file), if wait.file => file_input(chunk, file),
+            () = timer.until(wait.deadline) => Input::Timeout,
+            () = some(shutdown) => {
+                *shutdown = None;
+                Input::Shutdown
+            }
         }
     }
 }
 
-/// Streams one reply file into the response, writing each chunk as it is read so the
-/// file is never held whole. An `Err` is a socket write failure.
-async fn stream_file(
-    shared: &Shared,
-    session: &mut Session,
-    stream: &mut TcpStream,
-    source: FileSource,
-) -> io::Result<()> {
-    let path = match source {
-        FileSource::Path { path, .. } => path,
-        FileSource::Later { id, .. } => {
-            tracing::error!(id, "yuyo-tokio has no source for FileSource::Later files");
-            session.abort_file();
-            return Ok(());
+/// Awaits the future in `future`; never resolves without one.
+async fn some<F: Future + Unpin>(future: &mut Option<F>) -> F::Output {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The input for a write of the rest of a transmit, which it advances.
+fn written(result: io::Result<usize>, unsent: &mut Bytes) -> Input {
+    match result {
+        Ok(n) => {
+            unsent.advance(n);
+            Input::Written(n)
         }
-    };
-    let mut chunks = shared.read_file(path);
-    loop {
-        match chunks.recv().await {
-            Some(Ok(chunk)) => {
-                if let Err(error) = session.send_file_data(chunk) {
-                    // The session aborted the response and will close.
-                    tracing::error!(%error, "reply file does not match its declared length");
-                    return Ok(());
-                }
-                flush(stream, session).await?;
-            }
-            Some(Err(error)) => {
-                tracing::error!(%error, "could not read a reply file");
-                session.abort_file();
-                return Ok(());
-            }
-            None => {
-                if let Err(error) = session.finish_file() {
-                    tracing::error!(%error, "reply file does not match its declared length");
-                }
-                return Ok(());
-            }
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Input::Written(0),
+        Err(error) => failed(&error),
+    }
+}
+
+/// The input for a read into the session's receive buffer.
+fn received(result: io::Result<usize>) -> Input {
+    match result {
+        Ok(0) => Input::Eof,
+        Ok(_) => Input::Received,
+        // A spurious wake-up: the session releases its empty buffer.
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Input::Received,
+        Err(error) => failed(&error),
+    }
+}
+
+fn failed(error: &io::Error) -> Input {
+    tracing::debug!(%error, "connection IO failed");
+    Input::Failed
+}
+
+/// The session's deadline, on one timer re-armed only when the deadline moves.
+struct Timer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl Timer {
+    fn new() -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            armed: None,
+        }
+    }
+
+    /// Resolves at `deadline`; never without one.
+    async fn until(&mut self, deadline: Option<Instant>) {
+        let Some(at) = deadline else {
+            return std::future::pending().await;
+        };
+        if self.armed != Some(at) {
+            self.sleep.as_mut().reset(at.into());
+            self.armed = Some(at);
+        }
+        self.sleep.as_mut().await;
+    }
+}
+
+/// A reply file, read on the blocking pool one chunk at a time.
+struct FileReader {
+    /// The path until the first read opens the file; `None` while a read runs.
+    file: Option<Result<std::fs::File, PathBuf>>,
+    /// The read in progress (kept when the wait for it is dropped).
+    read: Option<JoinHandle<io::Result<(std::fs::File, Bytes)>>>,
+}
+
+impl FileReader {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            file: Some(Err(path)),
+            read: None,
+        }
+    }
+
+    /// The next chunk, empty at the end of the file.
+    async fn next(&mut self) -> io::Result<Bytes> {
+        let read = self.read.get_or_insert_with(|| {
+            let file = self.file.take();
+            tokio::task::spawn_blocking(move || {
+                let mut file = match file {
+                    Some(Ok(file)) => file,
+                    Some(Err(path)) => std::fs::File::open(path)?,
+                    None => return Err(io::Error::other("the file failed before")),
+                };
+                glue::read_chunk(&mut file).map(|chunk| (file, chunk))
+            })
+        });
+        let result = read.await;
+        self.read = None;
+        let (file, chunk) = result.map_err(io::Error::other)??;
+        self.file = Some(Ok(file));
+        Ok(chunk)
+    }
+}
+
+/// The next chunk of the file being read; never resolves without one.
+async fn next_chunk(file: &mut Option<FileReader>) -> io::Result<Bytes> {
+    match file {
+        Some(file) => file.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The input for a chunk of the file (dropped once it ended or failed).
+fn file_input(chunk: io::Result<Bytes>, file: &mut Option<FileReader>) -> Input {
+    match chunk {
+        Ok(chunk) if !chunk.is_empty() => Input::FileData(chunk),
+        Ok(_) => {
+            *file = None;
+            Input::FileEnd
+        }
+        Err(error) => {
+            tracing::error!(%error, "could not read a reply file");
+            *file = None;
+            Input::FileFailed
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The tower service served by hand with hyper (what `yuyo_tower::Server` does for you),
-//! for hosts that run their own hyper accept loop.
+//! The tower service served by hand with hyper (a bare version of what `yuyo_tower::Server`
+//! does for you, without its connection cap, limits and deadlines: see the README), for
+//! hosts that run their own hyper accept loop.
 //!
 //! ```text
 //! DISCORD_PUBLIC_KEY=<your application's public key> cargo run -p yuyo-tower --example hyper

@@ -28,7 +28,8 @@
 //!
 //! Of the [`ServeOptions`], the grace period and `http.body_timeout` (a request body that
 //! does not arrive in time is answered 408) apply; connection limits, head and idle
-//! timeouts and signals are the host's business.
+//! timeouts and signals are the host's business (`Server` maps them onto hyper's settings
+//! where hyper has one: see its docs and the README).
 //!
 //! # Replies through REST
 //! This adapter has no REST client, so it neither defers slow handlers nor sends
@@ -64,7 +65,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes};
 use http::{Request, Response};
@@ -323,7 +324,12 @@ impl Inner {
         );
     }
 
-    async fn handle<B>(self: Arc<Self>, request: Request<B>) -> Response<ResponseBody>
+    /// Answers `request`, whose body must arrive within `body_timeout` (408 otherwise).
+    async fn handle<B>(
+        self: Arc<Self>,
+        request: Request<B>,
+        body_timeout: Duration,
+    ) -> Response<ResponseBody>
     where
         B: Body + Send,
         B::Data: Send,
@@ -339,7 +345,7 @@ impl Inner {
         let (parts, body) = request.into_parts();
         let span = request_span(&parts);
         let force = self.force.clone();
-        let exchange = Arc::clone(&self).exchange(parts, body, token, &span);
+        let exchange = Arc::clone(&self).exchange(parts, body, body_timeout, token, &span);
         let response = force
             .run_until_cancelled(exchange)
             .instrument(span.clone())
@@ -353,6 +359,7 @@ impl Inner {
         self: Arc<Self>,
         parts: http::request::Parts,
         body: B,
+        body_timeout: Duration,
         token: TaskTrackerToken,
         span: &tracing::Span,
     ) -> Response<ResponseBody>
@@ -365,7 +372,7 @@ impl Inner {
             Ok(exchange) => exchange,
             Err(rejection) => return plain(rejection.into_response()),
         };
-        let deadline = tokio::time::Instant::now() + self.options.http.body_timeout;
+        let deadline = tokio::time::Instant::now() + body_timeout;
         let mut body = std::pin::pin!(body);
         loop {
             let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
@@ -458,7 +465,8 @@ where
 
     fn call(&mut self, request: Request<B>) -> ResponseFuture {
         let inner = Arc::clone(&self.inner);
-        Box::pin(async move { Ok(inner.handle(request).await) })
+        let body_timeout = inner.options.http.body_timeout;
+        Box::pin(async move { Ok(inner.handle(request, body_timeout).await) })
     }
 }
 

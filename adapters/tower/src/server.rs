@@ -1,14 +1,35 @@
 //! [`Server`]: the [`InteractionService`] served by hyper's HTTP/1.1 server on tokio, with
 //! the same API as the other adapters' servers (feature `server`, on by default).
+//!
+//! hyper is configured with the core's limits (see [`Connections::builder`]); the service
+//! hyper calls ([`PerConnection`]) adds the head rules hyper lacks ([`head`]), and the
+//! transport a write deadline ([`io`]). The README lists the rules hyper cannot follow.
 
+mod head;
+mod io;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use yuyo_core::http1::Config;
 
-use crate::{InteractionService, ServeError, ServeOptions, Service, ShutdownHandle};
+use crate::{
+    Inner, InteractionService, ResponseBody, ResponseFuture, ServeError, ServeOptions, Service,
+    ShutdownHandle,
+};
+
+/// hyper's smallest read buffer limit (`max_buf_size` panics below it).
+const HYPER_MIN_BUF_SIZE: usize = 8 * 1024;
+/// Most header fields the core counts ([`Config::max_headers`] is capped there).
+const MAX_HEADERS_CAP: usize = 256;
 
 /// A server for one [`Service`]: its [`InteractionService`] served by hyper (HTTP/1.1).
 ///
@@ -17,8 +38,18 @@ use crate::{InteractionService, ServeError, ServeOptions, Service, ShutdownHandl
 /// once, and on shutdown — [`ShutdownHandle::shutdown`], or Ctrl-C / SIGTERM when
 /// `handle_signals` is set — stops accepting, lets hyper finish the requests in flight
 /// (idle connections close at once), waits for after-response work within the grace
-/// period and runs the shutdown callbacks. hyper applies `http.head_timeout` to request
-/// heads; the service applies `http.body_timeout`.
+/// period and runs the shutdown callbacks.
+///
+/// Every connection gets the core's HTTP/1.1 limits from the [`ServeOptions`] (for the
+/// connections open when it was accepted, as [`ServeOptions::connection_config`] says):
+/// hyper refuses heads over `http.max_head_size` or `http.max_headers` fields (431) and
+/// closes connections that send no complete head within `http.head_timeout` — also
+/// between requests, as hyper has no separate idle deadline; the service answers a body
+/// that does not arrive within `http.body_timeout` 408 and refuses the heads hyper lets
+/// through but the core does not (no or a bad `Host`, a transfer coding other than one
+/// `chunked`, an expectation other than `100-continue`); a response write that makes no
+/// progress for `http.write_timeout` (the pressure deadline under pressure) drops the
+/// connection.
 #[derive(Debug)]
 pub struct Server {
     service: Service,
@@ -116,8 +147,7 @@ impl Connections {
     async fn accept(&self, listener: &TcpListener, max_connections: usize) {
         let stop = self.stop.cancelled();
         yuyo_tokio::glue::accept_loop(listener, max_connections, stop, |stream, permit, open| {
-            let head_timeout = self.options.connection_config(open).head_timeout;
-            let connection = self.connection(stream, head_timeout);
+            let connection = self.connection(stream, open);
             let force = self.force.clone();
             self.tracker.spawn(async move {
                 let _permit = permit;
@@ -127,24 +157,41 @@ impl Connections {
         .await;
     }
 
+    /// hyper's HTTP/1.1 server with the core's limits in `config`.
+    fn builder(config: &Config) -> http1::Builder {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            // Runs from the end of the previous response too: hyper's only idle deadline.
+            .header_read_timeout(config.head_timeout)
+            .max_headers(config.max_headers.min(MAX_HEADERS_CAP))
+            .max_header_size(config.max_head_size)
+            // The read buffer holds at most one head (hyper cannot go below 8 KiB).
+            .max_buf_size(config.max_head_size.max(HYPER_MIN_BUF_SIZE))
+            // Answer a request whose client closed its sending side after it, as the core
+            // does; without this hyper drops the connection unanswered.
+            .half_close(true);
+        builder
+    }
+
+    /// Serves one connection accepted while `open` others were open.
     fn connection(
         &self,
         stream: TcpStream,
-        head_timeout: std::time::Duration,
+        open: usize,
     ) -> impl Future<Output = ()> + Send + 'static {
+        let config = self.options.connection_config(open);
+        let write_timeout = config.write_timeout;
         let stop = self.stop.clone();
+        let service = PerConnection {
+            inner: Arc::clone(&self.service.inner),
+            body_timeout: config.body_timeout,
+        };
+        let io = io::WriteDeadline::new(TokioIo::new(stream), write_timeout);
         // Boxed once here rather than pinned inside the task: an async block keeps
         // the moved-in connection and the pinned copy in separate slots, doubling
         // what every idle connection holds.
-        let mut connection = Box::pin(
-            http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(head_timeout)
-                .serve_connection(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(self.service.clone()),
-                ),
-        );
+        let mut connection = Box::pin(Self::builder(&config).serve_connection(io, service));
         async move {
             let result = tokio::select! {
                 result = connection.as_mut() => result,
@@ -157,5 +204,28 @@ impl Connections {
                 tracing::debug!(%error, "connection ended with an error");
             }
         }
+    }
+}
+
+/// The service hyper calls on one connection: the head rules hyper does not apply, then
+/// the interaction service with this connection's body deadline.
+struct PerConnection {
+    inner: Arc<Inner>,
+    body_timeout: Duration,
+}
+
+impl hyper::service::Service<Request<Incoming>> for PerConnection {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn call(&self, request: Request<Incoming>) -> ResponseFuture {
+        if let Err(error) = head::check(request.version(), request.headers()) {
+            tracing::debug!(%error, "rejecting HTTP/1.1 peer");
+            return Box::pin(std::future::ready(Ok(head::reject(error))));
+        }
+        let inner = Arc::clone(&self.inner);
+        let body_timeout = self.body_timeout;
+        Box::pin(async move { Ok(inner.handle(request, body_timeout).await) })
     }
 }

@@ -79,7 +79,15 @@ impl EndpointConfig {
     /// defence. Off by default, because Discord does not require it and a
     /// skewed server clock would then reject every request.
     ///
-    /// The window is symmetric and has a resolution of whole seconds.
+    /// Five minutes (`Duration::from_secs(300)`, Stripe's and Slack's window for
+    /// their signed webhooks) is a good choice on a host whose clock is synced
+    /// (NTP).
+    ///
+    /// The window is symmetric and has a resolution of whole seconds. It is
+    /// checked only after the signature verifies, so a forged request gets the
+    /// same 401 whatever its timestamp and costs a debug line; an authentic
+    /// request outside the window (a replay, or this host's clock is off) is
+    /// logged as a `warn`, at most once a minute per endpoint.
     ///
     /// [`Exchange::finish`]: super::Exchange::finish
     #[must_use]

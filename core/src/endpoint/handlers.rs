@@ -106,7 +106,11 @@ impl fmt::Display for InteractionKind {
 
 /// What a handler is given: the verified, parsed interaction and the raw body
 /// it was parsed from (for users of other models).
-#[derive(Clone, Debug)]
+///
+/// `Debug` shows the interaction with its token redacted (it lets anyone answer
+/// or edit the interaction's messages for 15 minutes) and the body's length
+/// only (the body holds the token too).
+#[derive(Clone)]
 pub struct Context {
     kind: InteractionKind,
     interaction: Box<Interaction>,
@@ -152,6 +156,70 @@ impl Context {
     #[must_use]
     pub fn into_parts(self) -> (Box<Interaction>, Bytes) {
         (self.interaction, self.body)
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("kind", &self.kind)
+            .field("interaction", &Redacted(&self.interaction))
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+/// An [`Interaction`] whose `Debug` shows every field but the token.
+struct Redacted<'a>(&'a Interaction);
+
+impl fmt::Debug for Redacted<'_> {
+    // Lists every field, so that a new one in twilight-model fails to compile here
+    // instead of silently going unprinted or, worse, holding another secret.
+    #[allow(deprecated)] // `channel_id`, deprecated in twilight-model but still a field.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Interaction {
+            app_permissions,
+            application_id,
+            authorizing_integration_owners,
+            channel,
+            channel_id,
+            context,
+            data,
+            entitlements,
+            guild,
+            guild_id,
+            guild_locale,
+            id,
+            kind,
+            locale,
+            member,
+            message,
+            token: _,
+            user,
+        } = self.0;
+        f.debug_struct("Interaction")
+            .field("app_permissions", app_permissions)
+            .field("application_id", application_id)
+            .field(
+                "authorizing_integration_owners",
+                authorizing_integration_owners,
+            )
+            .field("channel", channel)
+            .field("channel_id", channel_id)
+            .field("context", context)
+            .field("data", data)
+            .field("entitlements", entitlements)
+            .field("guild", guild)
+            .field("guild_id", guild_id)
+            .field("guild_locale", guild_locale)
+            .field("id", id)
+            .field("kind", kind)
+            .field("locale", locale)
+            .field("member", member)
+            .field("message", message)
+            .field("token", &"<redacted>")
+            .field("user", user)
+            .finish()
     }
 }
 

@@ -68,6 +68,8 @@
 //!    (drivers verify requests that complete together as one batch, with the
 //!    same answers: see [`VerifyQueue`])
 //! 8. timestamp window configured and timestamp not an integer within it → 401
+//!    (checked only once the signature verifies; see
+//!    [`EndpointConfig::timestamp_window`] for its warning)
 //! 9. body not a JSON object → 400; `type` missing or not an integer → 400
 //! 10. `type` 1 (PING) → 200 `{"type":1}` (`application/json`, no handler)
 //! 11. `type` not 2–5 → 501
@@ -116,6 +118,7 @@ mod rejection;
 mod reply;
 mod response;
 mod signature;
+mod window;
 
 use std::sync::Arc;
 
@@ -147,6 +150,8 @@ struct Shared {
     config: EndpointConfig,
     handlers: Handlers,
     verify_queue: VerifyQueue,
+    /// Rate-limits the warning about authentic requests outside the timestamp window.
+    stale_warnings: window::StaleWarnings,
 }
 
 impl Endpoint {
@@ -158,6 +163,7 @@ impl Endpoint {
                 config,
                 handlers,
                 verify_queue: VerifyQueue::default(),
+                stale_warnings: window::StaleWarnings::default(),
             }),
         }
     }

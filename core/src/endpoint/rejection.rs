@@ -65,8 +65,8 @@ pub enum Rejection {
     EmptyBody,
     /// 401: the signature does not verify over `timestamp ‖ body`.
     InvalidSignature,
-    /// 401: a timestamp window is configured and the timestamp is not an
-    /// integer within it.
+    /// 401: a timestamp window is configured and the timestamp of an
+    /// authentic request is not an integer within it.
     TimestampOutsideWindow,
     /// 400: the (authentic) body is not a JSON object.
     NotJsonObject,

@@ -38,7 +38,8 @@ pub enum PeerError {
     UnsupportedExpectation,
     /// The body is longer than [`Config::max_body_size`](super::Config), declared or counted.
     BodyTooLarge,
-    /// A chunked body with a bad chunk-size line, missing CRLF or over-long chunk extension.
+    /// A chunked body with a bad chunk-size line (no size, a bare LF, a control character),
+    /// missing CRLF, over-long chunk extension, or malformed trailers (a bare LF among them).
     InvalidChunk,
     /// Chunked trailer fields larger than the head limit allows.
     TrailersTooLarge,
@@ -54,7 +55,7 @@ pub enum PeerError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum HeadSyntax {
-    /// The request line (method, target, version) is malformed.
+    /// The request line (method, target, version) is malformed, or ends in a bare LF.
     RequestLine,
     /// The method token is not a valid method.
     Method,

@@ -57,9 +57,16 @@ pub(crate) fn parse(
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CAP];
     let mut req = httparse::Request::new(&mut []);
     let status = req.parse_with_uninit_headers(buf, &mut storage[..max_headers]);
+    // httparse takes a bare LF as a line end; RFC 9112 §2.2 lets a server refuse it, and
+    // accepting it lets a peer frame a message that a proxy in front of us reads otherwise.
     let head_len = match status {
-        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Complete(len)) => {
+            check_line_ends(&buf[..len])?;
+            len
+        }
         Ok(httparse::Status::Partial) => {
+            // Everything buffered is head, so a bare LF is final already.
+            check_line_ends(buf)?;
             return if buf.len() > config.max_head_size {
                 Err(PeerError::HeadTooLarge)
             } else {
@@ -115,6 +122,42 @@ pub(crate) fn parse(
     parts.version = version;
     parts.headers = headers;
     interpret(parts).map(Some)
+}
+
+/// Where the first LF not preceded by CR is in `bytes`, if anywhere.
+pub(crate) fn bare_lf(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(lf) = bytes[from..].iter().position(|&byte| byte == b'\n') {
+        let at = from + lf;
+        if at == 0 || bytes[at - 1] != b'\r' {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// Refuses a head with a bare LF, as a malformed request line when it ends the request
+/// line (or an empty line before it), else as a malformed header line.
+fn check_line_ends(head: &[u8]) -> Result<(), PeerError> {
+    let Some(at) = bare_lf(head) else {
+        return Ok(());
+    };
+    // The request line ends at the first LF after the empty lines a client may send
+    // before it (RFC 9112 §2.2).
+    let request_line = head.iter().position(|&byte| !matches!(byte, b'\r' | b'\n'));
+    let request_line_end = request_line.and_then(|start| {
+        head[start..]
+            .iter()
+            .position(|&byte| byte == b'\n')
+            .map(|lf| start + lf)
+    });
+    let in_request_line = request_line_end.is_none_or(|end| at <= end);
+    Err(PeerError::MalformedHead(if in_request_line {
+        HeadSyntax::RequestLine
+    } else {
+        HeadSyntax::HeaderLine
+    }))
 }
 
 fn syntax_of(e: httparse::Error) -> HeadSyntax {

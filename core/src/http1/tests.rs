@@ -1012,3 +1012,5 @@ fn lingering_close_only_when_the_peer_may_still_send() {
     assert_eq!(d.seen.last(), Some(&Seen::Closed));
     assert_eq!(d.conn.linger(), None);
 }
+
+mod line_ends;

@@ -18,6 +18,7 @@
 //!         Output::StreamFile(file) => open it; read a chunk whenever Wait::file says so
 //!         Output::Spawn(work)      => spawn it (after-response work)
 //!         Output::RestReply(reply) => spawn its delivery through the REST client
+//!         Output::Yield            => let other tasks run once (yield)
 //!         Output::ShutdownWrite    => shut down the socket's sending side
 //!         Output::Close            => drop the socket (and any file); done
 //!         Output::Timeout(wait)    => wait for the first of: the socket readable (if
@@ -48,12 +49,12 @@ use tracing::field;
 use crate::endpoint::Dispatch;
 
 pub use session::{Input, Output, Session, Wait};
-pub use slots::{Admitted, Eviction, Full, SlotStats, Slots, Vacancy};
+pub use slots::{Admitted, Eviction, Full, Slot, SlotStats, Slots, Vacancy};
 
 /// Most bytes of output a connection holds unsent before it stops parsing pipelined
 /// requests (and reading reply files): a peer that does not read cannot make the
 /// server queue more than this beyond the response in progress.
-pub const MAX_UNSENT: usize = 64 * 1024;
+pub const MAX_UNSENT: usize = 16 * 1024;
 
 /// The time as a session needs it: a monotonic instant for deadlines, and Unix seconds
 /// for the optional signature-timestamp window. Drivers read both clocks; the core none.
@@ -130,4 +131,3 @@ pub fn record_response(span: &tracing::Span, status: http::StatusCode, took: std
         u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
     );
 }
-

@@ -8,12 +8,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::Response;
 
-
+use super::{DriverError, Now, record_dispatch, record_response, request_span};
 use crate::endpoint::{
     BoxFuture, Dispatch, Endpoint, Exchange, Finished, HandlerFuture, HandlerResult, Responding,
     ResponseBody, Ticket,
 };
-use super::{DriverError, Now, record_dispatch, record_response, request_span};
 use crate::http1::{self, BodyLength, Connection, Event};
 use crate::multipart::{FileSource, Segment};
 
@@ -27,6 +26,8 @@ pub(crate) enum Step {
     Handle(HandlerFuture),
     /// A file to stream into the response with [`Requests::send_file_data`].
     StreamFile(FileSource),
+    /// An answer was queued for [`Requests::poll_transmit`]; poll again for more.
+    Answered,
     /// After-response work of the response just finished.
     RunAfter(BoxFuture<()>),
     /// The connection is done.
@@ -252,6 +253,11 @@ impl Requests {
             }
             if let Some(after) = self.after.take() {
                 return Step::RunAfter(after);
+            }
+            if self.conn.has_transmit() {
+                // Let the session count the answer against its output bound before
+                // parsing any further pipelined request.
+                return Step::Answered;
             }
         }
     }

@@ -13,6 +13,9 @@ use crate::endpoint::{BoxFuture, Endpoint, Finished, HandlerFuture, HandlerResul
 use crate::http1;
 use crate::multipart::FileSource;
 
+/// Pipelined requests answered in one turn before [`Output::Yield`].
+const ANSWERS_PER_TURN: usize = 16;
+
 /// What happened, for [`Session::handle_input`].
 pub enum Input {
     /// A read into [`Session::receive_buffer`] finished; also one that found nothing
@@ -84,6 +87,10 @@ pub enum Output {
     Spawn(BoxFuture<()>),
     /// Deliver this reply through the REST client (spawn it); see [`crate::deferral`].
     RestReply(RestReply),
+    /// This connection has had its turn: let the runtime's other ready tasks (other
+    /// connections) run once, then poll again. A peer whose pipelined requests are all
+    /// buffered would otherwise keep a thread to itself.
+    Yield,
     /// Nothing more to do now: wait as [`Wait`] says, then pass what happened.
     Timeout(Wait),
     /// Everything was written: shut down the socket's sending side. Reads go on (a
@@ -102,6 +109,7 @@ impl std::fmt::Debug for Output {
             Self::StreamFile(source) => f.debug_tuple("StreamFile").field(source).finish(),
             Self::Spawn(_) => f.write_str("Spawn(..)"),
             Self::RestReply(_) => f.write_str("RestReply(..)"),
+            Self::Yield => f.write_str("Yield"),
             Self::Timeout(wait) => f.debug_tuple("Timeout").field(wait).finish(),
             Self::ShutdownWrite => f.write_str("ShutdownWrite"),
             Self::Close => f.write_str("Close"),
@@ -167,12 +175,28 @@ impl Outbox {
         self.queue.push_back(bytes);
     }
 
-    /// The next bytes to hand out, once the ones in hand are written.
+    /// Whether bytes wait to be handed out (none are in the driver's hands).
+    fn has_hand_out(&self) -> bool {
+        self.handed == 0 && self.queued > 0
+    }
+
+    /// The next bytes to hand out, once the ones in hand are written: every queued
+    /// piece up to [`MAX_UNSENT`] joined, so a burst of answers is one write.
     fn hand_out(&mut self, now: Instant) -> Option<Bytes> {
         if self.handed > 0 {
             return None;
         }
-        let bytes = self.queue.pop_front()?;
+        let mut bytes = self.queue.pop_front()?;
+        if bytes.len() < MAX_UNSENT && self.queue.front().is_some() {
+            let mut joined = bytes::BytesMut::from(&bytes[..]);
+            while let Some(next) = self.queue.front()
+                && joined.len() + next.len() <= MAX_UNSENT
+            {
+                joined.extend_from_slice(next);
+                self.queue.pop_front();
+            }
+            bytes = joined.freeze();
+        }
         self.queued -= bytes.len();
         self.handed = bytes.len();
         self.progress = Some(now);
@@ -200,7 +224,9 @@ impl Outbox {
 
     /// When a write that makes no progress gives up.
     fn deadline(&self, timeout: Duration) -> Option<Instant> {
-        (self.handed > 0).then_some(self.progress?).map(|at| at + timeout)
+        (self.handed > 0)
+            .then_some(self.progress?)
+            .map(|at| at + timeout)
     }
 }
 
@@ -216,6 +242,10 @@ pub struct Session {
     after: VecDeque<BoxFuture<()>>,
     /// The last request step asked for bytes.
     wants_read: bool,
+    /// The last request step answered a request: more may be buffered.
+    parsing: bool,
+    /// Requests answered since the session last waited or yielded.
+    answered: usize,
     peer_eof: bool,
     write_timeout: Duration,
     slot: Option<Slot>,
@@ -247,6 +277,8 @@ impl Session {
             outbox: Outbox::default(),
             after: VecDeque::new(),
             wants_read: false,
+            parsing: false,
+            answered: 0,
             peer_eof: false,
             write_timeout,
             slot: None,
@@ -335,22 +367,26 @@ impl Session {
                 self.outbox.written(n, now.instant);
                 Ok(())
             }
-            Input::Verified(finished) => self.take(Owed::Verdict, DriverError::NotVerifying).and_then(|()| {
-                if self.phase == Phase::Done {
-                    return Ok(());
-                }
-                self.requests.verified(now, finished)
-            }),
+            Input::Verified(finished) => self
+                .take(Owed::Verdict, DriverError::NotVerifying)
+                .and_then(|()| {
+                    if self.phase == Phase::Done {
+                        return Ok(());
+                    }
+                    self.requests.verified(now, finished)
+                }),
             Input::Handled(outcome) => self
                 .take(Owed::Outcome, DriverError::NotHandling)
                 .map(|()| self.handled(outcome)),
             Input::FileData(data) => self.file_data(data),
-            Input::FileEnd => self.take(Owed::File, DriverError::NotStreaming).and_then(|()| {
-                if self.phase == Phase::Done {
-                    return Ok(());
-                }
-                self.requests.finish_file()
-            }),
+            Input::FileEnd => self
+                .take(Owed::File, DriverError::NotStreaming)
+                .and_then(|()| {
+                    if self.phase == Phase::Done {
+                        return Ok(());
+                    }
+                    self.requests.finish_file()
+                }),
             Input::FileFailed => self.take(Owed::File, DriverError::NotStreaming).map(|()| {
                 if self.phase != Phase::Done {
                     self.requests.abort_file();
@@ -385,7 +421,10 @@ impl Session {
                     self.outbox.push(bytes);
                 }
             }
-            if let Some(bytes) = self.outbox.hand_out(self.now.instant) {
+            // Answers to pipelined requests already buffered are gathered (up to the
+            // bound) into one transmit: one write for a burst, not one per request.
+            let gathering = self.parsing && self.outbox.unsent() < MAX_UNSENT;
+            if !gathering && let Some(bytes) = self.outbox.hand_out(self.now.instant) {
                 return Output::Transmit(bytes);
             }
             if (self.outbox.is_empty() || self.phase == Phase::Done)
@@ -406,6 +445,7 @@ impl Session {
     /// output again.
     fn step(&mut self) -> Option<Output> {
         self.wants_read = false;
+        self.parsing = false;
         match self.phase {
             Phase::Done => return Some(self.finish()),
             Phase::Lingering { .. } => return Some(self.wait()),
@@ -431,25 +471,40 @@ impl Session {
         if self.owed != Owed::Nothing || self.outbox.unsent() >= MAX_UNSENT {
             return Some(self.wait());
         }
+        if self.answered >= ANSWERS_PER_TURN {
+            if self.outbox.has_hand_out() {
+                // Hand out what was gathered first.
+                return None;
+            }
+            self.answered = 0;
+            return Some(Output::Yield);
+        }
         match self.requests.poll(self.now) {
             Step::Read if self.peer_eof => self.phase = Phase::Flushing,
             // Answers queued while parsing (a rejection, a 100 Continue) go out first.
-            Step::Read if self.requests.has_transmit() => {}
+            Step::Read if self.requests.has_transmit() || self.outbox.has_hand_out() => {}
             Step::Read => {
                 self.wants_read = true;
                 return Some(self.wait());
             }
             Step::Verify(ticket) => {
                 self.owed = Owed::Verdict;
+                // Busy from now on: never evicted while verifying or handling.
+                self.publish_waiting(false);
                 return Some(Output::Verify(ticket));
             }
             Step::Handle(handler) => {
                 self.owed = Owed::Outcome;
+                self.publish_waiting(false);
                 return Some(Output::Handle(handler));
             }
             Step::StreamFile(source) => {
                 self.owed = Owed::File;
                 return Some(Output::StreamFile(source));
+            }
+            Step::Answered => {
+                self.parsing = true;
+                self.answered += 1;
             }
             Step::RunAfter(work) => self.after.push_back(work),
             Step::Close => self.phase = Phase::Flushing,
@@ -479,6 +534,7 @@ impl Session {
 
     /// The wait for the current state, with its merged deadline.
     fn wait(&mut self) -> Output {
+        self.answered = 0;
         let write = self.outbox.handed > 0;
         let mut deadline = self.outbox.deadline(self.write_timeout);
         let mut merge = |at: Option<Instant>| {

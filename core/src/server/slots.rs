@@ -131,7 +131,6 @@ impl Slots {
 
     /// Resolves once [`Slots::admit`] with `max` may succeed: a slot was freed, or a
     /// connection started waiting on its peer.
-    #[must_use]
     pub fn vacancy(&self, max: usize) -> Vacancy {
         Vacancy {
             slots: self.clone(),
@@ -233,7 +232,6 @@ impl Slot {
 
     /// A future that resolves when this slot is evicted; the driver then passes
     /// [`Input::Evicted`](super::Input::Evicted) to the session.
-    #[must_use]
     pub fn eviction(&self) -> Eviction {
         Eviction {
             state: self.state.clone(),
@@ -305,7 +303,13 @@ mod tests {
         c.set_waiting_since(Some(start + Duration::from_secs(1)));
         let d = slots.admit(3).unwrap().slot;
         assert!(c.is_evicted() && !a.is_evicted() && !b.is_evicted());
-        assert_eq!(slots.stats(), SlotStats { open: 3, evictions: 1 });
+        assert_eq!(
+            slots.stats(),
+            SlotStats {
+                open: 3,
+                evictions: 1
+            }
+        );
         drop(c); // the evicted connection closing frees nothing twice
         assert_eq!(slots.stats().open, 3);
         b.set_waiting_since(None);
@@ -337,7 +341,11 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "the acceptor is woken");
         assert!(Pin::new(&mut vacancy).poll(&mut cx).is_ready());
         let _b = slots.admit(1).unwrap();
-        assert_eq!(count.0.load(Ordering::SeqCst), 2, "the evicted one is woken");
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            2,
+            "the evicted one is woken"
+        );
         assert!(Pin::new(&mut eviction).poll(&mut cx).is_ready());
     }
 }

@@ -2,6 +2,8 @@
 //! and a minimal driver.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod driver;
+
 use bytes::Bytes;
 use ed25519_dalek::{Signer, SigningKey};
 use http::request::Parts;
@@ -173,6 +175,35 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The outcome with its multipart boundary, random for every body, replaced
+    /// by a fixed one of the same length, so two runs of an exchange compare equal.
+    pub fn fixed_boundary(mut self) -> Self {
+        const PREFIX: &str = "multipart/form-data; boundary=";
+        let Some(boundary) = self
+            .content_type
+            .as_deref()
+            .and_then(|content_type| content_type.strip_prefix(PREFIX))
+            .map(|boundary| boundary.as_bytes().to_vec())
+        else {
+            return self;
+        };
+        let fixed = format!("yuyo-{}", "0".repeat(boundary.len().saturating_sub(5)));
+        self.content_type = Some(format!("{PREFIX}{fixed}"));
+        let mut body = Vec::with_capacity(self.body.len());
+        let mut rest = &self.body[..];
+        while !rest.is_empty() {
+            if rest.starts_with(&boundary) {
+                body.extend_from_slice(fixed.as_bytes());
+                rest = &rest[boundary.len()..];
+            } else {
+                body.push(rest[0]);
+                rest = &rest[1..];
+            }
+        }
+        self.body = body;
+        self
+    }
+
     pub fn text(&self) -> &str {
         std::str::from_utf8(&self.body).unwrap()
     }
