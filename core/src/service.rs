@@ -73,6 +73,38 @@ impl Default for ServeOptions {
     }
 }
 
+/// How long an accept loop waits after an accept error that is not the peer's (out of
+/// file descriptors or memory) before accepting again.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What an accept error means for an accept loop; see [`AcceptError::classify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptError {
+    /// The connection failed before it was accepted, or the call was interrupted: log at
+    /// debug level and accept again at once.
+    Retry,
+    /// The server ran out of something (file descriptors, memory, buffers) or the error
+    /// is unknown: log it as an error and wait [`ACCEPT_BACKOFF`] rather than spin.
+    Backoff,
+}
+
+impl AcceptError {
+    /// Classifies an error returned by `accept`, the same way for every adapter.
+    #[must_use]
+    pub fn classify(error: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        match error.kind() {
+            ErrorKind::ConnectionRefused
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::ConnectionReset
+            | ErrorKind::Interrupted
+            | ErrorKind::WouldBlock
+            | ErrorKind::PermissionDenied => Self::Retry,
+            _ => Self::Backoff,
+        }
+    }
+}
+
 /// Why serving ended with an error.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -256,6 +288,20 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_errors_are_classified_once() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(
+            AcceptError::classify(&Error::from(ErrorKind::ConnectionAborted)),
+            AcceptError::Retry
+        );
+        // EMFILE: out of file descriptors.
+        assert_eq!(
+            AcceptError::classify(&Error::from_raw_os_error(24)),
+            AcceptError::Backoff
+        );
+    }
 
     #[test]
     fn deadlines_shrink_once_half_the_cap_is_open() {

@@ -24,6 +24,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode, String> {
     service.options_mut().handle_signals = true;
 
     let endpoint = service.endpoint().clone();
+    let slots = service.slots().clone();
     let announce = |addr: SocketAddr| announce(addr, &public_key, demo_key, args.runtime);
     let served = match args.runtime {
         Runtime::Smol => smol(service, args.bind, announce),
@@ -34,6 +35,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode, String> {
     served.map_err(|e| e.to_string())?;
     let stats = endpoint.verify_queue().stats();
     tracing::info!(
+        evictions = slots.stats().evictions,
         batches = stats.batches,
         batched_signatures = stats.batched_signatures,
         single_signatures = stats.single_signatures,

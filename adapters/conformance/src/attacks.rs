@@ -5,10 +5,12 @@
 //! must never drop a connection whose handler is running. 127.0.0.1 only; every loop is
 //! bounded in count and time.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failure is a panic
+
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};

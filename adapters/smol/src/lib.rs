@@ -56,7 +56,7 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_executor::Executor;
 use async_io::Timer;
@@ -67,6 +67,7 @@ use tracing::Instrument;
 use yuyo_core::deferral::{ReplyRouting, RestReply};
 use yuyo_core::server::{Full, Now, Session};
 
+use yuyo_core::service::{ACCEPT_BACKOFF, AcceptError};
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
 
 pub mod bot;
@@ -77,8 +78,6 @@ pub mod rest;
 const FILE_CHUNK: usize = 64 * 1024;
 /// How long tasks get to unwind once the grace period expired and they were cancelled.
 const CANCEL_WAIT: Duration = Duration::from_secs(1);
-/// Pause after an accept error that is not the peer's (e.g. out of file descriptors).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A one-way flag that async code can wait for.
 #[derive(Debug, Default)]
@@ -508,7 +507,7 @@ async fn accept_loop(
         let stream = match accepted {
             None => return,
             Some(Ok((stream, _peer))) => stream,
-            Some(Err(error)) if is_connection_error(&error) => {
+            Some(Err(error)) if AcceptError::classify(&error) == AcceptError::Retry => {
                 tracing::debug!(%error, "accept failed");
                 continue;
             }
@@ -554,23 +553,8 @@ async fn accept_loop(
     }
 }
 
-fn is_connection_error(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    )
-}
-
 fn now() -> Now {
-    Now {
-        instant: Instant::now(),
-        unix_secs: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    }
+    Now::at(Instant::now(), SystemTime::now())
 }
 
 #[cfg(test)]
@@ -583,7 +567,7 @@ mod tests {
     #[test]
     fn serve_futures_are_send() {
         let executor = Arc::new(Executor::new());
-        let service = Service::new(Endpoint::new(
+        let service = Service::new(yuyo_core::endpoint::Endpoint::new(
             yuyo_core::endpoint::EndpointConfig::new(
                 yuyo_core::endpoint::Verifier::from_hex(
                     "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c",

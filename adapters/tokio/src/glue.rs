@@ -1,5 +1,5 @@
-//! Tokio glue that `yuyo-tower` shares: the accept loops (into the service's connection
-//! [`Slots`], or capped by a semaphore), reading reply files on the blocking pool, waiting
+//! Tokio glue that `yuyo-tower` shares: the accept loop (into the service's connection
+//! [`Slots`]), reading reply files on the blocking pool, waiting
 //! for shutdown signals and yielding before a signature batch. Runtime plumbing only, no
 //! protocol decisions.
 
@@ -7,13 +7,12 @@ use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use yuyo_core::server::{Admitted, Slots};
+use yuyo_core::service::{ACCEPT_BACKOFF, AcceptError};
 
 /// Accepts connections until `stop` completes, each admitted into `slots` with at most
 /// `max_connections` open: at the cap [`Slots::admit`] evicts the connection that has
@@ -58,36 +57,13 @@ async fn admit(
     }
 }
 
-/// Accepts connections until `stop` completes, at most `max_connections` at once. Each
-/// stream (with `TCP_NODELAY` set) goes to `serve` with its permit, which must live as
-/// long as the connection, and the number of other connections open when it was accepted
-/// (for [`ServeOptions::connection_config`](yuyo_core::service::ServeOptions::connection_config)).
-pub async fn accept_loop<F>(
-    listener: &TcpListener,
-    max_connections: usize,
-    stop: impl Future<Output = ()>,
-    mut serve: F,
-) where
-    F: FnMut(TcpStream, OwnedSemaphorePermit, usize),
-{
-    let max_connections = max_connections.clamp(1, Semaphore::MAX_PERMITS);
-    let permits = Arc::new(Semaphore::new(max_connections));
-    tokio::pin!(stop);
-    loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut stop => return,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return, // never closed
-            },
-        };
-        let Some(stream) = accept(listener, stop.as_mut()).await else {
-            return;
-        };
-        // The others open: the cap minus the free permits minus this connection's.
-        let open = max_connections.saturating_sub(permits.available_permits() + 1);
-        serve(stream, permit, open);
+/// Sets the kernel send buffer of an accepted connection, when the options give one
+/// ([`ServeOptions::send_buffer`](yuyo_core::service::ServeOptions::send_buffer)).
+pub fn set_send_buffer(stream: &TcpStream, size: Option<usize>) {
+    if let Some(size) = size
+        && let Err(error) = socket2::SockRef::from(stream).set_send_buffer_size(size)
+    {
+        tracing::debug!(%error, "could not set SO_SNDBUF");
     }
 }
 
@@ -109,28 +85,20 @@ async fn accept(
                 }
                 return Some(stream);
             }
-            Err(error) if is_connection_error(&error) => {
-                tracing::debug!(%error, "a connection failed before it was accepted");
-            }
-            Err(error) => {
-                // Typically out of file descriptors: back off instead of spinning.
-                tracing::error!(%error, "could not accept a connection");
-                tokio::select! {
-                    () = stop.as_mut() => return None,
-                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            Err(error) => match AcceptError::classify(&error) {
+                AcceptError::Retry => {
+                    tracing::debug!(%error, "a connection failed before it was accepted");
                 }
-            }
+                AcceptError::Backoff => {
+                    tracing::error!(%error, "could not accept a connection");
+                    tokio::select! {
+                        () = stop.as_mut() => return None,
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    }
+                }
+            },
         }
     }
-}
-
-fn is_connection_error(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
 }
 
 /// Bytes of a reply file read at once.

@@ -66,7 +66,7 @@ use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use bytes::{Buf, Bytes};
 use tokio::io::AsyncWriteExt;
@@ -289,6 +289,7 @@ async fn accept(
 ) {
     let stop = shared.shutdown.cancelled();
     let serve = |stream, admitted| {
+        glue::set_send_buffer(&stream, shared.options.send_buffer);
         let session = shared.session(admitted);
         let connection_shared = Arc::clone(shared);
         shared.spawn(async move {
@@ -300,12 +301,7 @@ async fn accept(
 
 /// Both clocks, as the session needs them.
 fn now() -> Now {
-    Now {
-        instant: Instant::now(),
-        unix_secs: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs()),
-    }
+    Now::at(Instant::now(), SystemTime::now())
 }
 
 /// The session loop of one connection (see [`yuyo_core::server`]): every output

@@ -9,8 +9,10 @@ mod head;
 mod io;
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -20,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use yuyo_core::http1::Config;
+use yuyo_core::server::{Admitted, Slot, Slots};
 
 use crate::{
     Inner, InteractionService, ResponseBody, ResponseFuture, ServeError, ServeOptions, Service,
@@ -91,6 +94,7 @@ impl Server {
     pub async fn serve(self, listener: TcpListener) -> Result<(), ServeError> {
         let Self { service, shutdown } = self;
         let options = service.options().clone();
+        let slots = service.slots().clone();
         let interactions = InteractionService::with_shutdown(service, shutdown.clone());
         interactions.start().await?;
         let signals = options.handle_signals.then(|| {
@@ -109,6 +113,7 @@ impl Server {
             force: CancellationToken::new(),
             tracker: TaskTracker::new(),
             options: options.clone(),
+            slots,
         };
         connections.accept(&listener, options.max_connections).await;
         drop(listener);
@@ -141,19 +146,27 @@ struct Connections {
     force: CancellationToken,
     tracker: TaskTracker,
     options: ServeOptions,
+    /// The connection cap, with eviction of connections waiting on their peer.
+    slots: Slots,
 }
 
 impl Connections {
     async fn accept(&self, listener: &TcpListener, max_connections: usize) {
         let stop = self.stop.cancelled();
-        yuyo_tokio::glue::accept_loop(listener, max_connections, stop, |stream, permit, open| {
-            let connection = self.connection(stream, open);
-            let force = self.force.clone();
-            self.tracker.spawn(async move {
-                let _permit = permit;
-                force.run_until_cancelled(connection).await;
-            });
-        })
+        let slots = &self.slots;
+        yuyo_tokio::glue::accept_into_slots(
+            listener,
+            slots,
+            max_connections,
+            stop,
+            |stream, admitted| {
+                let connection = self.connection(stream, admitted);
+                let force = self.force.clone();
+                self.tracker.spawn(async move {
+                    force.run_until_cancelled(connection).await;
+                });
+            },
+        )
         .await;
     }
 
@@ -174,18 +187,25 @@ impl Connections {
         builder
     }
 
-    /// Serves one connection accepted while `open` others were open.
+    /// Serves one connection, admitted while `admitted.others` others were open; it goes
+    /// at once if a new connection evicts it (see [`Slots`]).
     fn connection(
         &self,
         stream: TcpStream,
-        open: usize,
+        admitted: Admitted,
     ) -> impl Future<Output = ()> + Send + 'static {
-        let config = self.options.connection_config(open);
+        let config = self.options.connection_config(admitted.others);
+        let slot = Arc::new(admitted.slot);
+        // Waiting for its first head.
+        slot.set_waiting_since(Some(Instant::now()));
+        let evicted = slot.eviction();
         let write_timeout = config.write_timeout;
+        yuyo_tokio::glue::set_send_buffer(&stream, self.options.send_buffer);
         let stop = self.stop.clone();
         let service = PerConnection {
             inner: Arc::clone(&self.service.inner),
             body_timeout: config.body_timeout,
+            slot,
         };
         let io = io::WriteDeadline::new(TokioIo::new(stream), write_timeout);
         // Boxed once here rather than pinned inside the task: an async block keeps
@@ -195,6 +215,10 @@ impl Connections {
         async move {
             let result = tokio::select! {
                 result = connection.as_mut() => result,
+                () = evicted => {
+                    tracing::debug!("evicted at the connection cap");
+                    return;
+                }
                 () = stop.cancelled() => {
                     connection.as_mut().graceful_shutdown();
                     connection.await
@@ -212,6 +236,9 @@ impl Connections {
 struct PerConnection {
     inner: Arc<Inner>,
     body_timeout: Duration,
+    /// The connection's slot: waiting on the peer while hyper reads a head or a body or
+    /// writes, busy from a complete body to the end of its response.
+    slot: Arc<Slot>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for PerConnection {
@@ -226,6 +253,61 @@ impl hyper::service::Service<Request<Incoming>> for PerConnection {
         }
         let inner = Arc::clone(&self.inner);
         let body_timeout = self.body_timeout;
-        Box::pin(async move { Ok(inner.handle(request, body_timeout).await) })
+        let slot = Arc::clone(&self.slot);
+        let request = request.map(|body| WatchedBody::new(body, Arc::clone(&slot)));
+        Box::pin(async move {
+            let response = inner.handle(request, body_timeout).await;
+            // hyper writes the response and reads the next head: the peer's turn.
+            slot.set_waiting_since(Some(Instant::now()));
+            Ok(response)
+        })
+    }
+}
+
+/// A request body that tells the connection's slot whether the server waits on the peer
+/// (a frame not yet arrived) or is busy (the body is complete: verifying, handling).
+struct WatchedBody {
+    inner: Incoming,
+    slot: Arc<Slot>,
+    waiting: bool,
+}
+
+impl WatchedBody {
+    fn new(inner: Incoming, slot: Arc<Slot>) -> Self {
+        slot.set_waiting_since(None);
+        Self {
+            inner,
+            slot,
+            waiting: false,
+        }
+    }
+
+    fn wait(&mut self, waiting: bool) {
+        if waiting != self.waiting {
+            self.waiting = waiting;
+            self.slot.set_waiting_since(waiting.then(Instant::now));
+        }
+    }
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        self.wait(polled.is_pending());
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -42,7 +42,7 @@ mod requests;
 mod session;
 mod slots;
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::field;
 
@@ -64,6 +64,18 @@ pub struct Now {
     pub instant: Instant,
     /// Seconds since the Unix epoch, for the timestamp window.
     pub unix_secs: u64,
+}
+
+impl Now {
+    /// The time from both clocks' readings (`Now::at(Instant::now(), SystemTime::now())`);
+    /// a wall clock before 1970 counts as 0.
+    #[must_use]
+    pub fn at(instant: Instant, wall: SystemTime) -> Self {
+        Self {
+            instant,
+            unix_secs: wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        }
+    }
 }
 
 /// The driver called a session method that does not fit its state (a driver bug).

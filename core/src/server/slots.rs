@@ -217,7 +217,9 @@ impl std::fmt::Debug for Slot {
 
 impl Slot {
     /// Publishes since when the connection waits on its peer (`None`: busy, never evicted).
-    pub(crate) fn set_waiting_since(&self, since: Option<Instant>) {
+    /// A [`Session`](super::Session) given the slot does this itself; a server whose
+    /// connections another HTTP implementation runs (yuyo-tower under hyper) calls it.
+    pub fn set_waiting_since(&self, since: Option<Instant>) {
         *lock(&self.state.waiting_since) = since;
         if since.is_some() {
             wake_acceptor(&self.table);

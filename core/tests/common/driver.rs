@@ -24,6 +24,9 @@ pub fn request(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A response read back: status, headers, body.
+pub type Response = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// The session and everything its outputs did.
 pub struct Driver {
     pub session: Session,
@@ -200,7 +203,7 @@ impl Driver {
     }
 
     /// Every response written so far: (status, headers, body), for `Content-Length` bodies.
-    pub fn responses(&self) -> Vec<(u16, Vec<(String, String)>, Vec<u8>)> {
+    pub fn responses(&self) -> Vec<Response> {
         let mut rest = &self.out[..];
         let mut all = Vec::new();
         while !rest.is_empty() {

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod driver;
+pub mod interleaving;
 
 use bytes::Bytes;
 use ed25519_dalek::{Signer, SigningKey};
