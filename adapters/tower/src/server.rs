@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use yuyo_core::http1::Config;
-use yuyo_core::server::{Admitted, Slot, Slots};
+use yuyo_core::server::{Admitted, Slot, Slots, Waiting};
 
 use crate::{
     Inner, InteractionService, ResponseBody, ResponseFuture, ServeError, ServeOptions, Service,
@@ -197,7 +197,7 @@ impl Connections {
         let config = self.options.connection_config(admitted.others);
         let slot = Arc::new(admitted.slot);
         // Waiting for its first head.
-        slot.set_waiting_since(Some(Instant::now()));
+        slot.set_waiting(Waiting::Stalled(Instant::now()));
         let evicted = slot.eviction();
         let write_timeout = config.write_timeout;
         yuyo_tokio::glue::set_send_buffer(&stream, self.options.send_buffer);
@@ -257,8 +257,8 @@ impl hyper::service::Service<Request<Incoming>> for PerConnection {
         let request = request.map(|body| WatchedBody::new(body, Arc::clone(&slot)));
         Box::pin(async move {
             let response = inner.handle(request, body_timeout).await;
-            // hyper writes the response and reads the next head: the peer's turn.
-            slot.set_waiting_since(Some(Instant::now()));
+            // hyper writes it, then waits for the next head: as an idle connection.
+            slot.set_waiting(Waiting::Idle(Instant::now()));
             Ok(response)
         })
     }
@@ -274,7 +274,7 @@ struct WatchedBody {
 
 impl WatchedBody {
     fn new(inner: Incoming, slot: Arc<Slot>) -> Self {
-        slot.set_waiting_since(None);
+        slot.set_waiting(Waiting::Busy);
         Self {
             inner,
             slot,
@@ -285,7 +285,11 @@ impl WatchedBody {
     fn wait(&mut self, waiting: bool) {
         if waiting != self.waiting {
             self.waiting = waiting;
-            self.slot.set_waiting_since(waiting.then(Instant::now));
+            self.slot.set_waiting(if waiting {
+                Waiting::Stalled(Instant::now())
+            } else {
+                Waiting::Busy
+            });
         }
     }
 }

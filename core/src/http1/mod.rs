@@ -397,6 +397,18 @@ impl Connection {
         self.buf.len()
     }
 
+    /// Whether the connection is an idle keep-alive one: between requests, nothing of
+    /// the next one received.
+    pub fn is_idle(&self) -> bool {
+        matches!(
+            self.timer,
+            Some(Timer {
+                kind: TimerKind::Idle,
+                ..
+            })
+        )
+    }
+
     /// Whether bytes are waiting in [`Connection::poll_transmit`].
     pub fn has_transmit(&self) -> bool {
         !self.transmit.is_empty()

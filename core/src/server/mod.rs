@@ -49,7 +49,7 @@ use tracing::field;
 use crate::endpoint::Dispatch;
 
 pub use session::{Input, Output, Session, Wait};
-pub use slots::{Admitted, Eviction, Full, Slot, SlotStats, Slots, Vacancy};
+pub use slots::{Admitted, Eviction, Full, Slot, SlotStats, Slots, Vacancy, Waiting};
 
 /// Most bytes of output a connection holds unsent before it stops parsing pipelined
 /// requests (and reading reply files): a peer that does not read cannot make the

@@ -148,6 +148,11 @@ impl Requests {
         self.conn.handle_timeout(now);
     }
 
+    /// Whether the connection is idle between requests (see [`Connection::is_idle`]).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.conn.is_idle()
+    }
+
     /// Whether bytes wait in [`Requests::poll_transmit`].
     pub(crate) fn has_transmit(&self) -> bool {
         self.conn.has_transmit()

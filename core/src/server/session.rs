@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::requests::{Requests, Step};
-use super::slots::{Eviction, Slot};
+use super::slots::{Eviction, Slot, Waiting};
 use super::{DriverError, MAX_UNSENT, Now};
 use crate::deferral::{ReplyRouting, RestReply};
 use crate::endpoint::{BoxFuture, Endpoint, Finished, HandlerFuture, HandlerResult, Ticket};
@@ -249,8 +249,8 @@ pub struct Session {
     peer_eof: bool,
     write_timeout: Duration,
     slot: Option<Slot>,
-    /// Since when the connection waits on its peer (as published to the slot).
-    waiting_since: Option<Instant>,
+    /// What the connection waits for (as published to the slot).
+    waiting: Waiting,
 }
 
 impl std::fmt::Debug for Session {
@@ -282,7 +282,7 @@ impl Session {
             peer_eof: false,
             write_timeout,
             slot: None,
-            waiting_since: None,
+            waiting: Waiting::Busy,
         }
     }
 
@@ -570,17 +570,23 @@ impl Session {
         })
     }
 
-    /// Tells the slot whether (and since when) the connection waits on its peer.
+    /// Tells the slot whether (and since when) the connection waits on its peer, and
+    /// whether it is only idle between requests.
     fn publish_waiting(&mut self, waiting: bool) {
-        let since = match (waiting, self.waiting_since) {
-            (false, _) => None,
-            (true, None) => Some(self.now.instant),
-            (true, since) => since,
+        let idle =
+            self.phase == Phase::Serving && self.outbox.is_empty() && self.requests.is_idle();
+        let now = self.now.instant;
+        let next = match (waiting, idle, self.waiting) {
+            (false, _, _) => Waiting::Busy,
+            (true, true, Waiting::Idle(since)) => Waiting::Idle(since),
+            (true, true, _) => Waiting::Idle(now),
+            (true, false, Waiting::Stalled(since)) => Waiting::Stalled(since),
+            (true, false, _) => Waiting::Stalled(now),
         };
-        if since != self.waiting_since {
-            self.waiting_since = since;
+        if next != self.waiting {
+            self.waiting = next;
             if let Some(slot) = &self.slot {
-                slot.set_waiting_since(since);
+                slot.set_waiting(next);
             }
         }
     }

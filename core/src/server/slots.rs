@@ -50,10 +50,33 @@ struct Inner {
 
 struct SlotState {
     index: usize,
-    /// Since when the connection waits on its peer; `None` while it is busy.
-    waiting_since: Mutex<Option<Instant>>,
+    waiting: Mutex<Waiting>,
     evicted: AtomicBool,
     waker: Mutex<Option<Waker>>,
+}
+
+/// What a connection is doing, as eviction at the cap sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// Busy on the server's side (verifying, running a handler): never evicted.
+    Busy,
+    /// Waiting, since then, for something its peer owes: a head, a body, reading an
+    /// answer, the end of a lingering close. Evicted first, the oldest first.
+    Stalled(Instant),
+    /// An idle keep-alive connection, since then: evicted only when none is stalled (an
+    /// honest client's next request may be about to arrive on it).
+    Idle(Instant),
+}
+
+impl Waiting {
+    /// The eviction order: stalled before idle, the oldest first; busy never.
+    fn rank(self) -> Option<(u8, Instant)> {
+        match self {
+            Self::Busy => None,
+            Self::Stalled(since) => Some((0, since)),
+            Self::Idle(since) => Some((1, since)),
+        }
+    }
 }
 
 /// Counters of a server's connections.
@@ -109,8 +132,8 @@ impl Slots {
         let index = inner.free.pop().unwrap_or(inner.slots.len());
         let state = Arc::new(SlotState {
             index,
-            // A new connection waits for its first head.
-            waiting_since: Mutex::new(None),
+            // Not evictable until its session first waits.
+            waiting: Mutex::new(Waiting::Busy),
             evicted: AtomicBool::new(false),
             waker: Mutex::new(None),
         });
@@ -172,8 +195,8 @@ fn longest_waiting(inner: &Inner) -> Option<Arc<SlotState>> {
         .slots
         .iter()
         .flatten()
-        .filter_map(|state| (*lock(&state.waiting_since)).map(|since| (since, state)))
-        .min_by_key(|(since, _)| *since)
+        .filter_map(|state| lock(&state.waiting).rank().map(|rank| (rank, state)))
+        .min_by_key(|(rank, _)| *rank)
         .map(|(_, state)| state.clone())
 }
 
@@ -216,12 +239,12 @@ impl std::fmt::Debug for Slot {
 }
 
 impl Slot {
-    /// Publishes since when the connection waits on its peer (`None`: busy, never evicted).
-    /// A [`Session`](super::Session) given the slot does this itself; a server whose
+    /// Publishes what the connection is doing (see [`Waiting`]). A
+    /// [`Session`](super::Session) given the slot does this itself; a server whose
     /// connections another HTTP implementation runs (yuyo-tower under hyper) calls it.
-    pub fn set_waiting_since(&self, since: Option<Instant>) {
-        *lock(&self.state.waiting_since) = since;
-        if since.is_some() {
+    pub fn set_waiting(&self, waiting: Waiting) {
+        *lock(&self.state.waiting) = waiting;
+        if waiting != Waiting::Busy {
             wake_acceptor(&self.table);
         }
     }
@@ -299,11 +322,12 @@ mod tests {
         let c = slots.admit(3).unwrap();
         assert_eq!(c.others, 2);
         let c = c.slot;
-        // a busy (handler), b waiting since +2 s, c since +1 s.
-        a.set_waiting_since(None);
-        b.set_waiting_since(Some(start + Duration::from_secs(2)));
-        c.set_waiting_since(Some(start + Duration::from_secs(1)));
+        // a busy (handler), b idle since +0 s, c stalled since +2 s.
+        a.set_waiting(Waiting::Busy);
+        b.set_waiting(Waiting::Idle(start));
+        c.set_waiting(Waiting::Stalled(start + Duration::from_secs(2)));
         let d = slots.admit(3).unwrap().slot;
+        // A stalled connection goes before an idle one, however long that one idled.
         assert!(c.is_evicted() && !a.is_evicted() && !b.is_evicted());
         assert_eq!(
             slots.stats(),
@@ -314,8 +338,8 @@ mod tests {
         );
         drop(c); // the evicted connection closing frees nothing twice
         assert_eq!(slots.stats().open, 3);
-        b.set_waiting_since(None);
-        d.set_waiting_since(None);
+        b.set_waiting(Waiting::Busy);
+        d.set_waiting(Waiting::Busy);
         assert_eq!(slots.admit(3).err(), Some(Full));
         drop(a);
         assert!(slots.admit(3).is_ok());
@@ -339,7 +363,7 @@ mod tests {
         assert!(Pin::new(&mut vacancy).poll(&mut cx).is_pending());
         let mut eviction = a.eviction();
         assert!(Pin::new(&mut eviction).poll(&mut cx).is_pending());
-        a.set_waiting_since(Some(Instant::now()));
+        a.set_waiting(Waiting::Stalled(Instant::now()));
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "the acceptor is woken");
         assert!(Pin::new(&mut vacancy).poll(&mut cx).is_ready());
         let _b = slots.admit(1).unwrap();
