@@ -45,28 +45,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-start_server() { # $1 = server name; echoes the pid
-    case "$1" in
-        baseline) taskset -c 0 "$BASELINE" "127.0.0.1:$PORT" >"$work/server.log" 2>&1 & ;;
-        *) RUST_LOG=warn taskset -c 0 "$YUYO" serve --runtime "$1" --bind "127.0.0.1:$PORT" >"$work/server.log" 2>&1 & ;;
-    esac
-    local pid=$!
-    for _ in $(seq 100); do
-        if grep -q "listening on" "$work/server.log" 2>/dev/null; then echo "$pid"; return; fi
-        sleep 0.1
-    done
-    echo "server $1 did not start:" >&2; cat "$work/server.log" >&2; exit 1
-}
-
-stop_server() { # $1 = pid; returns once it is gone (it is not this shell's child)
-    kill "$1" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$1" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -9 "$1" 2>/dev/null || true
-    sleep 0.2
-}
+# shellcheck source=bench/servers.sh
+. bench/servers.sh
 
 results="$work/results"
 : >"$results"

@@ -344,3 +344,19 @@ fn a_long_pipeline_yields_its_turn_and_is_answered_in_order() {
     // 100 answers, 16 a turn: the connection let others run between turns.
     assert_eq!(d.yields, 100 / 16);
 }
+
+#[test]
+fn debug_output_never_shows_the_token_or_the_body() {
+    let body = fixture("command_echo");
+    let token = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut d = Driver::new(common::endpoint());
+    let input = request(&body);
+    // Everything but the last byte: the body sits in the receive buffer.
+    d.receive(&input[..input.len() - 1]);
+    let debug = format!("{:?}", d.session);
+    assert!(!debug.contains(&token), "{debug}");
+    assert!(debug.contains("buffered"), "{debug}");
+}

@@ -115,7 +115,7 @@ impl Default for Config {
 }
 
 /// What happened on the read side; returned by [`Connection::next_event`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[allow(clippy::large_enum_variant)] // Heads are the common event; boxing would cost an allocation each.
 pub enum Event {
     /// A request head. Body events follow: zero or more [`Event::Data`], then [`Event::End`].
@@ -130,6 +130,20 @@ pub enum Event {
     Paused,
     /// The connection is done: flush [`Connection::poll_transmit`] and close the transport.
     Closed,
+}
+
+/// Body pieces by their length only: they hold interaction tokens.
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Head(parts) => f.debug_tuple("Head").field(parts).finish(),
+            Self::Data(data) => write!(f, "Data({} bytes)", data.len()),
+            Self::End => f.write_str("End"),
+            Self::NeedData => f.write_str("NeedData"),
+            Self::Paused => f.write_str("Paused"),
+            Self::Closed => f.write_str("Closed"),
+        }
+    }
 }
 
 /// How long the body of a response will be; decides `Content-Length` vs chunked framing.
@@ -262,7 +276,6 @@ impl Transmit {
 
 /// One HTTP/1.1 server connection's protocol state. See the [module docs](self) for the
 /// driving loop.
-#[derive(Debug)]
 pub struct Connection {
     config: Config,
     buf: BytesMut,
@@ -281,6 +294,23 @@ pub struct Connection {
     /// A peer error raised outside `next_event` (by a timeout), reported by the next call.
     pending_error: Option<PeerError>,
     spans: Vec<FieldSpan>,
+}
+
+/// Counts of the buffered bytes, never the bytes: they hold interaction tokens.
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("read", &self.read)
+            .field("write", &self.write)
+            .field("in_flight", &self.in_flight)
+            .field("timer", &self.timer)
+            .field("buffered", &self.buf.len())
+            .field("transmit_pending", &self.has_transmit())
+            .field("peer_eof", &self.peer_eof)
+            .field("closing", &self.closing)
+            .field("pending_error", &self.pending_error)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Connection {
