@@ -1,7 +1,9 @@
 //! Serving connections on a worker thread: the core's session loop over non-blocking
-//! sockets, handlers run with `block_on`. When a session waits for bytes that have not
-//! arrived, its connection is held on the worker's own poller for a while, then parked
-//! with the reactor (see [`crate::reactor`]); the worker never blocks on one read.
+//! sockets, handlers run with `block_on`. [`drive`] translates the session's outputs
+//! into IO and feeds back what happened; the session owns every deadline and decision.
+//! When a session waits on its peer (bytes to read, or a socket that takes no more
+//! bytes), its connection is held on the worker's own poller for a while, then parked
+//! with the reactor (see [`crate::reactor`]); the worker never blocks on one socket.
 //!
 //! A worker serves its connections as a group: every ready connection is driven up to
 //! its signature check first, so their signatures are verified as one batch, then each
@@ -16,31 +18,32 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Wake, Waker as TaskWaker};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::future::block_on;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token, Waker};
 use tracing::Instrument;
-use yuyo_core::endpoint::{MAX_BATCH, Ticket};
-use yuyo_core::http1;
+use tracing::instrument::Instrumented;
+use yuyo_core::deferral::RestReply;
+use yuyo_core::endpoint::{HandlerFuture, HandlerResult, MAX_BATCH, Ticket};
 use yuyo_core::multipart::FileSource;
-use yuyo_core::server::{Action, Now, Session};
+use yuyo_core::server::{Admitted, Input, Now, Output, Session, Wait};
 
-use crate::reactor::{self, Wait};
-use crate::{Ctx, Shared, TaskGuard, lock};
+use crate::{Ctx, Shared, TaskGuard, lock, reactor};
 
 const WAKE: Token = Token(usize::MAX);
 /// Bytes read from a socket at once, into the worker's buffer.
 const READ_SIZE: usize = 16 * 1024;
 /// Bytes of a reply file read at once.
 const FILE_CHUNK: usize = 64 * 1024;
-/// How long a worker keeps a connection it served waiting for the next request before
-/// parking it with the reactor. A busy keep-alive connection stays on its thread (no
-/// hand-off, no reactor wake-up per request); an idle one holds no thread after this.
+/// How long a worker keeps a connection it served waiting on its peer before parking
+/// it with the reactor. A busy keep-alive connection stays on its thread (no hand-off,
+/// no reactor wake-up per request); an idle one holds no thread after this.
 const HOLD: Duration = Duration::from_millis(10);
 /// Most connections a worker serves together while handlers are quick: one batch of
 /// signatures.
@@ -54,25 +57,30 @@ const MIN_SHARE: usize = 4;
 const BLOCKING_HANDLER: Duration = Duration::from_millis(2);
 
 fn now() -> Now {
-    Now {
-        instant: Instant::now(),
-        unix_secs: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs()),
-    }
+    Now::at(Instant::now(), SystemTime::now())
 }
 
 /// An accepted connection: what a parked connection keeps while it holds no thread.
 pub(crate) struct Conn {
     stream: mio::net::TcpStream,
     session: Session,
-    /// Its slot in the reactor's registry (and its token).
+    /// Its entry in the reactor's registry (and its token).
     key: usize,
     /// Shutdown was passed on to the session.
     closing: bool,
     /// Its request waits for the group's signature batch.
     verifying: Option<Ticket>,
-    /// Counts the connection (for the cap and shutdown) until it is closed.
+    /// The rest of the last [`Output::Transmit`], written when the socket takes it.
+    unsent: Bytes,
+    /// The reply file being streamed ([`Output::StreamFile`]).
+    file: Option<File>,
+    /// The handler of [`Output::Handle`], while it runs.
+    handler: Option<Running>,
+    /// What the session waits for, as of its last [`Output::Timeout`].
+    wait: Wait,
+    /// Set when its slot in the connection cap was given to a new connection.
+    eviction: Arc<EvictionWaker>,
+    /// Counts the connection (for shutdown) until it is closed.
     guard: TaskGuard,
 }
 
@@ -81,19 +89,35 @@ impl Conn {
         stream: mio::net::TcpStream,
         key: usize,
         ctx: &Ctx,
-        http: http1::Config,
+        admitted: Admitted,
         guard: TaskGuard,
     ) -> Box<Self> {
-        let mut session = Session::new(ctx.endpoint.clone(), http, Instant::now());
+        let http = ctx.options.connection_config(admitted.others);
+        let now = now();
+        // Until its session first says what it waits for: the first request, by a
+        // deadline no later than this (waking it early is harmless).
+        let first = now.instant + http.head_timeout.min(http.idle_timeout);
+        let mut session = Session::new(ctx.endpoint.clone(), http, now).with_slot(admitted.slot);
         if let Some((_, routing)) = &ctx.rest {
             session.set_reply_routing(*routing);
         }
+        let eviction = EvictionWaker::watch(&session, key, guard.shared());
         Box::new(Self {
             stream,
             session,
             key,
             closing: false,
             verifying: None,
+            unsent: Bytes::new(),
+            file: None,
+            handler: None,
+            wait: Wait {
+                deadline: Some(first),
+                read: true,
+                write: false,
+                file: false,
+            },
+            eviction,
             guard,
         })
     }
@@ -109,33 +133,102 @@ impl Conn {
     pub(crate) fn closing(&self) -> bool {
         self.closing
     }
+
+    /// Whether the connection was evicted and its session has not heard of it yet.
+    pub(crate) fn evicted(&self) -> bool {
+        self.eviction.evicted.load(Ordering::SeqCst)
+    }
+
+    /// When the session must hear of the time next (its [`Wait::deadline`]).
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.wait.deadline
+    }
+
+    /// The readiness the session waits for (`None`: none, only its deadline).
+    pub(crate) fn interest(&self) -> Option<Interest> {
+        match (self.wait.read, self.wait.write) {
+            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+            (true, false) => Some(Interest::READABLE),
+            (false, true) => Some(Interest::WRITABLE),
+            (false, false) => None,
+        }
+    }
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
         // Whoever drops a connection holds it out of the registry (never under its
-        // lock), so the slot is `Owned` and can be reused.
+        // lock), so the entry is `Owned` and can be reused.
         lock(&self.guard.shared().registry).release(self.key);
     }
 }
 
-/// A connection a worker owns: being served, or held waiting for its next request.
+/// Learns of a connection's eviction (see [`yuyo_core::server::Slots`]): the slot wakes
+/// it, under the slots' lock, from the reactor's accept. It flags the connection and
+/// tells the reactor, which hands the connection to a worker if it is parked; a worker
+/// holding it sees the flag when it next looks at it (within [`HOLD`]).
+struct EvictionWaker {
+    key: usize,
+    evicted: AtomicBool,
+    shared: Weak<Shared>,
+}
+
+impl EvictionWaker {
+    /// Registers a waker for the eviction of `session`'s slot.
+    fn watch(session: &Session, key: usize, shared: &Arc<Shared>) -> Arc<Self> {
+        let this = Arc::new(Self {
+            key,
+            evicted: AtomicBool::new(false),
+            shared: Arc::downgrade(shared),
+        });
+        if let Some(mut eviction) = session.eviction() {
+            let waker = TaskWaker::from(Arc::clone(&this));
+            // Polled once: the slot keeps the waker until it is evicted.
+            if Pin::new(&mut eviction)
+                .poll(&mut Context::from_waker(&waker))
+                .is_ready()
+            {
+                waker.wake();
+            }
+        }
+        this
+    }
+}
+
+impl Wake for EvictionWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Called under the slots' lock: it must not drop a connection (which frees a slot).
+        self.evicted.store(true, Ordering::SeqCst);
+        if let Some(shared) = self.shared.upgrade() {
+            lock(&shared.evicted).push(self.key);
+            shared.wake_reactor();
+        }
+    }
+}
+
+/// A connection a worker owns: being served, or held waiting on its peer.
 struct Held {
     conn: Box<Conn>,
-    /// Registered with the worker's poller (for reading).
-    registered: bool,
+    /// Its interest registered with the worker's poller.
+    registered: Option<Interest>,
     /// When it last finished a step; it is parked [`HOLD`] after this.
     idle_since: Instant,
 }
 
 /// A worker thread's own resources, reused for every connection it serves.
 pub(crate) struct Local {
+    /// What a read takes in, before it is copied into the session: a read that finds
+    /// nothing (one per request, with edge-triggered readiness) then costs no memory.
     buf: Vec<u8>,
     poller: ThreadPoll,
     /// The connections this worker owns, by token.
     held: Vec<Option<Held>>,
     free: Vec<usize>,
-    /// Tokens that became ready while the worker waited for one socket to take bytes.
+    /// Tokens to serve again (see [`Step::Again`]).
     ready_later: Vec<usize>,
 }
 
@@ -160,7 +253,7 @@ impl Local {
     fn insert(&mut self, conn: Box<Conn>) -> usize {
         let held = Some(Held {
             conn,
-            registered: false,
+            registered: None,
             idle_since: Instant::now(),
         });
         if let Some(token) = self.free.pop() {
@@ -176,7 +269,7 @@ impl Local {
     fn remove(&mut self, token: usize) -> Option<Box<Conn>> {
         let held = self.held.get_mut(token)?.take()?;
         self.free.push(token);
-        if held.registered {
+        if held.registered.is_some() {
             self.poller.deregister(held.conn.stream.as_raw_fd());
         }
         Some(held.conn)
@@ -188,8 +281,8 @@ impl Local {
 }
 
 /// The worker thread's own poller, created the first time it is needed, with a waker
-/// shutdown uses: it holds the worker's connections between requests (see [`HOLD`])
-/// and waits for a socket to take more bytes.
+/// shutdown uses: it holds the worker's connections while they wait on their peers
+/// (see [`HOLD`]).
 struct ThreadPoll {
     poll: Option<PollState>,
 }
@@ -217,13 +310,25 @@ impl ThreadPoll {
             .ok_or_else(|| io::Error::other("the worker's poller is missing"))
     }
 
-    /// Registers a held connection for reading. Edge-triggered, registered after the
-    /// read that would block: data that came in between is reported at once.
-    fn register(&mut self, fd: RawFd, token: usize, shared: &Shared) -> io::Result<()> {
-        let poll = self.poll(shared)?;
-        poll.poll
-            .registry()
-            .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
+    /// Changes what a held connection is registered for, from `from` to `to`.
+    /// Edge-triggered, (re)registered after the read or write that would block: readiness
+    /// that came in between is reported at once. The bare descriptor is registered (a
+    /// `TcpStream` would refuse a second registry, the reactor's).
+    fn watch(
+        &mut self,
+        fd: RawFd,
+        token: usize,
+        from: Option<Interest>,
+        to: Option<Interest>,
+        shared: &Shared,
+    ) -> io::Result<()> {
+        let registry = self.poll(shared)?.poll.registry();
+        match (from, to) {
+            (None, None) => Ok(()),
+            (None, Some(to)) => registry.register(&mut SourceFd(&fd), Token(token), to),
+            (Some(_), Some(to)) => registry.reregister(&mut SourceFd(&fd), Token(token), to),
+            (Some(_), None) => registry.deregister(&mut SourceFd(&fd)),
+        }
     }
 
     fn deregister(&mut self, fd: RawFd) {
@@ -232,63 +337,7 @@ impl ThreadPoll {
         }
     }
 
-    /// Waits for the socket of `token` to take more bytes (or for shutdown); readiness
-    /// of other held connections seen meanwhile goes to `ready_later`.
-    fn wait_writable(
-        &mut self,
-        fd: RawFd,
-        token: usize,
-        registered: bool,
-        ready_later: &mut Vec<usize>,
-        shared: &Shared,
-    ) -> io::Result<()> {
-        let poll = self.poll(shared)?;
-        // The bare descriptor is registered (a `TcpStream` would refuse a second
-        // registry), only while waiting; a held one is already there for reading.
-        if registered {
-            poll.poll.registry().reregister(
-                &mut SourceFd(&fd),
-                Token(token),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-        } else {
-            poll.poll
-                .registry()
-                .register(&mut SourceFd(&fd), Token(token), Interest::WRITABLE)?;
-        }
-        let waited = loop {
-            match poll.poll.poll(&mut poll.events, None) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => break Ok(()),
-                Err(e) => break Err(e),
-            }
-            let mut done = false;
-            for event in &poll.events {
-                match event.token() {
-                    WAKE => done = true,
-                    Token(t) if t == token => {
-                        done |= event.is_writable() || event.is_error() || event.is_write_closed();
-                    }
-                    Token(t) => ready_later.push(t),
-                }
-            }
-            if done {
-                break Ok(());
-            }
-        };
-        if registered {
-            poll.poll.registry().reregister(
-                &mut SourceFd(&fd),
-                Token(token),
-                Interest::READABLE,
-            )?;
-        } else {
-            let _ = poll.poll.registry().deregister(&mut SourceFd(&fd));
-        }
-        waited
-    }
-
-    /// Waits up to `timeout` for held connections to become readable (or for shutdown),
+    /// Waits up to `timeout` for held connections to become ready (or for shutdown),
     /// adding their tokens to `ready`.
     fn wait(
         &mut self,
@@ -321,77 +370,12 @@ impl ThreadPoll {
     }
 }
 
-/// The socket's sending side, for one worker.
-struct Out<'a> {
-    stream: &'a mut mio::net::TcpStream,
-    token: usize,
-    registered: bool,
-    /// The worker's other connections and its poller.
-    local: &'a mut Local,
-    ctx: &'a Arc<Ctx>,
-    shared: &'a Arc<Shared>,
-}
-
-impl Out<'_> {
-    /// Writes all of `data`, waiting for the socket to take it.
-    fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            match self.stream.write(data) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => data = &data[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // A peer that does not read holds up only its own connection: the
-                    // thread's others go to the reactor or other threads first.
-                    if self.local.held.iter().any(Option::is_some) {
-                        evacuate(self.local, self.ctx, self.shared);
-                    }
-                    let Local {
-                        poller,
-                        ready_later,
-                        ..
-                    } = &mut *self.local;
-                    poller.wait_writable(
-                        self.stream.as_raw_fd(),
-                        self.token,
-                        self.registered,
-                        ready_later,
-                        self.shared,
-                    )?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes everything the session has to send.
-    fn flush(&mut self, session: &mut Session) -> io::Result<()> {
-        while let Some(bytes) = session.poll_transmit() {
-            self.write_all(&bytes)?;
-        }
-        Ok(())
-    }
-}
-
-/// Reads once: `Some(0)` at EOF, `None` if nothing is there yet.
-fn read(stream: &mut mio::net::TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    loop {
-        match stream.read(buf) {
-            Ok(n) => return Ok(Some(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// How far [`drive`] takes a connection.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Until {
     /// Up to its signature check: the ticket is kept for the group's batch.
     Verify,
-    /// Until it waits for bytes or closes.
+    /// Until it waits on its peer or closes.
     Park,
 }
 
@@ -399,14 +383,17 @@ enum Until {
 enum Step {
     /// The request waits for the group's signature batch.
     Verify,
-    /// The session waits for bytes that have not arrived.
+    /// The session waits on its peer (or its deadline): hold or park the connection.
     Park,
-    /// A request was answered: serve the others first, then this one again.
+    /// The session yielded ([`Output::Yield`]), or a request was answered and the next
+    /// one awaits verification: serve the others first, then this one again.
     Again,
-    /// The session is done: close it lingering.
+    /// The handler still runs after [`BLOCKING_HANDLER`] while the worker holds other
+    /// connections: hand them away, then drive this one on.
+    Waits,
+    /// The session is done: close the socket.
     Close,
 }
-
 /// Serves `jobs` and the connections they bring, as groups (see the [module
 /// docs](self)), until this worker holds none.
 #[allow(clippy::vec_box)] // the connections stay boxed: they move between threads
@@ -458,8 +445,8 @@ pub(crate) fn serve(jobs: Vec<Box<Conn>>, local: &mut Local, ctx: &Arc<Ctx>, sha
     }
 }
 
-/// How long the held connections may wait for bytes: until the first one's [`HOLD`]
-/// ends or its session's deadline passes.
+/// How long the held connections may wait: until the first one's [`HOLD`] ends or its
+/// session's deadline passes.
 fn hold_timeout(local: &Local, shared: &Shared) -> Option<Duration> {
     if shared.is_stopping() {
         return Some(Duration::ZERO);
@@ -472,16 +459,16 @@ fn hold_timeout(local: &Local, shared: &Shared) -> Option<Duration> {
         .map(|held| {
             let hold = held.idle_since + HOLD;
             held.conn
-                .session
-                .poll_timeout()
+                .deadline()
                 .map_or(hold, |deadline| deadline.min(hold))
         })
         .min()
         .map(|at| at.saturating_duration_since(now))
 }
 
-/// Adds connections whose deadline passed (or that must learn of shutdown) to `ready`,
-/// and parks those held longer than [`HOLD`] (or closing) with the reactor.
+/// Adds connections whose deadline passed (or that must learn of shutdown or their
+/// eviction) to `ready`, and parks those held longer than [`HOLD`] (or closing) with the
+/// reactor.
 fn release_idle(local: &mut Local, ready: &mut Vec<usize>, shared: &Shared) {
     let now = Instant::now();
     let stopping = shared.is_stopping();
@@ -491,12 +478,8 @@ fn release_idle(local: &mut Local, ready: &mut Vec<usize>, shared: &Shared) {
         if ready.contains(&token) {
             continue;
         }
-        let due = held
-            .conn
-            .session
-            .poll_timeout()
-            .is_some_and(|deadline| deadline <= now);
-        if due || (stopping && !held.conn.closing) {
+        let due = held.conn.deadline().is_some_and(|deadline| deadline <= now);
+        if due || held.conn.evicted() || (stopping && !held.conn.closing) {
             ready.push(token);
         } else if stopping || held.idle_since + HOLD <= now {
             park.push(token);
@@ -508,8 +491,8 @@ fn release_idle(local: &mut Local, ready: &mut Vec<usize>, shared: &Shared) {
 }
 
 /// Parks every held connection that is not ready with the reactor. Those to serve again
-/// (see [`Step::Again`]) become ready: their sessions may hold requests already read, which
-/// no readable event would bring back.
+/// (see [`Step::Again`]) become ready: they hold a request already read, which no
+/// readiness event would bring back.
 fn release_all(local: &mut Local, ready: &mut Vec<usize>, shared: &Shared) {
     ready.append(&mut local.ready_later);
     let tokens: Vec<usize> = (0..local.held.len())
@@ -524,9 +507,8 @@ fn park_held(local: &mut Local, token: usize, ready: &mut Vec<usize>, shared: &S
     let Some(conn) = local.remove(token) else {
         return;
     };
-    let deadline = conn.session.poll_timeout();
-    if let Err(back) = reactor::park(shared, conn, Wait::Read, deadline) {
-        // Bytes (or shutdown) arrived meanwhile: serve it again.
+    if let Err(back) = reactor::park(shared, conn) {
+        // Readiness (or shutdown, or its eviction) came meanwhile: serve it again.
         ready.push(local.insert(back));
     }
 }
@@ -584,241 +566,410 @@ fn hand_off(tokens: &[usize], local: &mut Local, ctx: &Arc<Ctx>, shared: &Arc<Sh
     crate::dispatch(shared, ctx, &mut jobs);
 }
 
-/// Hands every connection this worker holds, besides the one being driven, to the
-/// reactor (idle ones) or to other threads (ones with a request in progress), before the
-/// worker waits for a peer to take bytes.
-fn evacuate(local: &mut Local, ctx: &Arc<Ctx>, shared: &Arc<Shared>) {
+/// Drives the connection of `token` and acts on where it stopped.
+fn settle(token: usize, until: Until, local: &mut Local, ctx: &Arc<Ctx>, shared: &Arc<Shared>) {
+    loop {
+        let others = local.count() > 1;
+        let Local { held, buf, .. } = &mut *local;
+        let Some(Some(held)) = held.get_mut(token) else {
+            return;
+        };
+        let turn = Turn::new(until, others, buf);
+        match drive(&mut held.conn, turn, ctx, shared) {
+            Step::Verify => {}
+            Step::Again => local.ready_later.push(token),
+            Step::Waits => {
+                evacuate(token, local, ctx, shared);
+                continue;
+            }
+            Step::Park => hold(local, token, shared),
+            Step::Close => drop(local.remove(token)),
+        }
+        return;
+    }
+}
+
+/// Hands every connection this worker holds besides `token` to the reactor (those
+/// waiting on their peers) or to other threads (those with a request in progress), when
+/// the handler of `token` takes long.
+fn evacuate(token: usize, local: &mut Local, ctx: &Arc<Ctx>, shared: &Arc<Shared>) {
     // Connections to serve again may hold requests already read: they go to threads too.
     let again = std::mem::take(&mut local.ready_later);
     let mut jobs = Vec::new();
-    for token in 0..local.held.len() {
-        let in_progress = match &local.held[token] {
-            Some(held) => held.conn.verifying.is_some() || again.contains(&token),
+    for other in (0..local.held.len()).filter(|&other| other != token) {
+        let in_progress = match &local.held[other] {
+            Some(held) => held.conn.verifying.is_some() || again.contains(&other),
             None => continue,
         };
-        let Some(conn) = local.remove(token) else {
+        let Some(conn) = local.remove(other) else {
             continue;
         };
         if in_progress {
             jobs.push(conn);
-        } else {
-            let deadline = conn.session.poll_timeout();
-            if let Err(back) = reactor::park(shared, conn, Wait::Read, deadline) {
-                jobs.push(back);
-            }
+        } else if let Err(back) = reactor::park(shared, conn) {
+            jobs.push(back);
         }
     }
     crate::dispatch(shared, ctx, &mut jobs);
 }
 
-/// Drives the connection of `token` and acts on where it stopped.
-fn settle(token: usize, until: Until, local: &mut Local, ctx: &Arc<Ctx>, shared: &Arc<Shared>) {
-    // Out of its slot while driven (the slot stays reserved), so a write that must wait
-    // can hand the worker's other connections away (see [`evacuate`]).
-    let Some(mut entry) = local.held.get_mut(token).and_then(Option::take) else {
+/// Holds a connection that waits on its peer on this worker's poller, registered for
+/// what its session waits for; parks it with the reactor if that fails.
+fn hold(local: &mut Local, token: usize, shared: &Shared) {
+    let Local { held, poller, .. } = local;
+    let Some(Some(entry)) = held.get_mut(token) else {
         return;
     };
-    let mut buf = std::mem::take(&mut local.buf);
-    let step = drive(&mut entry, token, until, &mut buf, local, ctx, shared);
-    local.buf = buf;
-    local.held[token] = Some(entry);
-    match step {
-        Ok(Step::Verify) => {}
-        Ok(Step::Again) => local.ready_later.push(token),
-        Ok(Step::Park) => {
-            let Local { held, poller, .. } = local;
-            let Some(Some(entry)) = held.get_mut(token) else {
-                return;
-            };
-            entry.idle_since = Instant::now();
-            if entry.registered {
-                return;
+    entry.idle_since = Instant::now();
+    let interest = entry.conn.interest();
+    if entry.registered == interest {
+        // Still registered for it: an edge comes with the next readiness.
+        return;
+    }
+    let fd = entry.conn.stream.as_raw_fd();
+    match poller.watch(fd, token, entry.registered, interest, shared) {
+        Ok(()) => entry.registered = interest,
+        Err(error) => {
+            tracing::debug!(%error, "cannot hold a connection; parking it");
+            let mut ready = Vec::new();
+            park_held(local, token, &mut ready, shared);
+            local.ready_later.append(&mut ready);
+        }
+    }
+}
+
+/// Whether the socket may be ready, until a read or a write found it was not (then only
+/// an edge from a poller says it is again).
+struct Ready {
+    read: bool,
+    write: bool,
+}
+
+/// One call of [`drive`]: how far it goes, and what it did.
+struct Turn<'a> {
+    until: Until,
+    /// The worker holds other connections.
+    others: bool,
+    /// A request was answered in this turn.
+    answered: bool,
+    ready: Ready,
+    /// The worker's read buffer.
+    buf: &'a mut [u8],
+}
+
+impl<'a> Turn<'a> {
+    fn new(until: Until, others: bool, buf: &'a mut [u8]) -> Self {
+        Self {
+            until,
+            others,
+            answered: false,
+            ready: Ready {
+                read: true,
+                write: true,
+            },
+            buf,
+        }
+    }
+}
+
+/// Runs the session of `conn`: each [`Output`] becomes IO on this thread, and what
+/// happened goes back as an [`Input`], until the session waits on its peer or closes
+/// (or, see [`Until`], its request waits for the group's signature batch).
+fn drive(conn: &mut Conn, mut turn: Turn<'_>, ctx: &Ctx, shared: &Arc<Shared>) -> Step {
+    loop {
+        if let Some(notice) = conn.notice(shared) {
+            conn.pass(notice);
+        }
+        match conn.session.poll_output() {
+            Output::Transmit(bytes) => conn.transmit(bytes, &mut turn.ready),
+            // Awaited at the next wait (the session then counts as busy, not evictable).
+            Output::Verify(ticket) => conn.verifying = Some(ticket),
+            Output::Handle(future) => {
+                conn.handler = Some(Running::start(future, &conn.session, shared));
             }
-            match poller.register(entry.conn.stream.as_raw_fd(), token, shared) {
-                Ok(()) => entry.registered = true,
-                Err(error) => {
-                    tracing::debug!(%error, "cannot hold a connection; parking it");
-                    let mut ready = Vec::new();
-                    park_held(local, token, &mut ready, shared);
-                    local.ready_later.append(&mut ready);
-                }
+            Output::StreamFile(source) => conn.open_file(&source),
+            Output::Spawn(work) => shared.spawn_after(work),
+            Output::RestReply(reply) => rest_reply(reply, &conn.session, ctx, shared),
+            // What the session awaits (unsent bytes, the ticket, the handler, the file) is
+            // kept in `conn`: the turn may end here.
+            Output::Yield => return Step::Again,
+            Output::ShutdownWrite => {
+                let _ = conn.stream.shutdown(Shutdown::Write);
+            }
+            Output::Close => return Step::Close,
+            Output::Timeout(wait) => {
+                conn.wait = wait;
+                let input = match conn.next_input(&mut turn, shared) {
+                    Ok(input) => input,
+                    Err(step) => return step,
+                };
+                turn.answered |= matches!(input, Input::Handled(_));
+                conn.pass(input);
             }
         }
-        Ok(Step::Close) => {
-            if let Some(conn) = local.remove(token) {
-                linger(conn, local, shared);
+    }
+}
+
+impl Conn {
+    /// Passes `input` to the session, with the time now.
+    fn pass(&mut self, input: Input) {
+        // A driver error is logged by the session, which then closes the connection.
+        let _ = self.session.handle_input(now(), input);
+    }
+
+    /// Shutdown or the eviction of the slot, once each, when they happened.
+    fn notice(&mut self, shared: &Shared) -> Option<Input> {
+        if !self.closing && shared.is_stopping() {
+            self.closing = true;
+            return Some(Input::Shutdown);
+        }
+        let evicted = self.evicted() && self.eviction.evicted.swap(false, Ordering::SeqCst);
+        evicted.then_some(Input::Evicted)
+    }
+
+    /// What happened, without waiting on the peer, since the session asked to wait as
+    /// [`Conn::wait`] says: its deadline, the verdict, the socket's readiness, the file's
+    /// next chunk, the handler's outcome (it runs until the deadline). `Err` ends the
+    /// turn: the verdict waits for the group's batch, the handler waits (see
+    /// [`Step::Waits`]), or only the peer can make progress.
+    fn next_input(&mut self, turn: &mut Turn<'_>, shared: &Shared) -> Result<Input, Step> {
+        let wait = self.wait;
+        if wait.deadline.is_some_and(|at| at <= Instant::now()) {
+            return Ok(Input::Timeout);
+        }
+        if let Some(ticket) = self.verifying.take() {
+            return self.verdict(ticket, turn, shared);
+        }
+        let ready = &mut turn.ready;
+        if wait.write
+            && ready.write
+            && let Some(input) = write(&mut self.stream, &mut self.unsent, ready)
+        {
+            return Ok(input);
+        }
+        if wait.file {
+            return Ok(read_file(&mut self.file));
+        }
+        if let Some(running) = &mut self.handler {
+            return match running.run(wait.deadline, turn.others, shared) {
+                Ran::Done(outcome) => {
+                    self.handler = None;
+                    Ok(Input::Handled(outcome))
+                }
+                Ran::Deadline => Ok(Input::Timeout),
+                Ran::Waits => Err(Step::Waits),
+            };
+        }
+        if wait.read && ready.read {
+            return Ok(read(&mut self.stream, &mut self.session, turn.buf, ready));
+        }
+        Err(Step::Park)
+    }
+
+    /// The verdict on the request's signature, unless it waits for the group's batch or,
+    /// once a request was answered in this turn, for the worker's other connections (one
+    /// request at a time: a peer that pipelines many does not keep them waiting).
+    fn verdict(&mut self, ticket: Ticket, turn: &Turn<'_>, shared: &Shared) -> Result<Input, Step> {
+        if turn.until == Until::Verify || (turn.answered && turn.others) {
+            self.verifying = Some(ticket);
+            return Err(match turn.until {
+                Until::Verify => Step::Verify,
+                Until::Park => Step::Again,
+            });
+        }
+        if shared.handlers_block() {
+            // Other connections' finished requests may join this one's batch.
+            std::thread::yield_now();
+        }
+        Ok(Input::Verified(block_on(ticket)))
+    }
+
+    /// Writes what the socket takes of `bytes` now; it keeps the rest.
+    fn transmit(&mut self, bytes: Bytes, ready: &mut Ready) {
+        self.unsent = bytes;
+        while !self.unsent.is_empty()
+            && let Some(input) = write(&mut self.stream, &mut self.unsent, ready)
+        {
+            self.pass(input);
+        }
+    }
+
+    /// Opens the reply file of [`Output::StreamFile`], or tells the session it cannot.
+    fn open_file(&mut self, source: &FileSource) {
+        let FileSource::Path { path, .. } = source else {
+            tracing::error!(
+                ?source,
+                "the blocking adapter only streams files from paths"
+            );
+            return self.pass(Input::FileFailed);
+        };
+        match File::open(path) {
+            Ok(file) => self.file = Some(file),
+            Err(error) => {
+                tracing::error!(%error, path = %path.display(), "cannot open a reply file");
+                self.pass(Input::FileFailed);
             }
+        }
+    }
+}
+
+/// Writes once: `Written`, `Failed`, or `None` when the socket takes nothing now.
+fn write(stream: &mut mio::net::TcpStream, unsent: &mut Bytes, ready: &mut Ready) -> Option<Input> {
+    if unsent.is_empty() {
+        return None;
+    }
+    loop {
+        match stream.write(unsent) {
+            Ok(0) => {
+                *unsent = Bytes::new();
+                return Some(Input::Failed);
+            }
+            Ok(n) => {
+                unsent.advance(n);
+                return Some(Input::Written(n));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready.write = false;
+                return None;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                tracing::debug!(%error, "cannot write to a connection");
+                *unsent = Bytes::new();
+                return Some(Input::Failed);
+            }
+        }
+    }
+}
+
+/// Reads once, through the worker's `buf` into the session's receive buffer: `Received`
+/// (also when nothing was there), `Eof` or `Failed`.
+///
+/// Not straight into [`Session::receive_buffer`]: without `unsafe`, that needs its spare
+/// room zeroed first, and the buffer is released after every read that finds nothing,
+/// so each request would cost two allocations and two 8 KiB fills, not one copy of the
+/// bytes read.
+fn read(
+    stream: &mut mio::net::TcpStream,
+    session: &mut Session,
+    buf: &mut [u8],
+    ready: &mut Ready,
+) -> Input {
+    let result = loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            result => break result,
+        }
+    };
+    match result {
+        Ok(0) => Input::Eof,
+        Ok(n) => {
+            session.receive_buffer().extend_from_slice(&buf[..n]);
+            Input::Received
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            ready.read = false;
+            Input::Received
         }
         Err(error) => {
-            tracing::debug!(%error, "connection ended with an IO error");
-            drop(local.remove(token));
+            tracing::debug!(%error, "cannot read from a connection");
+            Input::Failed
         }
     }
 }
 
-/// A lingering close (see [`yuyo_core::http1::Linger`]): drain what the peer still sends,
-/// so unread request bytes do not turn the close into a reset that destroys the response.
-/// What has not arrived yet is drained by the reactor, so the worker does not wait for
-/// the peer's FIN.
-fn linger(mut conn: Box<Conn>, local: &mut Local, shared: &Shared) {
-    // Without a lingering close, dropping the connection closes the socket.
-    let Some(linger) = conn.session.linger() else {
-        return;
+/// Reads the next chunk of the reply file: `FileData`, `FileEnd` or `FileFailed`.
+fn read_file(file: &mut Option<File>) -> Input {
+    let Some(open) = file else {
+        return Input::FileFailed;
     };
-    let _ = conn.stream.shutdown(Shutdown::Write);
-    let deadline = Instant::now() + linger.timeout;
-    let mut left = linger.max_bytes;
+    let mut chunk = BytesMut::zeroed(FILE_CHUNK);
     loop {
-        match drain(&mut conn, &mut local.buf, left) {
-            Some(still) => left = still,
-            None => return,
-        }
-        match reactor::park(shared, conn, Wait::Drain { deadline, left }, Some(deadline)) {
-            Ok(()) => return,
-            Err(back) => conn = back,
+        match open.read(&mut chunk) {
+            Ok(0) => {
+                *file = None;
+                return Input::FileEnd;
+            }
+            Ok(n) => {
+                chunk.truncate(n);
+                return Input::FileData(chunk.freeze());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                tracing::error!(%error, "cannot read a reply file");
+                *file = None;
+                return Input::FileFailed;
+            }
         }
     }
 }
 
-/// Reads and discards until the socket has nothing more for now (`Some` of the bytes
-/// still allowed) or the drain is over (`None`: EOF, an error, or `left` bytes read).
-pub(crate) fn drain(conn: &mut Conn, scratch: &mut [u8], mut left: u64) -> Option<u64> {
-    while left > 0 {
-        match read(&mut conn.stream, scratch) {
-            Ok(Some(0)) | Err(_) => return None,
-            Ok(Some(n)) => left = left.saturating_sub(n as u64),
-            Ok(None) => return Some(left),
-        }
+/// Delivers a reply through the REST client, on a thread of its own.
+fn rest_reply(reply: RestReply, session: &Session, ctx: &Ctx, shared: &Arc<Shared>) {
+    let _span = session.span().clone().entered();
+    match &ctx.rest {
+        Some((client, _)) => shared.spawn_rest_reply(client.clone(), reply),
+        None => tracing::error!("a reply went to REST without a REST client"),
     }
-    None
 }
 
-fn drive(
-    entry: &mut Held,
-    token: usize,
-    until: Until,
-    buf: &mut [u8],
-    local: &mut Local,
-    ctx: &Arc<Ctx>,
-    shared: &Arc<Shared>,
-) -> io::Result<Step> {
-    let Conn {
-        stream,
-        session,
-        closing,
-        verifying,
-        ..
-    } = &mut *entry.conn;
-    let mut io = Out {
-        stream,
-        token,
-        registered: entry.registered,
-        local,
-        ctx,
-        shared,
-    };
-    let rest = ctx.rest.as_ref();
-    if let Some(ticket) = verifying.take()
-        && let Err(error) = session.verified(now(), block_on(ticket))
-    {
-        tracing::error!(%error, "driver error; closing the connection");
-        io.flush(session)?;
-        return Ok(Step::Close);
+/// A handler running on this thread (it catches panics).
+struct Running {
+    future: Instrumented<HandlerFuture>,
+    /// When it started, while handlers are thought quick: whether this one blocks.
+    started: Option<ThreadWaits>,
+}
+
+/// Where [`Running::run`] stopped.
+enum Ran {
+    Done(HandlerResult),
+    /// The session's deadline (e.g. for deferring the handler) passed.
+    Deadline,
+    /// It still runs after [`BLOCKING_HANDLER`], while the worker holds others.
+    Waits,
+}
+
+impl Running {
+    fn start(future: HandlerFuture, session: &Session, shared: &Shared) -> Self {
+        Self {
+            future: future.instrument(session.span().clone()),
+            started: (!shared.handlers_block()).then(ThreadWaits::now),
+        }
     }
-    loop {
-        io.flush(session)?;
-        if !*closing && shared.is_stopping() {
-            session.close();
-            *closing = true;
+
+    /// Runs the handler until it finishes or the session's `deadline` passes; while
+    /// handlers are thought quick and the worker holds `others`, also until
+    /// [`BLOCKING_HANDLER`] after its start (once).
+    fn run(&mut self, deadline: Option<Instant>, others: bool, shared: &Shared) -> Ran {
+        let check = self
+            .started
+            .as_ref()
+            .filter(|_| others)
+            .map(|started| started.at + BLOCKING_HANDLER);
+        let until = match (deadline, check) {
+            (Some(deadline), Some(check)) => Some(deadline.min(check)),
+            (deadline, check) => deadline.or(check),
+        };
+        let outcome = match until {
+            Some(at) => run_until(Pin::new(&mut self.future), at),
+            None => Some(block_on(&mut self.future)),
+        };
+        let blocked = self.started.as_ref().and_then(ThreadWaits::blocked_for);
+        if let Some(outcome) = outcome {
+            if let Some(took) = blocked {
+                shared.note_blocking_handler(took);
+            }
+            return Ran::Done(outcome);
         }
-        match session.poll(now()) {
-            Action::Read => {
-                // `poll` may have queued a response (e.g. a rejection) before asking to read.
-                io.flush(session)?;
-                match read(io.stream, buf)? {
-                    Some(0) => session.receive_eof(),
-                    Some(n) => session.receive(Instant::now(), &buf[..n]),
-                    None => {
-                        let now = Instant::now();
-                        if session.poll_timeout().is_some_and(|at| at <= now) {
-                            session.handle_timeout(now);
-                        } else {
-                            return Ok(Step::Park);
-                        }
-                    }
-                }
-            }
-            Action::Verify(ticket) => {
-                if until == Until::Verify {
-                    *verifying = Some(ticket);
-                    return Ok(Step::Verify);
-                }
-                if shared.handlers_block() {
-                    // Other connections' finished requests may join this one's batch.
-                    std::thread::yield_now();
-                }
-                if let Err(error) = session.verified(now(), block_on(ticket)) {
-                    tracing::error!(%error, "driver error; closing the connection");
-                    io.flush(session)?;
-                    return Ok(Step::Close);
-                }
-            }
-            Action::Handle(handler) => {
-                let started = (!shared.handlers_block()).then(ThreadWaits::now);
-                let mut handler = std::pin::pin!(handler.instrument(session.span().clone()));
-                // Race the handler against the deferral deadline, when the core wants one
-                // (see `yuyo_core::deferral`); the handler keeps running after it.
-                let outcome = match session.defer_deadline() {
-                    Some(at) => match run_until(handler.as_mut(), at) {
-                        Some(outcome) => outcome,
-                        None => {
-                            match session.defer(now()) {
-                                // The deferred answer goes out now; the handler goes on.
-                                Ok(_) => io.flush(session)?,
-                                Err(error) => tracing::debug!(%error, "handler not deferred"),
-                            }
-                            block_on(handler)
-                        }
-                    },
-                    None => block_on(handler),
-                };
-                if let Some(started) = started
-                    && let Some(took) = started.blocked_for()
-                {
-                    shared.note_blocking_handler(took);
-                }
-                if let Err(error) = session.complete(now(), outcome) {
-                    tracing::error!(%error, "driver error; closing the connection");
-                    io.flush(session)?;
-                    return Ok(Step::Close);
-                }
-                // The HTTP answer (e.g. the 202 of a reply sent through the callback
-                // endpoint) goes out before the REST requests start.
-                let flushed = io.flush(session);
-                while let Some(reply) = session.poll_rest_reply() {
-                    let _span = session.span().clone().entered();
-                    match rest {
-                        Some((client, _)) => shared.spawn_rest_reply(client.clone(), reply),
-                        None => tracing::error!("a reply went to REST without a REST client"),
-                    }
-                }
-                flushed?;
-                if until == Until::Park && io.local.held.iter().any(Option::is_some) {
-                    // One request at a time while the thread holds others: a peer that
-                    // pipelines many does not keep them waiting.
-                    return Ok(Step::Again);
-                }
-            }
-            Action::StreamFile(source) => stream_file(&mut io, session, &source)?,
-            Action::RunAfter(work) => {
-                io.flush(session)?;
-                shared.spawn_after(work);
-            }
-            Action::Close => {
-                io.flush(session)?;
-                return Ok(Step::Close);
-            }
+        if until != check {
+            return Ran::Deadline;
         }
+        self.started = None;
+        if let Some(took) = blocked {
+            // It waits: from now on connections get a thread each.
+            shared.note_blocking_handler(took);
+        }
+        Ran::Waits
     }
 }
 
@@ -876,8 +1027,8 @@ impl Wake for Unpark {
 /// Runs `future` on this thread until it completes (`Some`) or `deadline` passes
 /// (`None`; the future is left as it is, to be run on with `block_on`).
 ///
-/// This is how a connection thread races a handler against its deferral deadline
-/// without a timer thread: like `futures_lite::future::block_on`, it polls the future
+/// This is how a connection thread races a handler against its session's deadline (the
+/// deferral deadline, a write deadline) and [`BLOCKING_HANDLER`] without a timer thread: like `futures_lite::future::block_on`, it polls the future
 /// and parks between wake-ups, but parks with [`parking::Parker::park_deadline`], so
 /// the deadline itself wakes it. A timer crate would do the same with more machinery:
 /// `async_io::Timer` outside `async_io::block_on` needs async-io's global driver thread.
@@ -894,54 +1045,6 @@ fn run_until<F: Future>(mut future: Pin<&mut F>, deadline: Instant) -> Option<F:
         }
         if !parker.park_deadline(deadline) {
             return None;
-        }
-    }
-}
-
-/// Streams a reply file into the session, writing as it goes (memory stays bounded).
-fn stream_file(io: &mut Out<'_>, session: &mut Session, source: &FileSource) -> io::Result<()> {
-    let FileSource::Path { path, .. } = source else {
-        tracing::error!(
-            ?source,
-            "the blocking adapter only streams files from paths"
-        );
-        session.abort_file();
-        return Ok(());
-    };
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(error) => {
-            tracing::error!(%error, path = %path.display(), "cannot open a reply file");
-            session.abort_file();
-            return Ok(());
-        }
-    };
-    loop {
-        let mut chunk = BytesMut::zeroed(FILE_CHUNK);
-        match file.read(&mut chunk) {
-            Ok(0) => {
-                if let Err(error) = session.finish_file() {
-                    tracing::error!(%error, path = %path.display(), "reply file changed size");
-                }
-                return Ok(());
-            }
-            Ok(n) => {
-                chunk.truncate(n);
-                if let Err(error) = session.send_file_data(Bytes::from(chunk)) {
-                    tracing::error!(%error, path = %path.display(), "reply file changed size");
-                    return Ok(());
-                }
-                if let Err(error) = io.flush(session) {
-                    session.abort_file();
-                    return Err(error);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => {
-                tracing::error!(%error, path = %path.display(), "cannot read a reply file");
-                session.abort_file();
-                return Ok(());
-            }
         }
     }
 }

@@ -3,26 +3,32 @@
 //! [`Server::serve`] runs the service's startup callbacks, then serves a
 //! `std::net::TcpListener` with two kinds of threads:
 //! - **the reactor**, the thread that called `serve`: one `mio` poller holding the
-//!   listener and the parked connections. It accepts up to
-//!   [`ServeOptions::max_connections`] connections (further ones wait in the listen
-//!   backlog), keeps the connections that wait for bytes (idle keep-alive ones, or ones
-//!   whose request is still arriving) with their deadlines, and hands a connection to a
-//!   connection thread when it becomes readable or its deadline passes. It also finishes
-//!   lingering closes, reading and discarding what peers still send.
+//!   listener and the parked connections. It admits accepted connections into the
+//!   service's [`Slots`], up to
+//!   [`ServeOptions::max_connections`]: at the cap a new connection takes the slot of the
+//!   one that has waited longest on its peer, which is closed; when every connection is
+//!   busy on the server's side (verifying, running a handler), new ones wait in the
+//!   listen backlog. It keeps the connections whose sessions wait on their peers (idle
+//!   keep-alive ones, ones whose request is still arriving, ones whose peer does not read
+//!   its responses, lingering closes) with their deadlines, and hands a connection to a
+//!   connection thread when it becomes ready, its deadline passes or it is evicted.
 //! - **connection threads** (named `yuyo-connection`), a pool: each drives
-//!   [`yuyo_core::server::Session`]s for the connections it was handed, reading and
-//!   writing the sockets, running handler futures to completion with
+//!   [`yuyo_core::server::Session`]s for the connections it was handed, translating their
+//!   outputs into IO on non-blocking sockets (reads of what has arrived, writes of what
+//!   the socket takes), running handler futures on the thread with
 //!   `futures_lite::future::block_on` and streaming reply files from disk with `std::fs`.
-//!   A thread serves its ready connections as a group: each is driven up to its signature
-//!   check, the group's signatures are verified as one batch, then each request is
-//!   handled in turn. When a session waits for bytes that have not arrived, the thread
-//!   keeps its connection on its own poller for up to 10 ms (a busy keep-alive
-//!   connection's next request usually comes sooner, and is then served with no
-//!   hand-off), then parks it with the reactor. An idle connection thus holds no thread,
-//!   only its session and socket (a few KiB). While handlers are quick, a thread per core
-//!   serves up to 64 connections this way, like an event loop (a busy one hands half of
-//!   its ready connections to a spare core). Threads exit after 10 s without work; a
-//!   write the peer does not take waits on the writing thread.
+//!   The session owns every deadline and decision (head, body, idle, write and linger
+//!   deadlines, the lingering close); a thread never blocks on one socket. A thread
+//!   serves its ready connections as a group: each is driven up to its signature check,
+//!   the group's signatures are verified as one batch, then each request is handled in
+//!   turn (one request per connection per round, and a bounded turn for peers that
+//!   pipeline many). When a session waits on its peer, the thread keeps its connection on
+//!   its own poller for up to 10 ms (a busy keep-alive connection's next request usually
+//!   comes sooner, and is then served with no hand-off), then parks it with the reactor.
+//!   An idle connection thus holds no thread, only its session and socket (a few KiB).
+//!   While handlers are quick, a thread per core serves up to 64 connections this way,
+//!   like an event loop (a busy one hands half of its ready connections to a spare core).
+//!   Threads exit after 10 s without work.
 //!
 //! # Handlers that block
 //! Handlers here may block (files, locks, the blocking [`rest::RestClient`]). The first
@@ -30,8 +36,9 @@
 //! preempted), the server logs it at `info` and from then on serves one connection per
 //! thread, adding threads when connections wait and none is idle (or when the threads
 //! stop taking any, all busy with long handlers), so a blocked handler holds up no other
-//! connection. Only that first blocking handler can delay the other connections of its
-//! thread's group, once.
+//! connection. A handler still pending after 2 ms first hands its thread's other
+//! connections to the reactor and to other threads; only a handler that blocks its
+//! thread inside one poll can delay the other connections of its group, once.
 //!
 //! After-response work (and replies sent through REST) runs on a thread of its own.
 //!
@@ -92,6 +99,7 @@ use mio::Waker;
 use tracing::Instrument;
 use yuyo_core::deferral::{ReplyRouting, RestReply};
 use yuyo_core::endpoint::Endpoint;
+use yuyo_core::server::Slots;
 
 use connection::Conn;
 
@@ -184,14 +192,12 @@ impl Server {
             signals::watch(&self.shared);
         }
         let options = self.service.options().clone();
-        self.shared
-            .max_connections
-            .store(options.max_connections.max(1), Ordering::SeqCst);
         let cores = thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         self.shared.cores.store(cores, Ordering::Relaxed);
         let ctx = Arc::new(Ctx {
             endpoint: self.service.endpoint().clone(),
             options,
+            slots: self.service.slots().clone(),
             rest: self.rest.clone(),
         });
         let (served, grace_deadline) = reactor::run(listener, &self.shared, &ctx);
@@ -231,6 +237,8 @@ impl Server {
 pub(crate) struct Ctx {
     endpoint: Endpoint,
     options: ServeOptions,
+    /// The connection cap (the service's slots).
+    slots: Slots,
     rest: Option<(rest::RestClient, ReplyRouting)>,
 }
 
@@ -257,15 +265,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     stopping: AtomicBool,
-    /// Wakes the reactor: shutdown, a connection ending at the cap, an earlier deadline.
+    /// Wakes the reactor: shutdown, a vacancy at the connection cap, an eviction, an
+    /// earlier deadline, the last connection closing during shutdown.
     reactor_waker: Mutex<Option<Arc<Waker>>>,
     /// Where parked connections are registered (the reactor's poller), while it runs.
     reactor_registry: Mutex<Option<Arc<mio::Registry>>>,
-    /// Wakers of workers' write pollers, to wake them for shutdown.
+    /// Wakers of workers' pollers, to wake them for shutdown.
     worker_wakers: Mutex<HashMap<u64, Arc<Waker>>>,
     next_id: AtomicU64,
-    /// The connection cap in force (set by `serve`).
-    max_connections: AtomicUsize,
+    /// Registry keys of connections evicted at the cap, for the reactor to hand to
+    /// workers if they are parked.
+    evicted: Mutex<Vec<usize>>,
     /// The cores this process may run on (set by `serve`): while handlers are quick, as
     /// many threads serve groups of connections.
     cores: AtomicUsize,
@@ -613,27 +623,25 @@ impl TaskGuard {
         }
     }
 
-    pub(crate) fn shared(&self) -> &Shared {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 }
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        let at_cap = {
+        {
             let mut tasks = lock(&self.shared.tasks);
             if self.connection {
                 tasks.connections -= 1;
-                tasks.connections + 1 >= self.shared.max_connections.load(Ordering::SeqCst)
             } else {
                 tasks.after -= 1;
-                false
             }
-        };
+        }
         self.shared.tasks_done.notify_all();
-        // The reactor stops accepting at the cap, and during shutdown waits for the last
-        // connection; otherwise it need not hear of a closed connection.
-        if self.connection && (at_cap || self.shared.is_stopping()) {
+        // During shutdown the reactor waits for the last connection; otherwise it need
+        // not hear of a closed connection (its slot wakes it at the cap).
+        if self.connection && self.shared.is_stopping() {
             self.shared.wake_reactor();
         }
     }

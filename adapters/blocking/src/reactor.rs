@@ -2,37 +2,48 @@
 //! listener, a waker and the parked connections, and the registry it shares with the
 //! workers.
 //!
-//! Every connection owns a slot in the [`Registry`] from accept until it is closed, and
-//! is registered here (edge-triggered, for reading) only while parked or draining: a
-//! connection a worker serves or holds costs the reactor no wake-up per request. A slot
-//! is in one of three states:
-//! - `Owned`: a worker is serving (or holding) the connection. A `ready` flag, checked
-//!   under the registry lock when the worker parks the connection, catches a readable
-//!   event collected for it before it was taken out.
-//! - `Parked`: idle or waiting for more request bytes; the registry holds the connection
-//!   (session, socket, task guard), so an idle connection costs memory, not a thread. It
-//!   is registered after the read that found nothing, so bytes that came in between are
-//!   reported at once; an event or its deadline hands it back to a worker, unregistered.
-//! - `Draining`: a lingering close; the reactor itself reads and discards what the peer
-//!   still sends, so no worker waits for the peer's FIN.
+//! It admits accepted connections into the service's
+//! [`Slots`](yuyo_core::server::Slots) (the connection cap): at the cap a new connection
+//! takes the slot of the one that has waited longest on its peer, whose worker (or this
+//! reactor, if it is parked) then passes the eviction to its session; when every
+//! connection is busy on the server's side, the accepted socket waits for a vacancy and
+//! further ones wait in the listen backlog.
 //!
-//! Deadlines of parked and draining slots are kept in an ordered set (exact, removed when
-//! the slot is taken out), and the reactor sleeps until the earliest. A worker parking a
+//! Every connection owns an entry in the [`Registry`] from accept until it is closed, and
+//! is registered here (edge-triggered, for what its session waits for: reading, writing)
+//! only while parked: a connection a worker serves or holds costs the reactor no wake-up
+//! per request. An entry is in one of two states:
+//! - `Owned`: a worker is serving (or holding) the connection. A `ready` flag, checked
+//!   under the registry lock when the worker parks the connection, catches an event
+//!   collected for it (or its eviction) before it was taken out.
+//! - `Parked`: its session waits on the peer (an idle keep-alive connection, a request
+//!   still arriving, a peer that does not read, a lingering close); the registry holds
+//!   the connection (session, socket, task guard), so it costs memory, not a thread. It
+//!   is registered after the read or write that would block, so readiness that came in
+//!   between is reported at once; an event, its deadline or its eviction hands it back
+//!   to a worker, unregistered.
+//!
+//! Deadlines of parked entries are kept in an ordered set (exact, removed when the entry
+//! is taken out), and the reactor sleeps until the earliest. A worker parking a
 //! connection wakes the reactor only when the new deadline is earlier than the reactor's
 //! planned wake-up, so keep-alive traffic costs no extra syscall.
 //!
 //! Lock discipline: a [`Conn`] is never dropped while the registry lock is held, because
-//! dropping it frees its slot, which takes the lock.
+//! dropping it frees its entry, which takes the lock; nor under the slots' lock (an
+//! eviction wakes the evicted connection under it), because dropping it frees its slot.
 
 use std::collections::BTreeSet;
 use std::io;
 use std::net::TcpListener;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Wake, Waker as TaskWaker};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
+use yuyo_core::server::Admitted;
 
-use crate::connection::{self, Conn};
+use crate::connection::Conn;
 use crate::{Ctx, Shared, TaskGuard, lock};
 
 const LISTENER: Token = Token(0);
@@ -44,11 +55,9 @@ const STALL: Duration = Duration::from_millis(10);
 /// How soon accepting is retried after the process ran out of file descriptors (or
 /// memory), in case no connection ends to wake the reactor.
 const EXHAUSTED_RETRY: Duration = Duration::from_millis(100);
-/// Bytes read at once while draining a lingering close.
-const DRAIN_CHUNK: usize = 16 * 1024;
 
-/// A connection's slot; see the [module docs](self).
-enum Slot {
+/// A connection's entry; see the [module docs](self).
+enum Entry {
     Owned {
         ready: bool,
     },
@@ -56,25 +65,12 @@ enum Slot {
         conn: Box<Conn>,
         deadline: Option<Instant>,
     },
-    Draining {
-        conn: Box<Conn>,
-        deadline: Instant,
-        left: u64,
-    },
 }
 
-/// Why a worker hands a connection to the reactor.
-pub(crate) enum Wait {
-    /// For more bytes (or the connection's deadline).
-    Read,
-    /// For the end of a lingering close: EOF, `deadline` or `left` more bytes.
-    Drain { deadline: Instant, left: u64 },
-}
-
-/// The connections' slots and deadlines, shared by the reactor and the workers.
+/// The connections' entries and deadlines, shared by the reactor and the workers.
 #[derive(Default)]
 pub(crate) struct Registry {
-    slots: Vec<Option<Slot>>,
+    slots: Vec<Option<Entry>>,
     free: Vec<usize>,
     deadlines: BTreeSet<(Instant, usize)>,
     /// When the reactor will wake up on its own (`None`: only for an event).
@@ -95,7 +91,7 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     fn insert(&mut self) -> usize {
-        let slot = Some(Slot::Owned { ready: false });
+        let slot = Some(Entry::Owned { ready: false });
         if let Some(key) = self.free.pop() {
             self.slots[key] = slot;
             key
@@ -105,60 +101,44 @@ impl Registry {
         }
     }
 
-    /// Frees the slot of a connection out of the registry (being dropped).
+    /// Frees the entry of a connection out of the registry (being dropped).
     pub(crate) fn release(&mut self, key: usize) {
-        if let Some(entry @ Some(Slot::Owned { .. })) = self.slots.get_mut(key) {
+        if let Some(entry @ Some(Entry::Owned { .. })) = self.slots.get_mut(key) {
             *entry = None;
             self.free.push(key);
         }
     }
 
-    /// Takes a parked or draining connection out, leaving its slot `Owned`.
-    fn take(&mut self, key: usize) -> Option<(Box<Conn>, Option<u64>, Option<Instant>)> {
+    /// Takes a parked connection out, leaving its entry `Owned`.
+    fn take(&mut self, key: usize) -> Option<Box<Conn>> {
         let entry = self.slots.get_mut(key)?;
-        if matches!(entry, None | Some(Slot::Owned { .. })) {
+        if !matches!(entry, Some(Entry::Parked { .. })) {
             return None;
         }
-        let (conn, left, deadline) = match entry.replace(Slot::Owned { ready: false }) {
-            Some(Slot::Parked { conn, deadline }) => (conn, None, deadline),
-            Some(Slot::Draining {
-                conn,
-                deadline,
-                left,
-            }) => (conn, Some(left), Some(deadline)),
-            _ => return None,
+        let Some(Entry::Parked { conn, deadline }) = entry.replace(Entry::Owned { ready: false })
+        else {
+            return None;
         };
         if let Some(deadline) = deadline {
             self.deadlines.remove(&(deadline, key));
         }
-        Some((conn, left, deadline))
+        Some(conn)
     }
 
-    fn put(&mut self, conn: Box<Conn>, wait: Wait, deadline: Option<Instant>) {
+    fn put(&mut self, conn: Box<Conn>, deadline: Option<Instant>) {
         let key = conn.key();
         if let Some(deadline) = deadline {
             self.deadlines.insert((deadline, key));
         }
-        self.slots[key] = Some(match wait {
-            Wait::Read => Slot::Parked { conn, deadline },
-            Wait::Drain { deadline, left } => Slot::Draining {
-                conn,
-                deadline,
-                left,
-            },
-        });
+        self.slots[key] = Some(Entry::Parked { conn, deadline });
     }
 }
 
-/// Hands `conn` to the reactor, which gives it back to a worker on a readable edge or at
-/// `deadline`. `Err` gives it back at once: a readable edge arrived since the worker's
-/// last read (read again), or shutdown started and the connection does not know yet.
-pub(crate) fn park(
-    shared: &Shared,
-    conn: Box<Conn>,
-    wait: Wait,
-    deadline: Option<Instant>,
-) -> Result<(), Box<Conn>> {
+/// Hands `conn` to the reactor, which gives it back to a worker on an edge of what its
+/// session waits for, at its deadline or when it is evicted. `Err` gives it back at once:
+/// an edge arrived since the worker's last read or write (try again), or shutdown
+/// started or the connection was evicted and its session does not know yet.
+pub(crate) fn park(shared: &Shared, conn: Box<Conn>) -> Result<(), Box<Conn>> {
     let mut registry = lock(&shared.registry);
     if registry.closed {
         drop(registry);
@@ -167,29 +147,29 @@ pub(crate) fn park(
     }
     let key = conn.key();
     match registry.slots.get_mut(key) {
-        Some(Some(Slot::Owned { ready })) => {
+        Some(Some(Entry::Owned { ready })) => {
             if *ready {
                 *ready = false;
                 return Err(conn);
             }
         }
-        // Cannot happen: a connection being served owns its slot. Closing it is safer
+        // Cannot happen: a connection being served owns its entry. Closing it is safer
         // than serving a connection the reactor no longer knows.
         _ => {
             drop(registry);
-            tracing::error!(key, "a served connection lost its slot; closing it");
+            tracing::error!(key, "a served connection lost its entry; closing it");
             drop(conn);
             return Ok(());
         }
     }
     // The reactor takes every parked connection out once when shutdown starts; one
     // parked after that must already be closing, or it would wait for its deadline.
-    if matches!(wait, Wait::Read) && !conn.closing() && shared.is_stopping() {
+    if (!conn.closing() && shared.is_stopping()) || conn.evicted() {
         return Err(conn);
     }
     // Registered with the reactor only while parked: a connection a worker serves or
     // holds costs the reactor no wake-up per request. Edge-triggered, registered after the
-    // read that would block: bytes that came in between are reported at once.
+    // read or write that would block: readiness that came in between is reported at once.
     let mut conn = conn;
     let Some(reactor) = lock(&shared.reactor_registry).clone() else {
         drop(registry);
@@ -197,17 +177,20 @@ pub(crate) fn park(
         return Ok(());
     };
     let token = Token(key + FIRST_CONN);
-    if let Err(error) = reactor.register(conn.stream_mut(), token, Interest::READABLE) {
+    if let Some(interest) = conn.interest()
+        && let Err(error) = reactor.register(conn.stream_mut(), token, interest)
+    {
         drop(registry);
         tracing::error!(%error, "cannot register a connection; closing it");
         drop(conn);
         return Ok(());
     }
+    let deadline = conn.deadline();
     let wake = deadline.is_some_and(|at| registry.wake_at.is_none_or(|planned| at < planned));
     if wake {
         registry.wake_at = deadline;
     }
-    registry.put(conn, wait, deadline);
+    registry.put(conn, deadline);
     drop(registry);
     if wake {
         shared.wake_reactor();
@@ -242,6 +225,11 @@ struct Reactor<'a> {
     /// The listener may have connections waiting (edge-triggered: accept until
     /// `WouldBlock`, unless the cap stops it first).
     backlog: bool,
+    /// An accepted connection for which every slot is taken by a busy connection: it is
+    /// admitted at the next vacancy (which wakes the reactor through `waker`).
+    waiting: Option<mio::net::TcpStream>,
+    /// Wakes the reactor (for a vacancy in the slots).
+    waker: TaskWaker,
     /// When accepting is retried after resource exhaustion.
     retry_accept: Option<Instant>,
     grace_deadline: Option<Instant>,
@@ -252,14 +240,13 @@ struct Reactor<'a> {
     /// While jobs are queued: when to check the threads took some, and how many had
     /// been taken (see [`crate::unstick`]).
     stall_check: Option<(Instant, u64)>,
-    scratch: Vec<u8>,
 }
 
 impl<'a> Reactor<'a> {
     fn new(listener: TcpListener, shared: &'a Arc<Shared>, ctx: &'a Arc<Ctx>) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-        *lock(&shared.reactor_waker) = Some(waker);
+        *lock(&shared.reactor_waker) = Some(Arc::clone(&waker));
         *lock(&shared.reactor_registry) = Some(Arc::new(poll.registry().try_clone()?));
         listener.set_nonblocking(true)?;
         let mut listener = mio::net::TcpListener::from_std(listener);
@@ -271,12 +258,13 @@ impl<'a> Reactor<'a> {
             poll,
             listener: Some(listener),
             backlog: true,
+            waiting: None,
+            waker: TaskWaker::from(Arc::new(WakeReactor(waker))),
             retry_accept: None,
             grace_deadline: None,
             error: None,
             jobs: Vec::new(),
             stall_check: None,
-            scratch: vec![0; DRAIN_CHUNK],
         })
     }
 
@@ -286,7 +274,7 @@ impl<'a> Reactor<'a> {
             if self.shared.is_stopping() && self.listener.is_some() {
                 self.begin_shutdown();
             }
-            if self.listener.is_some() && self.backlog {
+            if self.listener.is_some() && (self.backlog || self.waiting.is_some()) {
                 self.accept();
                 self.dispatch();
             }
@@ -315,7 +303,7 @@ impl<'a> Reactor<'a> {
                 match event.token() {
                     LISTENER => self.backlog = true,
                     WAKE => {}
-                    Token(token) => self.readable(token - FIRST_CONN),
+                    Token(token) => self.ready(token - FIRST_CONN),
                 }
             }
             self.expire(Instant::now());
@@ -324,16 +312,20 @@ impl<'a> Reactor<'a> {
         self.error.take().map_or(Ok(()), Err)
     }
 
-    /// Stops accepting and hands every parked connection to a worker, which closes it.
+    /// Stops accepting and hands every parked connection whose session has not heard of
+    /// shutdown to a worker, which tells it.
     fn begin_shutdown(&mut self) {
         self.listener = None;
+        self.waiting = None;
         self.grace_deadline = Some(Instant::now() + self.ctx.options.grace_period);
         let mut registry = lock(&self.shared.registry);
         let mut unparked = Vec::new();
         for key in 0..registry.slots.len() {
-            if matches!(registry.slots[key], Some(Slot::Parked { .. }))
-                && let Some((conn, _, _)) = registry.take(key)
-            {
+            let told = match &registry.slots[key] {
+                Some(Entry::Parked { conn, .. }) => conn.closing(),
+                _ => true,
+            };
+            if !told && let Some(conn) = registry.take(key) {
                 unparked.push(conn);
             }
         }
@@ -372,17 +364,27 @@ impl<'a> Reactor<'a> {
         };
         self.accept_from(&listener);
         self.listener = Some(listener);
+        // Connections evicted meanwhile that are parked go to workers, which close them.
+        let evicted = std::mem::take(&mut *lock(&self.shared.evicted));
+        for key in evicted {
+            self.ready(key);
+        }
     }
 
     fn accept_from(&mut self, listener: &mio::net::TcpListener) {
-        let max = self.ctx.options.max_connections.max(1);
         loop {
-            let open = self.shared.connections();
-            if open >= max {
-                return; // a closing connection wakes the reactor (see `TaskGuard`)
-            }
-            match listener.accept() {
-                Ok((stream, _peer)) => self.admit(stream, open),
+            let accepted = match self.waiting.take() {
+                Some(stream) => Ok(stream),
+                None if !self.backlog => return,
+                None => listener.accept().map(|(stream, _peer)| stream),
+            };
+            match accepted {
+                Ok(stream) => {
+                    if let Err(stream) = self.admit(stream) {
+                        self.waiting = Some(stream);
+                        return;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.backlog = false;
                     return;
@@ -403,59 +405,75 @@ impl<'a> Reactor<'a> {
         }
     }
 
-    /// Gives a new connection a slot and queues it for a worker: it has usually sent its
-    /// request already (if not, the worker parks it, which registers it here).
-    fn admit(&mut self, stream: mio::net::TcpStream, open: usize) {
+    /// Gives a new connection a slot in the connection cap and an entry here, and queues
+    /// it for a worker: it has usually sent its request already (if not, the worker holds
+    /// it, then parks it here). `Err` gives it back when every slot is busy; the next
+    /// vacancy wakes the reactor.
+    fn admit(&mut self, stream: mio::net::TcpStream) -> Result<(), mio::net::TcpStream> {
+        let Some(admitted) = self.slot() else {
+            return Err(stream);
+        };
         let _ = stream.set_nodelay(true);
+        if let Some(size) = self.ctx.options.send_buffer
+            && let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(size)
+        {
+            tracing::debug!(%error, "cannot set a connection's send buffer");
+        }
         let key = lock(&self.shared.registry).insert();
         let guard = TaskGuard::connection(self.shared);
-        let http = self.ctx.options.connection_config(open);
         self.jobs
-            .push(Conn::new(stream, key, self.ctx, http, guard));
+            .push(Conn::new(stream, key, self.ctx, admitted, guard));
+        Ok(())
     }
 
-    fn readable(&mut self, key: usize) {
+    /// A slot for a new connection, evicting the one that has waited longest on its peer
+    /// at the cap; `None` (and the reactor's waker registered for a vacancy) when every
+    /// connection is busy on the server's side.
+    fn slot(&mut self) -> Option<Admitted> {
+        let slots = &self.ctx.slots;
+        let max = self.ctx.options.max_connections;
+        loop {
+            if let Ok(admitted) = slots.admit(max) {
+                return Some(admitted);
+            }
+            let mut vacancy = slots.vacancy(max);
+            let mut cx = Context::from_waker(&self.waker);
+            if Pin::new(&mut vacancy).poll(&mut cx).is_pending() {
+                return None;
+            }
+        }
+    }
+
+    /// A parked connection became ready (or was evicted): a worker serves it. One a
+    /// worker owns is flagged, so it is not parked before it was served again.
+    fn ready(&mut self, key: usize) {
         let mut registry = lock(&self.shared.registry);
         let taken = match registry.slots.get_mut(key) {
-            Some(Some(Slot::Owned { ready })) => {
+            Some(Some(Entry::Owned { ready })) => {
                 *ready = true;
                 return;
             }
             Some(Some(_)) => registry.take(key),
-            // A slot freed after this event was collected.
+            // An entry freed after this event was collected.
             _ => return,
         };
         drop(registry);
-        match taken {
-            Some((conn, None, _)) => self.unpark(conn),
-            Some((mut conn, Some(left), Some(deadline))) => {
-                if let Some(left) = connection::drain(&mut conn, &mut self.scratch, left) {
-                    let wait = Wait::Drain { deadline, left };
-                    lock(&self.shared.registry).put(conn, wait, Some(deadline));
-                }
-            }
-            _ => {}
+        if let Some(conn) = taken {
+            self.unpark(conn);
         }
     }
 
-    /// Hands parked connections whose deadline passed to workers (which fire it) and
-    /// closes draining ones.
+    /// Hands parked connections whose deadline passed to workers (which pass it on).
     fn expire(&mut self, now: Instant) {
-        let mut closed = Vec::new();
         let mut unparked = Vec::new();
         let mut registry = lock(&self.shared.registry);
         while registry.deadlines.first().is_some_and(|&(at, _)| at <= now) {
             let Some((_, key)) = registry.deadlines.pop_first() else {
                 break;
             };
-            match registry.take(key) {
-                Some((conn, None, _)) => unparked.push(conn),
-                Some((conn, Some(_), _)) => closed.push(conn),
-                None => {}
-            }
+            unparked.extend(registry.take(key));
         }
         drop(registry);
-        drop(closed);
         for conn in unparked {
             self.unpark(conn);
         }
@@ -485,8 +503,8 @@ impl<'a> Reactor<'a> {
         };
     }
 
-    /// Closes what is still parked or draining, so nothing waits for a reactor that is
-    /// gone; connections still served close when their worker finishes with them.
+    /// Closes what is still parked, so nothing waits for a reactor that is gone;
+    /// connections still served close when their worker finishes with them.
     fn close(&mut self) {
         *lock(&self.shared.reactor_waker) = None;
         *lock(&self.shared.reactor_registry) = None;
@@ -499,5 +517,18 @@ impl<'a> Reactor<'a> {
             .collect();
         drop(registry);
         drop(left);
+    }
+}
+
+/// Wakes the reactor's poller from a [`std::task::Waker`] (a vacancy in the slots).
+struct WakeReactor(Arc<Waker>);
+
+impl Wake for WakeReactor {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        crate::wake(&self.0);
     }
 }

@@ -1,6 +1,7 @@
-//! Blocking-adapter behaviour outside the shared suite: the connection cap, a shutdown
-//! requested before serving, and connections that wait (idle, half-sent, lingering)
-//! without holding a thread.
+//! Blocking-adapter behaviour outside the shared suite: the connection cap (busy
+//! connections keep their slots, waiting ones are evicted), a shutdown requested before
+//! serving, and connections that wait (idle, half-sent, lingering) without holding a
+//! thread.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::ErrorKind;
@@ -13,28 +14,50 @@ use yuyo_blocking::{ServeError, ServeOptions, Server, ShutdownHandle};
 use yuyo_conformance::client::{Client, Request};
 use yuyo_conformance::{demo, fixtures};
 
-/// At the cap, a further connection waits in the backlog until one closes.
+/// At the cap, a connection whose handler runs keeps its slot: a further connection is
+/// not answered until that handler is done. Then the first connection, idle (waiting on
+/// its peer), is evicted for it.
 #[test]
-fn connection_cap_holds_further_connections_back() {
-    let service = demo::demo_service(demo::demo_verifier()).with_options(ServeOptions {
+fn connection_cap_spares_busy_connections_and_evicts_idle_ones() {
+    use twilight_model::application::interaction::InteractionData;
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let started_tx = std::sync::Arc::new(Mutex::new(started_tx));
+    let mut handlers = yuyo_core::endpoint::Handlers::new();
+    let _ = handlers.set_command(move |ctx| {
+        let started_tx = std::sync::Arc::clone(&started_tx);
+        async move {
+            let Some(InteractionData::ApplicationCommand(data)) = &ctx.interaction().data else {
+                return Err(yuyo_core::endpoint::HandlerError::msg("not a command"));
+            };
+            let _ = lock(&started_tx).send(());
+            // Blocks its thread, as a handler calling blocking IO does.
+            std::thread::sleep(BLOCKED);
+            Ok(Some(yuyo_core::endpoint::Reply::message(data.name.clone())))
+        }
+    });
+    let endpoint = yuyo_core::endpoint::Endpoint::new(
+        yuyo_core::endpoint::EndpointConfig::new(demo::demo_verifier()),
+        handlers,
+    );
+    let service = yuyo_blocking::Service::new(endpoint).with_options(ServeOptions {
         max_connections: 1,
         ..ServeOptions::default()
     });
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = Server::new(service);
-    let handle = server.shutdown_handle();
-    let thread = std::thread::spawn(move || server.serve(listener));
+    let slots = service.slots().clone();
+    let server = Running::serve(service);
 
-    let mut first = Client::connect(addr).unwrap();
-    let ping = Request::signed(fixtures::PING);
-    assert_eq!(first.roundtrip(&ping).unwrap().status, 200);
-
-    let mut second = std::net::TcpStream::connect(addr).unwrap();
-    std::io::Write::write_all(&mut second, &ping.to_bytes()).unwrap();
-    // A bounded negative check: not answered while the first connection is open.
+    let mut first = server.connect();
+    first
+        .send(&Request::signed(&fixtures::command_named("slow")).to_bytes())
+        .unwrap();
+    started
+        .recv_timeout(yuyo_conformance::client::IO_TIMEOUT)
+        .unwrap();
+    let mut second = std::net::TcpStream::connect(server.addr).unwrap();
+    std::io::Write::write_all(&mut second, &ping().to_bytes()).unwrap();
+    // A bounded negative check: not answered while the first one's handler runs.
     second
-        .set_read_timeout(Some(Duration::from_millis(300)))
+        .set_read_timeout(Some(Duration::from_millis(150)))
         .unwrap();
     let mut byte = [0_u8; 1];
     let waited = std::io::Read::read(&mut second, &mut byte).unwrap_err();
@@ -42,20 +65,21 @@ fn connection_cap_holds_further_connections_back() {
         matches!(waited.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
         "{waited}"
     );
-    drop(first);
+    assert_eq!(first.response().unwrap().json()["data"]["content"], "slow");
     second
         .set_read_timeout(Some(yuyo_conformance::client::IO_TIMEOUT))
         .unwrap();
     let n = std::io::Read::read(&mut second, &mut byte).unwrap();
-    assert_eq!(
-        &byte[..n],
-        b"H",
-        "answered once the first connection closed"
-    );
+    assert_eq!(&byte[..n], b"H", "answered once the handler was done");
+    // The first connection, idle, gave its slot to the second.
+    first.expect_closed();
+    assert_eq!(slots.stats().evictions, 1);
     drop(second);
+    server.stop();
+}
 
-    handle.shutdown();
-    thread.join().unwrap().unwrap();
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A shutdown requested before `serve` makes it stop right after startup, running the
@@ -297,23 +321,31 @@ fn lingering_closes_hold_no_thread() {
     server.stop();
 }
 
-/// A lingering close still counts towards the cap until the peer's FIN or the linger
-/// deadline; at the deadline the reactor closes it and the next connection is served.
+/// At the cap, a lingering close (it waits on its peer) is evicted for a new connection,
+/// long before its linger deadline.
 #[test]
-fn linger_deadline_frees_the_cap() {
+fn a_lingering_close_at_the_cap_is_evicted() {
     let mut options = ServeOptions {
         max_connections: 1,
         ..ServeOptions::default()
     };
-    options.http.linger.timeout = Duration::from_millis(200);
-    let server = Running::start(options);
+    options.http.linger.timeout = Duration::from_secs(60);
+    let service = demo::demo_service(demo::demo_verifier()).with_options(options);
+    let slots = service.slots().clone();
+    let server = Running::serve(service);
     let mut first = server.connect();
-    let response = first.roundtrip(&ping().set("Connection", "close")).unwrap();
+    // Bytes pipelined after a `Connection: close` request make the close linger.
+    let mut bytes = ping().set("Connection", "close").to_bytes();
+    bytes.extend_from_slice(b"GET / HTTP/1.1\r\n");
+    first.send(&bytes).unwrap();
+    let response = first.response().unwrap();
     assert_eq!(response.status, 200);
+    assert!(response.closes());
     first.expect_closed();
-    // `first` keeps its side open: only the linger deadline ends it.
+    // `first` keeps its side open: only an eviction ends its linger this soon.
     let mut second = server.connect();
     assert_eq!(second.roundtrip(&ping()).unwrap().status, 200);
+    assert_eq!(slots.stats().evictions, 1);
     drop((first, second));
     server.stop();
 }
