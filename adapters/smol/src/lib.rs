@@ -549,7 +549,9 @@ async fn accept_loop(
         let session =
             Session::new(service.endpoint().clone(), config, now()).with_slot(admitted.slot);
         let conn_shared = shared.clone();
-        shared.spawn(connection::serve(stream, session, conn_shared));
+        // Boxed once, here: each async layer around a moved-in value keeps a slot of its
+        // own, and the session is the largest part of a connection's memory.
+        shared.spawn(Box::pin(connection::serve(stream, session, conn_shared)));
     }
 }
 

@@ -290,11 +290,10 @@ async fn accept(
     let stop = shared.shutdown.cancelled();
     let serve = |stream, admitted| {
         glue::set_send_buffer(&stream, shared.options.send_buffer);
-        let session = shared.session(admitted);
-        let connection_shared = Arc::clone(shared);
-        shared.spawn(async move {
-            serve_connection(&connection_shared, stream, session).await;
-        });
+        let conn = Connection::new(stream, shared.session(admitted), shared.shutdown.clone());
+        // Boxed once, here: each async layer around a moved-in value keeps a slot of its
+        // own, and the session is the largest part of a connection's memory.
+        shared.spawn(Box::pin(serve_connection(Arc::clone(shared), conn)));
     };
     glue::accept_into_slots(listener, slots, max_connections, stop, serve).await;
 }
@@ -306,8 +305,7 @@ fn now() -> Now {
 
 /// The session loop of one connection (see [`yuyo_core::server`]): every output
 /// translated into IO, every IO event fed back as an input.
-async fn serve_connection(shared: &Shared, stream: TcpStream, session: Session) {
-    let mut conn = Connection::new(stream, session, shared.shutdown.clone());
+async fn serve_connection(shared: Arc<Shared>, mut conn: Connection) {
     loop {
         match conn.session.poll_output() {
             Output::Transmit(bytes) => conn.transmit(bytes),
