@@ -16,6 +16,7 @@ const CONFIG: Config = Config {
     head_timeout: Duration::from_secs(10),
     body_timeout: Duration::from_secs(30),
     idle_timeout: Duration::from_secs(75),
+    write_timeout: Duration::from_secs(10),
     linger: yuyo_core::http1::Linger {
         timeout: Duration::from_secs(2),
         max_bytes: 1 << 20,
