@@ -2,9 +2,10 @@
 //!
 //! A thin driver around [`yuyo_core::server::Session`]: sockets come from `async-io`
 //! (through `async-net`), connections run as tasks on an [`async_executor::Executor`],
-//! reply files are read on the `blocking` thread pool, and deadlines are
-//! [`async_io::Timer`]s armed from [`Session::poll_timeout`]. Every protocol decision is
-//! the core's.
+//! reply files are read on the `blocking` thread pool, and the session's one deadline
+//! ([`Wait::deadline`](yuyo_core::server::Wait)) is an [`async_io::Timer`]. Every
+//! protocol and timing decision is the core's; connections are admitted into the
+//! service's [`Slots`](yuyo_core::server::Slots).
 //!
 //! By default [`Server::serve`] runs its own executor on one thread per core
 //! ([`std::thread::available_parallelism`], see [`Server::with_threads`]);
@@ -38,11 +39,11 @@
 //! A server given a REST client with [`Server::with_rest_replies`] (the [`bot::Bot`]'s
 //! server is, by default) lets the core route replies through REST
 //! ([`yuyo_core::deferral`]), as on yuyo-tokio:
-//! - **automatic deferral**: a handler still running at the deadline (default 2.5 s,
-//!   an [`async_io::Timer`]) gets a deferred response (type 5, or 6 for components)
-//!   written for it; the connection keeps awaiting the handler, whose late reply is then
-//!   sent through REST (edit original response, …) in a spawned task, while the
-//!   connection serves its next request. Autocomplete handlers are never deferred.
+//! - **automatic deferral**: a handler still running at the deadline (default 2.5 s)
+//!   gets a deferred response (type 5, or 6 for components) written for it; the
+//!   connection keeps awaiting the handler, whose late reply is then sent through REST
+//!   (edit original response, …) in a spawned task. Autocomplete handlers are never
+//!   deferred.
 //! - **oversized files**: a reply whose files exceed the inline limit (default 150 000
 //!   bytes) is sent through `POST /interactions/{id}/{token}/callback` and the HTTP
 //!   request is answered `202 Accepted` with no body, as Discord documents.
