@@ -36,7 +36,7 @@
 //! drivers instrument handler futures with [`Session::span`].
 //!
 //! [`Slots`] caps the connections of a server and reclaims, at the cap, the slot of the
-//! connection that has waited longest on its peer.
+//! connection stalled longest on its peer (idle keep-alive ones last, busy ones never).
 
 mod requests;
 mod session;
