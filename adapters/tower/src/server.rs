@@ -247,7 +247,9 @@ impl hyper::service::Service<Request<Incoming>> for PerConnection {
     type Future = ResponseFuture;
 
     fn call(&self, request: Request<Incoming>) -> ResponseFuture {
-        if let Err(error) = head::check(request.version(), request.headers()) {
+        if let Err(error) =
+            yuyo_core::http1::check_parsed_head(request.version(), request.headers())
+        {
             tracing::debug!(%error, "rejecting HTTP/1.1 peer");
             return Box::pin(std::future::ready(Ok(head::reject(error))));
         }

@@ -39,6 +39,7 @@ mod body;
 pub mod client;
 mod error;
 mod head;
+mod parsed;
 #[cfg(test)]
 mod tests;
 
@@ -52,6 +53,7 @@ use http::{StatusCode, Version, header, request, response};
 use body::{BodyDecoder, Decoded};
 pub use error::{HeadSyntax, PeerError, SendError};
 use head::{FieldSpan, Framing};
+pub use parsed::check_parsed_head;
 
 /// Limits and deadlines of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
