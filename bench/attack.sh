@@ -36,17 +36,9 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need" ]; then
     ulimit -n "$need" || { echo "cannot raise the open files limit to $need" >&2; exit 1; }
 fi
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
 # shellcheck source=bench/servers.sh
 . bench/servers.sh
+
 
 results="$work/results"
 : >"$results"

@@ -27,14 +27,8 @@ cargo bench -q --no-run -p yuyo-core --bench exchange 2>/dev/null
 YUYO=target/release/yuyo
 BASELINE=target/release/yuyo-bench-baseline
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+# shellcheck source=bench/servers.sh
+. bench/servers.sh
 
 # On a virtual machine, a vCPU that goes idle and is woken again loses time to the host
 # (steal, in /proc/stat), on both vCPUs. wrk's core idles between responses, more often the
@@ -68,8 +62,6 @@ LUA
 make_lua "" >"$work/keepalive.lua"
 make_lua 'wrk.headers["Connection"] = "close"' >"$work/close.lua"
 
-# shellcheck source=bench/servers.sh
-. bench/servers.sh
 
 to_ms() { # wrk latency like 1.23ms / 456.78us / 1.02s
     python3 -c 'import sys,re; v=sys.argv[1]; m=re.match(r"([\d.]+)(us|ms|s)",v); f={"us":0.001,"ms":1,"s":1000}[m.group(2)]; print(f"{float(m.group(1))*f:.3f}")' "$1"

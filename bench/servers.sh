@@ -1,5 +1,16 @@
-# Starting and stopping the servers under test; sourced by load.sh and attack.sh, which
-# set YUYO, BASELINE, PORT and work (a scratch directory) first.
+# shellcheck shell=bash
+# The scratch directory, the cleanup of everything started (pids) and starting and
+# stopping the servers under test; sourced by load.sh and attack.sh, which set YUYO,
+# BASELINE and PORT.
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
 
 start_server() { # $1 = server name; echoes the pid
     case "$1" in
