@@ -251,7 +251,7 @@ macro_rules! bot_harness_methods {
         }
 
         fn idle_connections(client: &Self::Client) -> usize {
-            client.transport().idle_connections()
+            client.idle_connections()
         }
 
         fn is_managed(bot: &Self::Bot) -> bool {

@@ -91,6 +91,8 @@ pub mod bot;
 #[cfg(feature = "transport")]
 mod bot_builder;
 mod call;
+#[cfg(feature = "transport")]
+pub mod client;
 mod config;
 mod discovery;
 mod error;

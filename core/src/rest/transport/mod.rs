@@ -17,24 +17,48 @@ use http::{HeaderMap, HeaderValue, Method};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::error::{TransportError, TransportErrorKind, TransportSetupError};
+
+mod exchange;
+mod link;
+
+pub(crate) use exchange::{Exchange, Pooled};
+pub use exchange::{Input, Io};
 use crate::http1::client::{ClientLimits, ResponseError, ResponseReader, encode_connect};
 
 pub use rustls;
 
-/// Timeouts of the REST transport (hikari's `HTTPTimeoutSettings`).
+/// Timeouts of the REST transport (hikari's `HTTPTimeoutSettings`), each per attempt:
+/// a retried request gets them afresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// TCP connect, proxy `CONNECT` and TLS handshake together.
     pub connect: Duration,
-    /// From the request being written to the response being complete.
+    /// The longest time without progress (a byte written or read) once the request is
+    /// being written.
     pub read: Duration,
+    /// From the request being written to the response being complete.
+    pub total: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
             connect: Duration::from_secs(10),
-            read: Duration::from_secs(30),
+            read: Duration::from_secs(15),
+            total: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Timeouts {
+    /// Timeouts with `read` as both the idle and the total limit (what `read` meant
+    /// before `total` existed).
+    #[must_use]
+    pub fn new(connect: Duration, read: Duration) -> Self {
+        Self {
+            connect,
+            read,
+            total: read,
         }
     }
 }
@@ -114,6 +138,54 @@ impl Default for HttpSettings {
             idle_timeout: Duration::from_secs(60),
             limits: ClientLimits::default(),
         }
+    }
+}
+
+/// The transport's configuration: HTTP settings, proxy and the TLS client
+/// configuration built from them once. Cheap to clone.
+#[derive(Clone)]
+pub struct Transport {
+    pub(crate) settings: HttpSettings,
+    pub(crate) proxy: Option<ProxySettings>,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("settings", &self.settings)
+            .field("proxy", &self.proxy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    /// A transport with `settings`, through `proxy` if given.
+    ///
+    /// # Errors
+    /// [`TransportSetupError`] when TLS cannot be configured.
+    pub fn new(
+        settings: HttpSettings,
+        proxy: Option<ProxySettings>,
+    ) -> Result<Self, TransportSetupError> {
+        let tls = settings.tls.client_config()?;
+        Ok(Self {
+            settings,
+            proxy,
+            tls,
+        })
+    }
+
+    /// The HTTP settings.
+    #[must_use]
+    pub fn settings(&self) -> &HttpSettings {
+        &self.settings
+    }
+
+    /// The proxy settings.
+    #[must_use]
+    pub fn proxy(&self) -> Option<&ProxySettings> {
+        self.proxy.as_ref()
     }
 }
 
