@@ -344,7 +344,7 @@ impl Bot {
         }
         let callbacks = lock(&self.inner.callbacks).shutdown();
         let result = run_callbacks(self, callbacks);
-        self.inner.rest.transport().clear_idle();
+        self.inner.rest.clear_idle();
         self.inner.alive.store(false, Ordering::SeqCst);
         *lock(&self.inner.closed) = true;
         self.inner.closed_changed.notify_all();

@@ -355,7 +355,7 @@ impl Bot {
         }
         let callbacks = lock(&self.inner.callbacks).shutdown();
         let result = run_callbacks(self, callbacks).await;
-        self.inner.rest.transport().clear_idle();
+        self.inner.rest.clear_idle();
         self.inner.alive.store(false, Ordering::SeqCst);
         self.inner.closed.store(true, Ordering::SeqCst);
         self.inner.closed_changed.notify(usize::MAX);
