@@ -250,6 +250,7 @@ macro_rules! reply_routing_suite {
             autocomplete_is_never_deferred,
             handler_error_after_deferral_deletes_the_deferred_message,
             oversized_file_goes_through_the_callback_endpoint,
+            streamed_upload_from_disk_arrives_intact,
         );
     };
 }

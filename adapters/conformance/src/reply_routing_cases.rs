@@ -7,9 +7,6 @@
 //! receives the late replies, the deletions after failures and the callbacks of
 //! oversized files. Each case checks that the late reply is sent while the server
 //! runs, and that once the graceful shutdown returned it is the only REST request.
-//!
-//! [`streamed_upload_from_disk_arrives_intact`] is not in the suite: an adapter opts in
-//! with a `#[test]` of its own.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 use std::net::TcpListener;
@@ -348,7 +345,7 @@ pub fn oversized_file_goes_through_the_callback_endpoint<H: BotHarness>() {
 
 /// A file streamed from disk by the REST client arrives intact, with a known length
 /// (`Content-Length`) and an unknown one (chunked); a file shorter than declared fails
-/// the call instead of sending a broken body. Not in the suite (see the module docs).
+/// the call instead of sending a broken body.
 pub fn streamed_upload_from_disk_arrives_intact<H: BotHarness>() {
     let (mock, url) = mock_discord();
     let file = TempFile::new("upload.bin", 1_000_003);

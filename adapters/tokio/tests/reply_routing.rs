@@ -9,9 +9,3 @@ mod harness;
 use harness::TokioHarness;
 
 yuyo_conformance::reply_routing_suite!(TokioHarness);
-
-#[test]
-fn streamed_upload_from_disk_arrives_intact() {
-    yuyo_conformance::reply_routing_cases::streamed_upload_from_disk_arrives_intact::<TokioHarness>(
-    );
-}
