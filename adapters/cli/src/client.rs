@@ -1,16 +1,30 @@
 //! A tiny HTTP/1.1 client over `std::net` for `yuyo check`: plain http only, one request
-//! per connection, every step bounded by a timeout and a size limit.
+//! per connection, every step bounded by a timeout and a size limit. The bytes on the
+//! wire are core's HTTP/1.1 client codec ([`encode_request`], [`ResponseReader`]); this
+//! module only moves them over a blocking socket.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Connect, read and write timeout.
+use bytes::Bytes;
+use http::{Method, header};
+use yuyo_core::http1::client::{ClientLimits, EncodedRequest, ResponseReader, encode_request};
+use yuyo_core::multipart::Segment;
+use yuyo_core::rest::RequestBody;
+
+/// Connect timeout, and the longest wait for any one read or write.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a whole exchange (request sent, response read) may take once connected.
+const EXCHANGE: Duration = Duration::from_secs(30);
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields accepted in a response head.
+const MAX_HEADERS: usize = 64;
 /// Largest response body accepted.
-const MAX_BODY: usize = 1024 * 1024;
+const MAX_BODY: u64 = 1024 * 1024;
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 8 * 1024;
 
 /// Where to send requests, from an `http://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,222 +92,435 @@ impl Target {
     }
 }
 
-/// A response: status, headers (names lower-cased) and body.
+/// A response: status and body.
 #[derive(Debug, Clone)]
 pub struct Response {
     /// Status code.
     pub status: u16,
-    /// Header fields, names lower-cased.
-    pub headers: Vec<(String, String)>,
     /// The body, de-chunked.
     pub body: Vec<u8>,
 }
 
-impl Response {
-    /// The first header named `name` (lower case).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+/// How long and how much: every exchange is bounded by these.
+#[derive(Debug, Clone)]
+struct Bounds {
+    /// Connect timeout per address, and the longest wait for any one read or write.
+    io_timeout: Duration,
+    /// The whole exchange once connected: sending the request and reading the response.
+    exchange: Duration,
+    /// Response head and body limits.
+    limits: ClientLimits,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            io_timeout: TIMEOUT,
+            exchange: EXCHANGE,
+            limits: ClientLimits {
+                max_head_size: MAX_HEAD,
+                max_headers: MAX_HEADERS,
+                max_body_size: MAX_BODY,
+            },
+        }
     }
 }
 
 /// POSTs `body` to `target` with the extra `headers`, on a new connection.
 pub fn post(target: &Target, headers: &[(&str, &str)], body: &[u8]) -> Result<Response, String> {
+    post_bounded(target, headers, body, &Bounds::default())
+}
+
+/// [`post`] under explicit `bounds`.
+fn post_bounded(
+    target: &Target,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    bounds: &Bounds,
+) -> Result<Response, String> {
+    let request = encode(target, headers, body)?;
+    let mut stream = connect(target, bounds.io_timeout)?;
+    let deadline = Instant::now() + bounds.exchange;
+    send(&mut stream, request, bounds, deadline)
+        .map_err(|e| format!("cannot send the request: {e}"))?;
+    read_response(&mut stream, bounds, deadline).map_err(|e| format!("bad or no response: {e}"))
+}
+
+/// The request, encoded by core's HTTP/1.1 client codec.
+fn encode(
+    target: &Target,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<EncodedRequest, String> {
+    let uri = format!("http://{}{}", target.authority, target.path);
+    let mut builder = http::Request::post(uri.as_str())
+        .header(
+            header::USER_AGENT,
+            concat!("yuyo-check/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(header::CONNECTION, "close");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder
+        .body(RequestBody::Json(Bytes::copy_from_slice(body)))
+        .map_err(|e| format!("cannot make a request for {uri}: {e}"))?;
+    encode_request(request).map_err(|e| format!("cannot make a request for {uri}: {e}"))
+}
+
+/// Connects to the first address of `target` that accepts, each within `timeout`.
+fn connect(target: &Target, timeout: Duration) -> Result<TcpStream, String> {
     let addrs = (target.host.as_str(), target.port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {}: {e}", target.host))?;
     let mut last = format!("{} resolved to no address", target.host);
-    let mut stream = None;
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, TIMEOUT) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(stream) => return Ok(stream),
             Err(e) => last = format!("cannot connect to {addr}: {e}"),
         }
     }
-    let mut stream = stream.ok_or(last)?;
+    Err(last)
+}
+
+/// How long the next read or write may wait: the time left before `deadline`, at most
+/// the I/O timeout; an error once the deadline has passed.
+fn time_left(deadline: Instant, bounds: &Bounds) -> Result<Duration, String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(format!("no complete response within {:?}", bounds.exchange));
+    }
+    Ok(left.min(bounds.io_timeout))
+}
+
+/// Writes the encoded request (head, framed body, end of body).
+fn send(
+    stream: &mut TcpStream,
+    request: EncodedRequest,
+    bounds: &Bounds,
+    deadline: Instant,
+) -> Result<(), String> {
+    let mut wire = request.head.to_vec();
+    for segment in request.body {
+        let Segment::Bytes(bytes) = segment else {
+            return Err("file parts are not supported".to_owned());
+        };
+        for piece in request.framing.frame(bytes) {
+            wire.extend_from_slice(&piece);
+        }
+    }
+    if let Some(end) = request.framing.end() {
+        wire.extend_from_slice(&end);
+    }
+    let timeout = time_left(deadline, bounds)?;
     stream
-        .set_read_timeout(Some(TIMEOUT))
-        .and_then(|()| stream.set_write_timeout(Some(TIMEOUT)))
+        .set_write_timeout(Some(timeout))
         .map_err(|e| format!("socket setup failed: {e}"))?;
-
-    let mut request = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: yuyo-check/{}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n",
-        target.path,
-        target.authority,
-        env!("CARGO_PKG_VERSION"),
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(name);
-        request.push_str(": ");
-        request.push_str(value);
-        request.push_str("\r\n");
-    }
-    request.push_str("\r\n");
-    let mut bytes = request.into_bytes();
-    bytes.extend_from_slice(body);
-    stream
-        .write_all(&bytes)
-        .map_err(|e| format!("cannot send the request: {e}"))?;
-    read_response(&mut stream).map_err(|e| format!("bad or no response: {e}"))
+    stream.write_all(&wire).map_err(|e| describe(&e, bounds))
 }
 
-/// Buffered reading from the socket.
-struct Reader<'a> {
-    stream: &'a mut TcpStream,
-    buf: Vec<u8>,
-    eof: bool,
-}
-
-impl Reader<'_> {
-    /// Reads more; `false` at end of stream.
-    fn fill(&mut self) -> Result<bool, String> {
-        if self.eof {
-            return Ok(false);
+/// Reads until core's [`ResponseReader`] has a whole response, or fails.
+fn read_response(
+    stream: &mut TcpStream,
+    bounds: &Bounds,
+    deadline: Instant,
+) -> Result<Response, String> {
+    let mut reader = ResponseReader::new(bounds.limits.clone(), &Method::POST);
+    loop {
+        if let Some(response) = reader.poll_response().map_err(|e| e.to_string())? {
+            return Ok(Response {
+                status: response.status().as_u16(),
+                body: Vec::from(response.into_body()),
+            });
         }
-        let mut chunk = [0u8; 8192];
-        let n = loop {
-            match self.stream.read(&mut chunk) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        };
-        self.buf.extend_from_slice(&chunk[..n]);
-        self.eof = n == 0;
-        Ok(n > 0)
-    }
-
-    /// Takes `n` bytes, reading as needed.
-    fn take(&mut self, n: usize) -> Result<Vec<u8>, String> {
-        while self.buf.len() < n {
-            if !self.fill()? {
-                return Err("connection closed inside the body".to_owned());
-            }
-        }
-        Ok(self.buf.drain(..n).collect())
-    }
-
-    /// Takes one CRLF-terminated line (without the CRLF).
-    fn line(&mut self) -> Result<Vec<u8>, String> {
-        loop {
-            if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = self.buf.drain(..at + 2).take(at).collect();
-                return Ok(line);
-            }
-            if self.buf.len() > MAX_HEAD {
-                return Err("line too long".to_owned());
-            }
-            if !self.fill()? {
-                return Err("connection closed inside a chunked body".to_owned());
-            }
-        }
+        let timeout = time_left(deadline, bounds)?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| format!("socket setup failed: {e}"))?;
+        read_some(stream, &mut reader).map_err(|e| describe(&e, bounds))?;
     }
 }
 
-fn read_response(stream: &mut TcpStream) -> Result<Response, String> {
-    let mut reader = Reader {
-        stream,
-        buf: Vec::new(),
-        eof: false,
+/// One read from `stream` straight into the reader's buffer (end of stream included).
+fn read_some(stream: &mut TcpStream, reader: &mut ResponseReader) -> std::io::Result<()> {
+    let buf = reader.receive_buffer();
+    let start = buf.len();
+    buf.resize(start + READ_SIZE, 0);
+    let read = loop {
+        match stream.read(&mut buf[start..]) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            other => break other,
+        }
     };
-    loop {
-        let mut fields = [httparse::EMPTY_HEADER; 64];
-        let mut parsed = httparse::Response::new(&mut fields);
-        let head_len = match parsed.parse(&reader.buf).map_err(|e| e.to_string())? {
-            httparse::Status::Complete(len) => len,
-            httparse::Status::Partial => {
-                if reader.buf.len() > MAX_HEAD {
-                    return Err("response head too large".to_owned());
-                }
-                if !reader.fill()? {
-                    return Err(if reader.buf.is_empty() {
-                        "the connection closed without a response".to_owned()
-                    } else {
-                        "the connection closed inside the response head".to_owned()
-                    });
-                }
-                continue;
-            }
-        };
-        let status = parsed.code.unwrap_or(0);
-        let headers: Vec<(String, String)> = parsed
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).trim().to_owned(),
-                )
-            })
-            .collect();
-        reader.buf.drain(..head_len);
-        if (100..200).contains(&status) {
-            continue; // interim response
-        }
-        let mut response = Response {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        let chunked = response
-            .header("transfer-encoding")
-            .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
-        if status == 204 || status == 304 {
-        } else if chunked {
-            response.body = read_chunked(&mut reader)?;
-        } else if let Some(length) = response.header("content-length") {
-            let length: usize = length
-                .parse()
-                .map_err(|_| format!("bad Content-Length `{length}`"))?;
-            if length > MAX_BODY {
-                return Err(format!("response body of {length} bytes is too large"));
-            }
-            response.body = reader.take(length)?;
-        } else {
-            while reader.fill()? {
-                if reader.buf.len() > MAX_BODY {
-                    return Err("response body too large".to_owned());
-                }
-            }
-            response.body = std::mem::take(&mut reader.buf);
-        }
-        return Ok(response);
+    let n = read.as_ref().map_or(0, |n| *n);
+    buf.truncate(start + n);
+    match read? {
+        0 => reader.receive_eof(),
+        _ => reader.received(),
     }
+    Ok(())
 }
 
-fn read_chunked(reader: &mut Reader<'_>) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        let line = reader.line()?;
-        let line = String::from_utf8_lossy(&line);
-        let size = line.split(';').next().unwrap_or("").trim();
-        let size =
-            usize::from_str_radix(size, 16).map_err(|_| format!("bad chunk size `{size}`"))?;
-        if size == 0 {
-            // Trailers, up to the empty line.
-            while !reader.line()?.is_empty() {}
-            return Ok(body);
+/// A socket error in words; timeouts say how long was waited.
+fn describe(error: &std::io::Error, bounds: &Bounds) -> String {
+    match error.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            format!("timed out (nothing for {:?})", bounds.io_timeout)
         }
-        if body.len() + size > MAX_BODY {
-            return Err("response body too large".to_owned());
-        }
-        body.extend(reader.take(size)?);
-        if !reader.line()?.is_empty() {
-            return Err("chunk not followed by CRLF".to_owned());
-        }
+        _ => error.to_string(),
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use super::Target;
+    use std::net::{SocketAddr, TcpListener};
+    use std::sync::mpsc;
+    use std::thread;
+
+    use super::*;
+
+    /// Bound on any test step: the server waiting for its client, the client's answer.
+    const BOUND: Duration = Duration::from_secs(15);
+
+    /// What the test server does after reading the request.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Then {
+        /// Close the connection (end of an until-close body).
+        Close,
+        /// Keep it open until the client closes it (or `BOUND` passes).
+        Linger,
+    }
+
+    /// A server on 127.0.0.1 answering one connection with `pieces` (written one by one,
+    /// `pause` apart); it sends the request it read on the returned channel.
+    fn serve_once(
+        pieces: Vec<Vec<u8>>,
+        pause: Duration,
+        then: Then,
+    ) -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let deadline = Instant::now() + BOUND;
+            let mut stream = loop {
+                match listener.accept() {
+                    Ok((stream, _)) => break stream,
+                    Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+                    Err(_) => return,
+                }
+            };
+            stream.set_nonblocking(false).unwrap();
+            stream.set_read_timeout(Some(BOUND)).unwrap();
+            stream.set_write_timeout(Some(BOUND)).unwrap();
+            let _ = tx.send(read_request(&mut stream));
+            for piece in pieces {
+                if stream.write_all(&piece).is_err() {
+                    return;
+                }
+                thread::sleep(pause);
+            }
+            if then == Then::Linger {
+                let _ = stream.read(&mut [0; 1]);
+            }
+        });
+        (addr, rx)
+    }
+
+    /// Reads a request head and its `content-length` body.
+    fn read_request(stream: &mut TcpStream) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + length {
+                    return buf;
+                }
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return buf,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// POSTs `{"type":1}` to `addr` under `bounds`, in a thread, waiting at most `BOUND`.
+    fn exchange(addr: SocketAddr, bounds: Bounds) -> Result<Response, String> {
+        let target = Target::parse(&format!("http://{addr}/interactions?x=1")).unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let headers = [("Content-Type", "application/json")];
+            let _ = tx.send(post_bounded(&target, &headers, br#"{"type":1}"#, &bounds));
+        });
+        rx.recv_timeout(BOUND)
+            .unwrap_or_else(|_| panic!("no result within {BOUND:?}"))
+    }
+
+    /// `wire` as the whole answer, written at once, the connection then left open.
+    fn answer(wire: &[u8]) -> Result<Response, String> {
+        let (addr, _) = serve_once(vec![wire.to_vec()], Duration::ZERO, Then::Linger);
+        exchange(addr, Bounds::default())
+    }
+
+    #[test]
+    fn sends_the_request_with_core_codec() {
+        let wire = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{\"type\":1}";
+        let (addr, request) = serve_once(vec![wire.to_vec()], Duration::ZERO, Then::Linger);
+        let response = exchange(addr, Bounds::default()).unwrap();
+        assert_eq!(
+            (response.status, &response.body[..]),
+            (200, &br#"{"type":1}"#[..])
+        );
+        let request = String::from_utf8(request.recv_timeout(BOUND).unwrap()).unwrap();
+        let expected_start = format!("POST /interactions?x=1 HTTP/1.1\r\nhost: {addr}\r\n");
+        assert!(request.starts_with(&expected_start), "{request}");
+        for line in [
+            concat!("user-agent: yuyo-check/", env!("CARGO_PKG_VERSION")),
+            "connection: close",
+            "content-type: application/json",
+            "content-length: 10",
+        ] {
+            assert!(
+                request.contains(&format!("{line}\r\n")),
+                "{line}: {request}"
+            );
+        }
+        assert!(request.ends_with("\r\n\r\n{\"type\":1}"), "{request}");
+    }
+
+    #[test]
+    fn parses_content_length_and_chunked_responses() {
+        let response =
+            answer(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 3\r\n\r\nbad").unwrap();
+        assert_eq!((response.status, &response.body[..]), (401, &b"bad"[..]));
+        let response = answer(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              4\r\n{\"ty\r\n6;ext=1\r\npe\":1}\r\n0\r\nX-Trailer: y\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (response.status, &response.body[..]),
+            (200, &br#"{"type":1}"#[..])
+        );
+        let response = answer(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+        assert_eq!((response.status, response.body.len()), (204, 0));
+    }
+
+    #[test]
+    fn parses_a_body_split_across_reads_and_ended_by_close() {
+        let pieces = [
+            &b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"ty"[..],
+            b"pe\":1}",
+        ];
+        let (addr, _) = serve_once(
+            pieces.iter().map(|p| p.to_vec()).collect(),
+            Duration::from_millis(50),
+            Then::Close,
+        );
+        let response = exchange(addr, Bounds::default()).unwrap();
+        assert_eq!(
+            (response.status, &response.body[..]),
+            (200, &br#"{"type":1}"#[..])
+        );
+    }
+
+    #[test]
+    fn huge_chunk_sizes_are_clean_errors() {
+        let error =
+            answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc")
+                .unwrap_err();
+        assert_eq!(error, "bad or no response: response body too large");
+        // A first chunk, then one that would overflow the running total.
+        let error = answer(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\n",
+        )
+        .unwrap_err();
+        assert_eq!(error, "bad or no response: response body too large");
+        let error =
+            answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffff\r\n")
+                .unwrap_err();
+        assert_eq!(error, "bad or no response: malformed chunked response body");
+    }
+
+    #[test]
+    fn responses_over_the_limits_are_clean_errors() {
+        let too_large = "bad or no response: response body too large";
+        // Declared too large.
+        let declared = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        assert_eq!(answer(declared.as_bytes()).unwrap_err(), too_large);
+        // Chunks adding up to more than the limit, actually sent.
+        let half = usize::try_from(MAX_BODY / 2).unwrap();
+        let mut wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..3 {
+            wire.extend_from_slice(format!("{half:x}\r\n").as_bytes());
+            wire.extend(std::iter::repeat_n(b'x', half));
+            wire.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(answer(&wire).unwrap_err(), too_large);
+        // Until close, under a small limit.
+        let (addr, _) = serve_once(
+            vec![b"HTTP/1.1 200 OK\r\n\r\n".to_vec(), vec![b'x'; 64]],
+            Duration::ZERO,
+            Then::Close,
+        );
+        let mut bounds = Bounds::default();
+        bounds.limits.max_body_size = 16;
+        assert_eq!(exchange(addr, bounds).unwrap_err(), too_large);
+        // A head that never ends.
+        let mut head = b"HTTP/1.1 200 OK\r\nX-Long: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', MAX_HEAD + 1));
+        assert_eq!(
+            answer(&head).unwrap_err(),
+            "bad or no response: response head too large"
+        );
+    }
+
+    #[test]
+    fn silence_and_drip_feeding_are_bounded() {
+        let (addr, _) = serve_once(Vec::new(), Duration::ZERO, Then::Linger);
+        let bounds = Bounds {
+            io_timeout: Duration::from_millis(200),
+            ..Bounds::default()
+        };
+        let error = exchange(addr, bounds).unwrap_err();
+        assert!(
+            error.starts_with("bad or no response: timed out"),
+            "{error}"
+        );
+        // Interim responses forever: each read is quick, the exchange is not.
+        let drip = vec![b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(); 100];
+        let (addr, _) = serve_once(drip, Duration::from_millis(20), Then::Linger);
+        let bounds = Bounds {
+            exchange: Duration::from_millis(300),
+            ..Bounds::default()
+        };
+        let error = exchange(addr, bounds).unwrap_err();
+        assert!(
+            error.contains("no complete response within 300ms"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_closed_connection_is_a_clean_error() {
+        let (addr, _) = serve_once(Vec::new(), Duration::ZERO, Then::Close);
+        let error = exchange(addr, Bounds::default()).unwrap_err();
+        assert_eq!(
+            error,
+            "bad or no response: connection closed before any response"
+        );
+    }
 
     #[test]
     fn parses_urls() {
