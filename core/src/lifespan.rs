@@ -96,6 +96,11 @@ pub type PhaseResults = Vec<(CallbackId, Result<(), CallbackError>)>;
 pub struct CallbackId(u64);
 
 impl CallbackId {
+    /// The id numbered `raw` (for registries outside a [`Lifespan`], such as a bot's).
+    pub(crate) const fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+
     /// The id as a number, e.g. for logging.
     #[must_use]
     pub const fn get(self) -> u64 {

@@ -12,107 +12,91 @@
 //! # }
 //! ```
 //!
-//! # yuyo's `AsgiBot` → here
-//! | yuyo | here |
-//! |---|---|
-//! | `AsgiBot(token, …)` | [`Bot::builder`]`(token)` … [`BotBuilder::build`] |
-//! | `token: TokenStrategy` | [`Bot::builder_with_strategy`] |
-//! | `token_type="Bot"/"Bearer"` (default Bot) | [`BotBuilder::token_type`] |
-//! | `token_type` with a strategy → `ValueError` | [`BotError::Config`] ([`ConfigError::TokenTypeWithStrategy`]) |
-//! | `public_key: str` (hex) / `bytes` | [`BotBuilder::public_key_hex`] / [`BotBuilder::public_key_bytes`]; bad hex → [`BotError::PublicKey`] at `build` |
-//! | `public_key=None` (fetched from the token) | [`KeyDiscovery`], single-flight, at startup ([`Bot::public_key`]) |
-//! | `asgi_managed=True` / `False` | default / [`BotBuilder::unmanaged`] ([`Bot::is_managed`]) |
-//! | `executor` | none: handlers run on the server's connection threads |
-//! | `http_settings` | [`BotBuilder::http_settings`] ([`HttpSettings`]; [`Bot::http_settings`]) |
-//! | `proxy_settings` | [`BotBuilder::proxy_settings`] ([`ProxySettings`]; [`Bot::proxy_settings`]) |
-//! | `max_body_size=1024**2` | [`BotBuilder::max_body_size`] |
-//! | `max_rate_limit=300.0` / `inf` | [`BotBuilder::max_rate_limit`] (`Some` / `None`) |
-//! | `max_retries=3` | [`BotBuilder::max_retries`] |
-//! | `rest_url` | [`BotBuilder::rest_url`] |
-//! | `__call__` (ASGI app) | [`Bot::server`] (a [`Server`] whose lifespan runs the bot) |
-//! | `rest` | [`Bot::rest`] |
-//! | `interaction_server` / `server` | [`Bot::interaction_server`] (once the key is known) |
-//! | `is_alive` | [`Bot::is_alive`] |
-//! | `start()` / `close()` / `join()` / `run()` | [`Bot::start`] / [`Bot::close`] / [`Bot::join`] / [`Bot::run`] (blocking) |
-//! | `RuntimeError` (managed; already alive; not alive) | [`LifecycleError::Managed`] / [`LifecycleError::AlreadyRunning`] / [`LifecycleError::NotRunning`] |
-//! | `add_startup_callback(cb)` / `add_shutdown_callback(cb)` | [`Bot::add_startup_callback`] / [`Bot::add_shutdown_callback`] (callbacks receive the [`Bot`]) |
-//! | `remove_*_callback` unknown → `ValueError` | [`UnknownCallback`] |
-//! | callback failure fails startup/shutdown | [`LifecycleError::Callback`] |
+//! The API, and how it maps to yuyo's `AsgiBot`, is the same on every adapter: see
+//! [`yuyo_core::rest::bot`]. The lifecycle itself is [`Lifecycle`]; this module runs its
+//! steps on the calling thread.
 //!
 //! # Replies through REST
 //! A bot's server defers slow handlers and sends oversized files through the callback
-//! endpoint (see [`yuyo_core::deferral`] and [the crate docs](crate#replies-through-rest)),
-//! exactly as on yuyo-tokio: [`BotBuilder::defer_after`] (default 2.5 s,
-//! [`DEFAULT_DEFER_AFTER`]) and [`BotBuilder::inline_files_limit`] (default 150 000
-//! bytes, [`DEFAULT_INLINE_FILES_LIMIT`]); `None` turns either off.
+//! endpoint (see [`yuyo_core::deferral`] and [the crate docs](crate#replies-through-rest)):
+//! [`BotBuilder::defer_after`] (default 2.5 s, [`DEFAULT_DEFER_AFTER`]) and
+//! [`BotBuilder::inline_files_limit`] (default 150 000 bytes,
+//! [`DEFAULT_INLINE_FILES_LIMIT`]); `None` turns either off.
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 
 use futures_lite::future::block_on;
 pub use yuyo_core::deferral::{DEFAULT_DEFER_AFTER, DEFAULT_INLINE_FILES_LIMIT, ReplyRouting};
-use yuyo_core::endpoint::{BoxFuture, Endpoint, Verifier};
-use yuyo_core::lifespan::CallbackError;
-use yuyo_core::rest::bot::{
-    BotCallbacks, BotEndpoint, BotSettings, BuildBot, discovered_verifier, public_key_of,
-};
-use yuyo_core::rest::{Begin, KeyDiscovery, TokenStrategy};
+use yuyo_core::endpoint::Endpoint;
+use yuyo_core::lifespan::{Callback, CallbackError};
+use yuyo_core::rest::KeyDiscovery;
+use yuyo_core::rest::bot::{BotSettings, BotStep, BuildBot, Hooks, Lifecycle, Operation};
 
+pub use yuyo_core::rest::TokenStrategy;
 pub use yuyo_core::rest::bot::{BotCallbackId, BotError, LifecycleError, UnknownCallback};
 pub use yuyo_core::rest::{ConfigError, KeyDiscoveryError};
 
 use crate::rest::{HttpSettings, ProxySettings, RestClient};
 use crate::{Server, Service};
 
-type BotCallback = Arc<dyn Fn(Bot) -> BoxFuture<Result<(), CallbackError>> + Send + Sync>;
-
 /// Builds a [`Bot`]; mirrors `AsgiBot.__init__` (the builder every adapter shares;
-/// there is no executor: handlers run on the connection threads, so [`BotBuilder::executor`] cannot be called).
+/// there is no executor: handlers run on the connection threads, so
+/// [`BotBuilder::executor`] cannot be called).
 pub type BotBuilder = yuyo_core::rest::bot::BotBuilder<Bot>;
 
 impl BuildBot for Bot {
     type Executor = std::convert::Infallible;
 
     fn from_settings(settings: BotSettings<std::convert::Infallible>) -> Result<Self, BotError> {
-        let token_type = settings.rest.token_type();
+        let discovery = KeyDiscovery::new(settings.rest.token_type());
         let rest = RestClient::new(settings.rest, settings.http, settings.proxy)
             .map_err(BotError::Transport)?;
+        let changes = Arc::new(Changes::default());
+        let hooks = Hooks {
+            on_change: Box::new({
+                let changes = Arc::clone(&changes);
+                move |version| {
+                    *changes.latest.lock().unwrap_or_else(PoisonError::into_inner) = version;
+                    changes.changed.notify_all();
+                }
+            }),
+            on_stop: Box::new({
+                let rest = rest.clone();
+                move || rest.clear_idle()
+            }),
+        };
+        let lifecycle = Lifecycle::new(
+            settings.managed,
+            settings.verifier,
+            discovery,
+            settings.endpoint,
+            hooks,
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 rest,
-                managed: settings.managed,
-                alive: AtomicBool::new(false),
-                transition: Mutex::new(()),
-                closed: Mutex::new(true),
-                closed_changed: Condvar::new(),
-                verifier: Mutex::new(settings.verifier),
-                discovery: Mutex::new(KeyDiscovery::new(token_type)),
-                discovered: Condvar::new(),
-                endpoint: settings.endpoint,
+                lifecycle: Arc::new(lifecycle),
+                changes,
                 routing: settings.routing,
-                callbacks: Mutex::new(BotCallbacks::default()),
             }),
         })
     }
 }
 
+/// The lifecycle's latest version, signalled when it changes (wakes
+/// [`BotStep::Wait`]).
+#[derive(Default)]
+struct Changes {
+    latest: Mutex<u64>,
+    changed: Condvar,
+}
+
 struct Inner {
     rest: RestClient,
-    managed: bool,
-    alive: AtomicBool,
-    /// Serialises start and close.
-    transition: Mutex<()>,
-    /// `true` while not running; `join` waits for it.
-    closed: Mutex<bool>,
-    closed_changed: Condvar,
-    verifier: Mutex<Option<Verifier>>,
-    discovery: Mutex<KeyDiscovery>,
-    /// Signalled (with `discovery`) when a discovery finished.
-    discovered: Condvar,
-    endpoint: BotEndpoint,
-    callbacks: Mutex<BotCallbacks<BotCallback>>,
+    lifecycle: Arc<Lifecycle>,
+    changes: Arc<Changes>,
     routing: ReplyRouting,
 }
 
@@ -125,15 +109,10 @@ pub struct Bot {
 impl fmt::Debug for Bot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bot")
-            .field("managed", &self.inner.managed)
-            .field("alive", &self.is_alive())
+            .field("lifecycle", &self.inner.lifecycle)
             .field("rest", &self.inner.rest)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Bot {
@@ -173,29 +152,52 @@ impl Bot {
         self.inner.routing
     }
 
+    /// The lifecycle (phase, key, callbacks).
+    #[must_use]
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.inner.lifecycle
+    }
+
     /// Whether the server's lifespan starts and stops the bot.
     #[must_use]
     pub fn is_managed(&self) -> bool {
-        self.inner.managed
+        self.inner.lifecycle.is_managed()
     }
 
     /// Whether the bot is running.
     #[must_use]
     pub fn is_alive(&self) -> bool {
-        self.inner.alive.load(Ordering::SeqCst)
+        self.inner.lifecycle.is_alive()
     }
 
     /// The public key, once given or discovered.
     #[must_use]
     pub fn public_key(&self) -> Option<[u8; 32]> {
-        lock(&self.inner.verifier).as_ref().and_then(public_key_of)
+        self.inner.lifecycle.public_key()
     }
 
     /// The interaction endpoint (yuyo's `interaction_server`), once the key is known.
     #[must_use]
     pub fn interaction_server(&self) -> Option<Endpoint> {
-        let verifier = lock(&self.inner.verifier).clone()?;
-        Some(self.inner.endpoint.endpoint(verifier))
+        self.inner.lifecycle.endpoint()
+    }
+
+    /// `callback` as a lifecycle callback given this bot (without keeping it alive).
+    fn callback<F, Fut>(&self, callback: F) -> Callback
+    where
+        F: Fn(Bot) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
+    {
+        let bot: Weak<Inner> = Arc::downgrade(&self.inner);
+        Callback::new(move || {
+            let run = bot.upgrade().map(|inner| callback(Bot { inner }));
+            async move {
+                match run {
+                    Some(run) => run.await,
+                    None => Ok(()),
+                }
+            }
+        })
     }
 
     /// Adds a callback run (with the bot) when it starts; a failure fails startup.
@@ -204,7 +206,8 @@ impl Bot {
         F: Fn(Bot) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
     {
-        lock(&self.inner.callbacks).add_startup(boxed(callback))
+        let callback = self.callback(callback);
+        self.inner.lifecycle.add_startup_callback(callback)
     }
 
     /// Adds a callback run (with the bot) when it closes; a failure fails the close.
@@ -213,7 +216,8 @@ impl Bot {
         F: Fn(Bot) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
     {
-        lock(&self.inner.callbacks).add_shutdown(boxed(callback))
+        let callback = self.callback(callback);
+        self.inner.lifecycle.add_shutdown_callback(callback)
     }
 
     /// Removes a startup callback.
@@ -221,7 +225,7 @@ impl Bot {
     /// # Errors
     /// [`UnknownCallback`] when `id` is not a registered startup callback.
     pub fn remove_startup_callback(&self, id: BotCallbackId) -> Result<(), UnknownCallback> {
-        lock(&self.inner.callbacks).remove_startup(id)
+        self.inner.lifecycle.remove_startup_callback(id)
     }
 
     /// Removes a shutdown callback.
@@ -229,7 +233,7 @@ impl Bot {
     /// # Errors
     /// [`UnknownCallback`] when `id` is not a registered shutdown callback.
     pub fn remove_shutdown_callback(&self, id: BotCallbackId) -> Result<(), UnknownCallback> {
-        lock(&self.inner.callbacks).remove_shutdown(id)
+        self.inner.lifecycle.remove_shutdown_callback(id)
     }
 
     /// Starts the bot: finds the public key if needed, then runs the startup callbacks.
@@ -238,10 +242,7 @@ impl Bot {
     /// [`LifecycleError::Managed`] for a managed bot, [`LifecycleError::AlreadyRunning`],
     /// or the discovery / callback failure.
     pub fn start(&self) -> Result<(), LifecycleError> {
-        if self.inner.managed {
-            return Err(LifecycleError::Managed);
-        }
-        self.do_start()
+        self.drive(Operation::Start)
     }
 
     /// Closes the bot: runs the shutdown callbacks and drops idle connections.
@@ -249,48 +250,23 @@ impl Bot {
     /// # Errors
     /// [`LifecycleError::Managed`], [`LifecycleError::NotRunning`], or a callback failure.
     pub fn close(&self) -> Result<(), LifecycleError> {
-        if self.inner.managed {
-            return Err(LifecycleError::Managed);
-        }
-        self.do_close()
+        self.drive(Operation::Close)
     }
 
-    /// Blocks until the bot is closed.
+    /// Waits until the bot is closed.
     ///
     /// # Errors
     /// [`LifecycleError::Managed`], [`LifecycleError::NotRunning`].
     pub fn join(&self) -> Result<(), LifecycleError> {
-        if self.inner.managed {
-            return Err(LifecycleError::Managed);
-        }
-        if !self.is_alive() {
-            return Err(LifecycleError::NotRunning);
-        }
-        self.closed();
-        Ok(())
+        self.drive(Operation::Join)
     }
 
-    /// Blocks until the bot is not running.
-    fn closed(&self) {
-        let mut closed = lock(&self.inner.closed);
-        while !*closed {
-            closed = self
-                .inner
-                .closed_changed
-                .wait(closed)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-
-    /// Starts the bot and blocks until it is closed.
+    /// Starts the bot and waits until it is closed.
     ///
     /// # Errors
     /// As [`Bot::start`].
     pub fn run(&self) -> Result<(), LifecycleError> {
-        self.start()?;
-        // Not `join`: a close right after the start still ends this run normally.
-        self.closed();
-        Ok(())
+        self.drive(Operation::Run)
     }
 
     /// A server for this bot: the key is found first (a failure is returned and nothing
@@ -301,107 +277,35 @@ impl Bot {
     /// [`LifecycleError::KeyDiscovery`]; [`LifecycleError::NotRunning`] for an
     /// unmanaged bot without a known key (start it first).
     pub fn server(&self) -> Result<Server, LifecycleError> {
-        if self.inner.managed {
-            self.ensure_key()?;
-        }
-        let endpoint = self
-            .interaction_server()
-            .ok_or(LifecycleError::NotRunning)?;
-        let mut service = Service::new(endpoint);
-        if self.inner.managed {
-            // The blocking server runs lifespan callbacks on its own thread.
-            let bot = self.clone();
-            service.add_startup_callback(move || {
-                let result = bot.do_start().map_err(CallbackError::new);
-                async move { result }
-            });
-            let bot = self.clone();
-            service.add_shutdown_callback(move || {
-                let result = bot.do_close().map_err(CallbackError::new);
-                async move { result }
-            });
-        }
+        self.drive(Operation::FindKey)?;
+        let bot = self.clone();
+        // The blocking server runs lifespan callbacks on its own thread.
+        let service: Service = self.inner.lifecycle.service(move |operation| {
+            let result = bot.drive(operation);
+            Box::pin(async move { result })
+        })?;
         Ok(Server::new(service).with_rest_replies(self.inner.rest.clone(), self.inner.routing))
     }
 
-    fn do_start(&self) -> Result<(), LifecycleError> {
-        let _transition = lock(&self.inner.transition);
-        if self.is_alive() {
-            return Err(LifecycleError::AlreadyRunning);
-        }
-        self.ensure_key()?;
-        let callbacks = lock(&self.inner.callbacks).startup();
-        run_callbacks(self, callbacks)?;
-        self.inner.alive.store(true, Ordering::SeqCst);
-        *lock(&self.inner.closed) = false;
-        Ok(())
-    }
-
-    fn do_close(&self) -> Result<(), LifecycleError> {
-        let _transition = lock(&self.inner.transition);
-        if !self.is_alive() {
-            return Err(LifecycleError::NotRunning);
-        }
-        let callbacks = lock(&self.inner.callbacks).shutdown();
-        let result = run_callbacks(self, callbacks);
-        self.inner.rest.clear_idle();
-        self.inner.alive.store(false, Ordering::SeqCst);
-        *lock(&self.inner.closed) = true;
-        self.inner.closed_changed.notify_all();
-        result
-    }
-
-    /// Finds the public key unless known: single-flight through [`KeyDiscovery`].
-    fn ensure_key(&self) -> Result<(), LifecycleError> {
+    /// Runs one lifecycle operation to its end.
+    fn drive(&self, operation: Operation) -> Result<(), LifecycleError> {
+        let mut transition = self.inner.lifecycle.transition(operation);
         loop {
-            if lock(&self.inner.verifier).is_some() {
-                return Ok(());
-            }
-            let mut discovery = lock(&self.inner.discovery);
-            let begin = discovery.begin().map_err(LifecycleError::KeyDiscovery)?;
-            match begin {
-                Begin::Ready(key) => return self.set_key(&key),
-                Begin::Wait => {
-                    // Holding `discovery` until waiting: the fetcher cannot finish unseen.
+            match transition.poll() {
+                BotStep::Fetch(request) => transition.fetched(self.inner.rest.call(request)),
+                BotStep::Run(phase) => transition.ran(block_on(phase)),
+                BotStep::Wait(version) => {
+                    let changes = &self.inner.changes;
+                    let latest = changes.latest.lock().unwrap_or_else(PoisonError::into_inner);
                     drop(
-                        self.inner
-                            .discovered
-                            .wait(discovery)
+                        changes
+                            .changed
+                            .wait_while(latest, |latest| *latest <= version)
                             .unwrap_or_else(PoisonError::into_inner),
                     );
                 }
-                Begin::Fetch(request) => {
-                    drop(discovery);
-                    let outcome = self.inner.rest.call(request);
-                    let found = lock(&self.inner.discovery).finish(outcome);
-                    self.inner.discovered.notify_all();
-                    let key = found.map_err(LifecycleError::KeyDiscovery)?;
-                    return self.set_key(&key);
-                }
+                BotStep::Done(result) => return result,
             }
         }
     }
-
-    fn set_key(&self, key: &[u8; 32]) -> Result<(), LifecycleError> {
-        *lock(&self.inner.verifier) = Some(discovered_verifier(key)?);
-        Ok(())
-    }
-}
-
-fn boxed<F, Fut>(callback: F) -> BotCallback
-where
-    F: Fn(Bot) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
-{
-    Arc::new(move |bot| Box::pin(callback(bot)))
-}
-
-/// Runs `callbacks` in order on this thread; every failure is reported.
-fn run_callbacks(bot: &Bot, callbacks: Vec<BotCallback>) -> Result<(), LifecycleError> {
-    let failures = callbacks
-        .into_iter()
-        .filter_map(|callback| block_on(callback(bot.clone())).err())
-        .map(|error| error.to_string())
-        .collect();
-    LifecycleError::from_callback_failures(failures)
 }

@@ -12,62 +12,37 @@
 //! # }
 //! ```
 //!
-//! # yuyo's `AsgiBot` → here
-//! | yuyo | here |
-//! |---|---|
-//! | `AsgiBot(token, …)` | [`Bot::builder`]`(token)` … [`BotBuilder::build`] |
-//! | `token: TokenStrategy` | [`Bot::builder_with_strategy`] |
-//! | `token_type="Bot"/"Bearer"` (default Bot) | [`BotBuilder::token_type`] |
-//! | `token_type` with a strategy → `ValueError` | [`BotError::Config`] ([`ConfigError::TokenTypeWithStrategy`]) |
-//! | `public_key: str` (hex) / `bytes` | [`BotBuilder::public_key_hex`] / [`BotBuilder::public_key_bytes`]; bad hex → [`BotError::PublicKey`] at `build` |
-//! | `public_key=None` (fetched from the token) | [`KeyDiscovery`], single-flight, at startup ([`Bot::public_key`]) |
-//! | `asgi_managed=True` / `False` | default / [`BotBuilder::unmanaged`] ([`Bot::is_managed`]) |
-//! | `executor` | [`BotBuilder::executor`] (an [`Executor`] the caller runs; [`Bot::executor`], [`Server::with_executor`]) |
-//! | `http_settings` | [`BotBuilder::http_settings`] ([`HttpSettings`]; [`Bot::http_settings`]) |
-//! | `proxy_settings` | [`BotBuilder::proxy_settings`] ([`ProxySettings`]; [`Bot::proxy_settings`]) |
-//! | `max_body_size=1024**2` | [`BotBuilder::max_body_size`] |
-//! | `max_rate_limit=300.0` / `inf` | [`BotBuilder::max_rate_limit`] (`Some` / `None`) |
-//! | `max_retries=3` | [`BotBuilder::max_retries`] |
-//! | `rest_url` | [`BotBuilder::rest_url`] |
-//! | `__call__` (ASGI app) | [`Bot::server`] (a [`Server`] whose lifespan runs the bot) |
-//! | `rest` | [`Bot::rest`] |
-//! | `interaction_server` / `server` | [`Bot::interaction_server`] (once the key is known) |
-//! | `is_alive` | [`Bot::is_alive`] |
-//! | `start()` / `close()` / `join()` / `run()` | [`Bot::start`] / [`Bot::close`] / [`Bot::join`] / [`Bot::run`] |
-//! | `RuntimeError` (managed; already alive; not alive) | [`LifecycleError::Managed`] / [`LifecycleError::AlreadyRunning`] / [`LifecycleError::NotRunning`] |
-//! | `add_startup_callback(cb)` / `add_shutdown_callback(cb)` | [`Bot::add_startup_callback`] / [`Bot::add_shutdown_callback`] (callbacks receive the [`Bot`]) |
-//! | `remove_*_callback` unknown → `ValueError` | [`UnknownCallback`] |
-//! | callback failure fails startup/shutdown | [`LifecycleError::Callback`] |
+//! The API, and how it maps to yuyo's `AsgiBot`, is the same on every adapter: see
+//! [`yuyo_core::rest::bot`]. The lifecycle itself is [`Lifecycle`]; this module runs its
+//! steps on smol.
 //!
 //! # Replies through REST
 //! A bot's server defers slow handlers and sends oversized files through the callback
-//! endpoint (see [`yuyo_core::deferral`] and [the crate docs](crate#replies-through-rest)),
-//! exactly as on yuyo-tokio: [`BotBuilder::defer_after`] (default 2.5 s,
-//! [`DEFAULT_DEFER_AFTER`]) and [`BotBuilder::inline_files_limit`] (default 150 000
-//! bytes, [`DEFAULT_INLINE_FILES_LIMIT`]); `None` turns either off.
+//! endpoint (see [`yuyo_core::deferral`] and [the crate docs](crate#replies-through-rest)):
+//! [`BotBuilder::defer_after`] (default 2.5 s, [`DEFAULT_DEFER_AFTER`]) and
+//! [`BotBuilder::inline_files_limit`] (default 150 000 bytes,
+//! [`DEFAULT_INLINE_FILES_LIMIT`]); `None` turns either off.
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Weak};
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_executor::Executor;
 use event_listener::Event;
 pub use yuyo_core::deferral::{DEFAULT_DEFER_AFTER, DEFAULT_INLINE_FILES_LIMIT, ReplyRouting};
-use yuyo_core::endpoint::{BoxFuture, Endpoint, Verifier};
-use yuyo_core::lifespan::CallbackError;
-use yuyo_core::rest::bot::{
-    BotCallbacks, BotEndpoint, BotSettings, BuildBot, discovered_verifier, public_key_of,
-};
-use yuyo_core::rest::{Begin, KeyDiscovery, TokenStrategy};
+use yuyo_core::endpoint::Endpoint;
+use yuyo_core::lifespan::{Callback, CallbackError};
+use yuyo_core::rest::KeyDiscovery;
+use yuyo_core::rest::bot::{BotSettings, BotStep, BuildBot, Hooks, Lifecycle, Operation};
 
+pub use yuyo_core::rest::TokenStrategy;
 pub use yuyo_core::rest::bot::{BotCallbackId, BotError, LifecycleError, UnknownCallback};
 pub use yuyo_core::rest::{ConfigError, KeyDiscoveryError};
 
 use crate::rest::{HttpSettings, ProxySettings, RestClient};
 use crate::{Server, Service};
-
-type BotCallback = Arc<dyn Fn(Bot) -> BoxFuture<Result<(), CallbackError>> + Send + Sync>;
 
 /// Builds a [`Bot`]; mirrors `AsgiBot.__init__` (the builder every adapter shares;
 /// [`BotBuilder::executor`] takes the `Arc<Executor>` the server runs on).
@@ -77,44 +52,55 @@ impl BuildBot for Bot {
     type Executor = Arc<Executor<'static>>;
 
     fn from_settings(settings: BotSettings<Arc<Executor<'static>>>) -> Result<Self, BotError> {
-        let token_type = settings.rest.token_type();
+        let discovery = KeyDiscovery::new(settings.rest.token_type());
         let rest = RestClient::new(settings.rest, settings.http, settings.proxy)
             .map_err(BotError::Transport)?;
+        let changes = Arc::new(Changes::default());
+        let hooks = Hooks {
+            on_change: Box::new({
+                let changes = Arc::clone(&changes);
+                move |version| {
+                    changes.latest.store(version, Ordering::SeqCst);
+                    changes.event.notify(usize::MAX);
+                }
+            }),
+            on_stop: Box::new({
+                let rest = rest.clone();
+                move || rest.clear_idle()
+            }),
+        };
+        let lifecycle = Lifecycle::new(
+            settings.managed,
+            settings.verifier,
+            discovery,
+            settings.endpoint,
+            hooks,
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 rest,
-                managed: settings.managed,
-                alive: AtomicBool::new(false),
-                transition: async_lock::Mutex::new(()),
-                closed: AtomicBool::new(true),
-                closed_changed: Event::new(),
-                verifier: Mutex::new(settings.verifier),
-                discovery: Mutex::new(KeyDiscovery::new(token_type)),
-                discovered: Event::new(),
-                endpoint: settings.endpoint,
-                routing: settings.routing,
+                lifecycle: Arc::new(lifecycle),
+                changes,
                 executor: settings.executor,
-                callbacks: Mutex::new(BotCallbacks::default()),
+                routing: settings.routing,
             }),
         })
     }
 }
 
+/// The lifecycle's latest version, and an event fired when it changes (wakes
+/// [`BotStep::Wait`]).
+#[derive(Default)]
+struct Changes {
+    latest: AtomicU64,
+    event: Event,
+}
+
 struct Inner {
     rest: RestClient,
-    managed: bool,
-    alive: AtomicBool,
-    /// Serialises start and close.
-    transition: async_lock::Mutex<()>,
-    /// `true` while not running; `join` waits for it.
-    closed: AtomicBool,
-    closed_changed: Event,
-    verifier: Mutex<Option<Verifier>>,
-    discovery: Mutex<KeyDiscovery>,
-    discovered: Event,
-    endpoint: BotEndpoint,
+    lifecycle: Arc<Lifecycle>,
+    changes: Arc<Changes>,
     executor: Option<Arc<Executor<'static>>>,
-    callbacks: Mutex<BotCallbacks<BotCallback>>,
     routing: ReplyRouting,
 }
 
@@ -127,15 +113,10 @@ pub struct Bot {
 impl fmt::Debug for Bot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bot")
-            .field("managed", &self.inner.managed)
-            .field("alive", &self.is_alive())
+            .field("lifecycle", &self.inner.lifecycle)
             .field("rest", &self.inner.rest)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Bot {
@@ -181,29 +162,52 @@ impl Bot {
         self.inner.routing
     }
 
+    /// The lifecycle (phase, key, callbacks).
+    #[must_use]
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.inner.lifecycle
+    }
+
     /// Whether the server's lifespan starts and stops the bot.
     #[must_use]
     pub fn is_managed(&self) -> bool {
-        self.inner.managed
+        self.inner.lifecycle.is_managed()
     }
 
     /// Whether the bot is running.
     #[must_use]
     pub fn is_alive(&self) -> bool {
-        self.inner.alive.load(Ordering::SeqCst)
+        self.inner.lifecycle.is_alive()
     }
 
     /// The public key, once given or discovered.
     #[must_use]
     pub fn public_key(&self) -> Option<[u8; 32]> {
-        lock(&self.inner.verifier).as_ref().and_then(public_key_of)
+        self.inner.lifecycle.public_key()
     }
 
     /// The interaction endpoint (yuyo's `interaction_server`), once the key is known.
     #[must_use]
     pub fn interaction_server(&self) -> Option<Endpoint> {
-        let verifier = lock(&self.inner.verifier).clone()?;
-        Some(self.inner.endpoint.endpoint(verifier))
+        self.inner.lifecycle.endpoint()
+    }
+
+    /// `callback` as a lifecycle callback given this bot (without keeping it alive).
+    fn callback<F, Fut>(&self, callback: F) -> Callback
+    where
+        F: Fn(Bot) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
+    {
+        let bot: Weak<Inner> = Arc::downgrade(&self.inner);
+        Callback::new(move || {
+            let run = bot.upgrade().map(|inner| callback(Bot { inner }));
+            async move {
+                match run {
+                    Some(run) => run.await,
+                    None => Ok(()),
+                }
+            }
+        })
     }
 
     /// Adds a callback run (with the bot) when it starts; a failure fails startup.
@@ -212,7 +216,8 @@ impl Bot {
         F: Fn(Bot) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
     {
-        lock(&self.inner.callbacks).add_startup(boxed(callback))
+        let callback = self.callback(callback);
+        self.inner.lifecycle.add_startup_callback(callback)
     }
 
     /// Adds a callback run (with the bot) when it closes; a failure fails the close.
@@ -221,7 +226,8 @@ impl Bot {
         F: Fn(Bot) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
     {
-        lock(&self.inner.callbacks).add_shutdown(boxed(callback))
+        let callback = self.callback(callback);
+        self.inner.lifecycle.add_shutdown_callback(callback)
     }
 
     /// Removes a startup callback.
@@ -229,7 +235,7 @@ impl Bot {
     /// # Errors
     /// [`UnknownCallback`] when `id` is not a registered startup callback.
     pub fn remove_startup_callback(&self, id: BotCallbackId) -> Result<(), UnknownCallback> {
-        lock(&self.inner.callbacks).remove_startup(id)
+        self.inner.lifecycle.remove_startup_callback(id)
     }
 
     /// Removes a shutdown callback.
@@ -237,7 +243,7 @@ impl Bot {
     /// # Errors
     /// [`UnknownCallback`] when `id` is not a registered shutdown callback.
     pub fn remove_shutdown_callback(&self, id: BotCallbackId) -> Result<(), UnknownCallback> {
-        lock(&self.inner.callbacks).remove_shutdown(id)
+        self.inner.lifecycle.remove_shutdown_callback(id)
     }
 
     /// Starts the bot: finds the public key if needed, then runs the startup callbacks.
@@ -246,10 +252,7 @@ impl Bot {
     /// [`LifecycleError::Managed`] for a managed bot, [`LifecycleError::AlreadyRunning`],
     /// or the discovery / callback failure.
     pub async fn start(&self) -> Result<(), LifecycleError> {
-        if self.inner.managed {
-            return Err(LifecycleError::Managed);
-        }
-        self.do_start().await
+        self.drive(Operation::Start).await
     }
 
     /// Closes the bot: runs the shutdown callbacks and drops idle connections.
@@ -257,10 +260,7 @@ impl Bot {
     /// # Errors
     /// [`LifecycleError::Managed`], [`LifecycleError::NotRunning`], or a callback failure.
     pub async fn close(&self) -> Result<(), LifecycleError> {
-        if self.inner.managed {
-            return Err(LifecycleError::Managed);
-        }
-        self.do_close().await
+        self.drive(Operation::Close).await
     }
 
     /// Waits until the bot is closed.
@@ -268,25 +268,7 @@ impl Bot {
     /// # Errors
     /// [`LifecycleError::Managed`], [`LifecycleError::NotRunning`].
     pub async fn join(&self) -> Result<(), LifecycleError> {
-        if self.inner.managed {
-            return Err(LifecycleError::Managed);
-        }
-        if !self.is_alive() {
-            return Err(LifecycleError::NotRunning);
-        }
-        self.closed().await;
-        Ok(())
-    }
-
-    /// Resolves once the bot is not running.
-    async fn closed(&self) {
-        loop {
-            let listener = self.inner.closed_changed.listen();
-            if self.inner.closed.load(Ordering::SeqCst) {
-                return;
-            }
-            listener.await;
-        }
+        self.drive(Operation::Join).await
     }
 
     /// Starts the bot and waits until it is closed.
@@ -294,10 +276,7 @@ impl Bot {
     /// # Errors
     /// As [`Bot::start`].
     pub async fn run(&self) -> Result<(), LifecycleError> {
-        self.start().await?;
-        // Not `join`: a close right after the start still ends this run normally.
-        self.closed().await;
-        Ok(())
+        self.drive(Operation::Run).await
     }
 
     /// A server for this bot: the key is found first (a failure is returned and nothing
@@ -308,25 +287,12 @@ impl Bot {
     /// [`LifecycleError::KeyDiscovery`]; [`LifecycleError::NotRunning`] for an
     /// unmanaged bot without a known key (start it first).
     pub async fn server(&self) -> Result<Server, LifecycleError> {
-        if self.inner.managed {
-            self.ensure_key().await?;
-        }
-        let endpoint = self
-            .interaction_server()
-            .ok_or(LifecycleError::NotRunning)?;
-        let mut service = Service::new(endpoint);
-        if self.inner.managed {
-            let bot = self.clone();
-            service.add_startup_callback(move || {
-                let bot = bot.clone();
-                async move { bot.do_start().await.map_err(CallbackError::new) }
-            });
-            let bot = self.clone();
-            service.add_shutdown_callback(move || {
-                let bot = bot.clone();
-                async move { bot.do_close().await.map_err(CallbackError::new) }
-            });
-        }
+        self.drive(Operation::FindKey).await?;
+        let bot = self.clone();
+        let service: Service = self.inner.lifecycle.service(move |operation| {
+            let bot = bot.clone();
+            Box::pin(async move { bot.drive(operation).await })
+        })?;
         let server =
             Server::new(service).with_rest_replies(self.inner.rest.clone(), self.inner.routing);
         Ok(match &self.inner.executor {
@@ -335,78 +301,22 @@ impl Bot {
         })
     }
 
-    async fn do_start(&self) -> Result<(), LifecycleError> {
-        let _transition = self.inner.transition.lock().await;
-        if self.is_alive() {
-            return Err(LifecycleError::AlreadyRunning);
-        }
-        self.ensure_key().await?;
-        let callbacks = lock(&self.inner.callbacks).startup();
-        run_callbacks(self, callbacks).await?;
-        self.inner.alive.store(true, Ordering::SeqCst);
-        self.inner.closed.store(false, Ordering::SeqCst);
-        Ok(())
-    }
-
-    async fn do_close(&self) -> Result<(), LifecycleError> {
-        let _transition = self.inner.transition.lock().await;
-        if !self.is_alive() {
-            return Err(LifecycleError::NotRunning);
-        }
-        let callbacks = lock(&self.inner.callbacks).shutdown();
-        let result = run_callbacks(self, callbacks).await;
-        self.inner.rest.clear_idle();
-        self.inner.alive.store(false, Ordering::SeqCst);
-        self.inner.closed.store(true, Ordering::SeqCst);
-        self.inner.closed_changed.notify(usize::MAX);
-        result
-    }
-
-    /// Finds the public key unless known: single-flight through [`KeyDiscovery`].
-    async fn ensure_key(&self) -> Result<(), LifecycleError> {
+    /// Runs one lifecycle operation to its end.
+    async fn drive(&self, operation: Operation) -> Result<(), LifecycleError> {
+        let mut transition = self.inner.lifecycle.transition(operation);
         loop {
-            if lock(&self.inner.verifier).is_some() {
-                return Ok(());
-            }
-            // Listening before `begin`: a discovery finishing in between is not missed.
-            let listener = self.inner.discovered.listen();
-            let begin = lock(&self.inner.discovery)
-                .begin()
-                .map_err(LifecycleError::KeyDiscovery)?;
-            match begin {
-                Begin::Ready(key) => return self.set_key(&key),
-                Begin::Wait => listener.await,
-                Begin::Fetch(request) => {
-                    let outcome = self.inner.rest.call(request).await;
-                    let found = lock(&self.inner.discovery).finish(outcome);
-                    self.inner.discovered.notify(usize::MAX);
-                    let key = found.map_err(LifecycleError::KeyDiscovery)?;
-                    return self.set_key(&key);
+            match transition.poll() {
+                BotStep::Fetch(request) => transition.fetched(self.inner.rest.call(request).await),
+                BotStep::Run(phase) => transition.ran(phase.await),
+                BotStep::Wait(version) => {
+                    let changes = &self.inner.changes;
+                    let listener = changes.event.listen();
+                    if changes.latest.load(Ordering::SeqCst) <= version {
+                        listener.await;
+                    }
                 }
+                BotStep::Done(result) => return result,
             }
         }
     }
-
-    fn set_key(&self, key: &[u8; 32]) -> Result<(), LifecycleError> {
-        *lock(&self.inner.verifier) = Some(discovered_verifier(key)?);
-        Ok(())
-    }
-}
-
-fn boxed<F, Fut>(callback: F) -> BotCallback
-where
-    F: Fn(Bot) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
-{
-    Arc::new(move |bot| Box::pin(callback(bot)))
-}
-
-async fn run_callbacks(bot: &Bot, callbacks: Vec<BotCallback>) -> Result<(), LifecycleError> {
-    let mut failures = Vec::new();
-    for callback in callbacks {
-        if let Err(error) = callback(bot.clone()).await {
-            failures.push(error.to_string());
-        }
-    }
-    LifecycleError::from_callback_failures(failures)
 }

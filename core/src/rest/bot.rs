@@ -1,6 +1,35 @@
-//! What every adapter's `Bot` (yuyo's `AsgiBot`) shares: its errors, the lifecycle
-//! callback registry and how the interaction endpoint is made once the key is known.
-//! The adapters run the lifecycle on their runtime.
+//! What every adapter's `Bot` (yuyo's `AsgiBot`) shares: its errors, the
+//! [`Lifecycle`] state machine (start, close, join, run, key discovery, callbacks) and
+//! how the interaction endpoint is made once the key is known. Each adapter's `Bot` is
+//! plumbing over these, with the same API on every runtime (async on smol and tokio,
+//! blocking on std threads).
+//!
+//! # yuyo's `AsgiBot` → `Bot`
+//! | yuyo | here |
+//! |---|---|
+//! | `AsgiBot(token, …)` | `Bot::builder(token)` … `BotBuilder::build` |
+//! | `token: TokenStrategy` | `Bot::builder_with_strategy` |
+//! | `token_type="Bot"/"Bearer"` (default Bot) | `BotBuilder::token_type` |
+//! | `token_type` with a strategy → `ValueError` | `BotError::Config` (`ConfigError::TokenTypeWithStrategy`) |
+//! | `public_key: str` (hex) / `bytes` | `BotBuilder::public_key_hex` / `BotBuilder::public_key_bytes`; bad hex → `BotError::PublicKey` at `build` |
+//! | `public_key=None` (fetched from the token) | `KeyDiscovery`, single-flight, at startup (`Bot::public_key`) |
+//! | `asgi_managed=True` / `False` | default / `BotBuilder::unmanaged` (`Bot::is_managed`) |
+//! | `executor` | `BotBuilder::executor` (the runtime's executor; `Bot::executor`) |
+//! | `http_settings` | `BotBuilder::http_settings` (`HttpSettings`; `Bot::http_settings`) |
+//! | `proxy_settings` | `BotBuilder::proxy_settings` (`ProxySettings`; `Bot::proxy_settings`) |
+//! | `max_body_size=1024**2` | `BotBuilder::max_body_size` |
+//! | `max_rate_limit=300.0` / `inf` | `BotBuilder::max_rate_limit` (`Some` / `None`) |
+//! | `max_retries=3` | `BotBuilder::max_retries` |
+//! | `rest_url` | `BotBuilder::rest_url` |
+//! | `__call__` (ASGI app) | `Bot::server` (a `Server` whose lifespan runs the bot) |
+//! | `rest` | `Bot::rest` |
+//! | `interaction_server` / `server` | `Bot::interaction_server` (once the key is known) |
+//! | `is_alive` | `Bot::is_alive` |
+//! | `start()` / `close()` / `join()` / `run()` | `Bot::start` / `Bot::close` / `Bot::join` / `Bot::run` |
+//! | `RuntimeError` (managed; already alive; not alive) | `LifecycleError::Managed` / `LifecycleError::AlreadyRunning` / `LifecycleError::NotRunning` |
+//! | `add_startup_callback(cb)` / `add_shutdown_callback(cb)` | `Bot::add_startup_callback` / `Bot::add_shutdown_callback` (callbacks receive the `Bot`) |
+//! | `remove_*_callback` unknown → `ValueError` | `UnknownCallback` |
+//! | callback failure fails startup/shutdown | `LifecycleError::Callback` (callbacks run concurrently, as the server's lifespan runs its own) |
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,6 +37,7 @@ use std::fmt;
 use super::ConfigError;
 #[cfg(feature = "transport")]
 pub use super::bot_builder::{BotBuilder, BotSettings, BuildBot};
+pub use super::lifecycle::{BotStep, Hooks, Lifecycle, Operation, Transition};
 use super::discovery::KeyDiscoveryError;
 use super::error::TransportSetupError;
 use crate::endpoint::{Endpoint, EndpointConfig, Handlers, KeyError, Verifier};
@@ -102,6 +132,14 @@ impl std::error::Error for UnknownCallback {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BotCallbackId(u64);
 
+impl BotCallbackId {
+    /// The id as a number, e.g. for logging.
+    #[must_use]
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
 /// A bot's startup and shutdown callbacks (`C`: the adapter's callback type), run in
 /// the order they were added.
 #[derive(Debug)]
@@ -174,6 +212,18 @@ impl<C: Clone> BotCallbacks<C> {
     #[must_use]
     pub fn shutdown(&self) -> Vec<C> {
         self.shutdown.values().cloned().collect()
+    }
+
+    /// The startup callbacks with their ids.
+    #[must_use]
+    pub fn startup_with_ids(&self) -> Vec<(BotCallbackId, C)> {
+        self.startup.iter().map(|(id, c)| (*id, c.clone())).collect()
+    }
+
+    /// The shutdown callbacks with their ids.
+    #[must_use]
+    pub fn shutdown_with_ids(&self) -> Vec<(BotCallbackId, C)> {
+        self.shutdown.iter().map(|(id, c)| (*id, c.clone())).collect()
     }
 }
 

@@ -157,6 +157,14 @@ impl KeyDiscovery {
         result
     }
 
+    /// The fetch handed out by `begin` will not be finished (its caller was
+    /// cancelled): the next `begin` fetches again.
+    pub fn abandon(&mut self) {
+        if self.state == DiscoveryState::Fetching {
+            self.state = DiscoveryState::Idle;
+        }
+    }
+
     /// The key, once found.
     #[must_use]
     pub fn key(&self) -> Option<[u8; 32]> {

@@ -96,6 +96,7 @@ pub mod client;
 mod config;
 mod discovery;
 mod error;
+mod lifecycle;
 pub mod ratelimit;
 mod request;
 mod route;
