@@ -488,8 +488,8 @@ pub struct RateLimiter {
     global_blocked_until: Option<Instant>,
     routes: HashMap<RouteKey, RouteBucket>,
     buckets: HashMap<BucketKey, Bucket>,
-    /// The request learning each unknown route's bucket.
-    discovering: HashMap<RouteKey, u64>,
+    /// The request learning each unknown route's bucket, per major.
+    discovering: HashMap<(RouteKey, Major), u64>,
     in_flight: HashMap<u64, InFlight>,
     in_flight_timeout: Duration,
     next_id: u64,
@@ -617,7 +617,7 @@ impl RateLimiter {
                 Role::Counted(bucket_key)
             }
             Plan::Discovery => {
-                self.discovering.insert(key.route.clone(), id);
+                self.discovering.insert((key.route.clone(), key.major), id);
                 Role::Discovery
             }
         };
@@ -701,9 +701,13 @@ impl RateLimiter {
                     )),
                 }
             }
-            None => match self.discovering.get(&key.route) {
+            None => match self.discovering.get(&(key.route.clone(), key.major)) {
                 Some(_) => Err(self.pending(
-                    |flight| matches!(flight.role, Role::Discovery) && flight.route == key.route,
+                    |flight| {
+                        matches!(flight.role, Role::Discovery)
+                            && flight.route == key.route
+                            && flight.major == key.major
+                    },
                     now,
                 )),
                 None => Ok(Plan::Discovery),
@@ -753,8 +757,9 @@ impl RateLimiter {
                 }
             }
             Role::Discovery => {
-                if self.discovering.get(&flight.route) == Some(&id) {
-                    self.discovering.remove(&flight.route);
+                let key = (flight.route.clone(), flight.major);
+                if self.discovering.get(&key) == Some(&id) {
+                    self.discovering.remove(&key);
                 }
             }
             Role::Unlimited => {}
