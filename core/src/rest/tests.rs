@@ -1215,3 +1215,119 @@ fn an_unseen_route_sharing_a_bucket_is_counted_there() {
         at(5005)
     );
 }
+
+#[test]
+fn global_slots_are_held_until_a_second_after_the_answer() {
+    let (rest, mut limiter) = rest_with(
+        RestConfig::builder()
+            .token(TOKEN)
+            .global_limit(NonZeroU32::new(2)),
+    );
+    let mut a = rest.call(get("/a"));
+    let mut b = rest.call(get("/b"));
+    let mut c = rest.call(get("/c"));
+    expect_send(a.poll(at(0), &mut limiter));
+    expect_send(b.poll(at(0), &mut limiter));
+    // Both slots in flight: only an answer can start a release.
+    let wait = expect_wait(c.poll(at(0), &mut limiter));
+    assert_eq!(wait.reason, WaitReason::Pending);
+    // Answered at 300 ms: it may have arrived then, so Discord counts it
+    // until 1300 ms.
+    a.on_response(at(300), reply(200, &[], "{}"), &mut limiter);
+    assert_eq!(
+        expect_wait(c.poll(at(300), &mut limiter)),
+        WaitUntil {
+            until: at(1320),
+            reason: WaitReason::Global
+        }
+    );
+    expect_send(c.poll(at(1320), &mut limiter));
+    // A request refused before leaving frees its slot at once.
+    b.on_transport_error(
+        at(1320),
+        TransportError::new(TransportErrorKind::Connect, "refused"),
+        &mut limiter,
+    );
+    let mut d = rest.call(get("/d"));
+    expect_send(d.poll(at(1320), &mut limiter));
+}
+
+/// The answer of a first `GET /channels/1/messages` is `headers` and `body`
+/// with `status`; returns the call's result and the limiter.
+fn answered(
+    max: Option<Duration>,
+    status: u16,
+    headers: &[(&str, String)],
+    body: &str,
+) -> (Result<(), RestError>, Rest, RateLimiter) {
+    let (rest, mut limiter) = rest_with(RestConfig::builder().token(TOKEN).max_rate_limit(max));
+    let mut call = rest.call(get("/channels/1/messages"));
+    expect_send(call.poll(at(0), &mut limiter));
+    call.on_response(at(0), reply(status, headers, body), &mut limiter);
+    let result = match call.poll(at(0), &mut limiter) {
+        Step::Done(result) => result.map(drop),
+        Step::Wait(wait) => {
+            assert!(
+                wait.until <= at(0) + ratelimit::MAX_UPSTREAM_WAIT,
+                "{wait:?}"
+            );
+            Ok(())
+        }
+        // Retried at once (a wait of zero).
+        Step::Send(_) => Ok(()),
+        Step::InFlight => panic!("in flight after an answer"),
+    };
+    (result, rest, limiter)
+}
+
+#[test]
+fn absurd_upstream_durations_are_clamped_and_never_panic() {
+    let max = Some(Duration::from_secs(300));
+    for value in ["1e19", "1e308", "inf", "18446744073709551616"] {
+        // In a 429's body, its `Retry-After` or its `Reset-After`.
+        // (`inf` is no JSON number: only the headers can carry it.)
+        if value != "inf" {
+            let body = format!(r#"{{"retry_after":{value},"global":false}}"#);
+            let (result, ..) = answered(max, 429, &[], &body);
+            assert!(
+                matches!(result, Err(RestError::RateLimitTooLong { wait, .. }) if wait == ratelimit::MAX_UPSTREAM_WAIT),
+                "{value}: {result:?}"
+            );
+        }
+        for name in ["retry-after", "x-ratelimit-reset-after"] {
+            let (result, ..) = answered(max, 429, &[(name, value.to_owned())], "{}");
+            assert!(
+                matches!(result, Err(RestError::RateLimitTooLong { .. })),
+                "{name} {value}: {result:?}"
+            );
+        }
+        // An exhausted bucket that resets "never": the next call on it fails
+        // at once, a call on another route goes.
+        let (result, rest, mut limiter) = answered(max, 200, &limits("b", 1, 0, 1e19), "{}");
+        assert!(result.is_ok());
+        let mut same = rest.call(get("/channels/1/messages"));
+        assert!(matches!(
+            expect_done(same.poll(at(1), &mut limiter)),
+            Err(RestError::RateLimitTooLong { .. })
+        ));
+        let mut other = rest.call(get("/channels/2/messages"));
+        expect_send(other.poll(at(1), &mut limiter));
+    }
+    // Without a maximum: waits the clamped maximum, no more.
+    let (_, rest, mut limiter) = answered(None, 200, &limits("b", 1, 0, 1e19), "{}");
+    let mut same = rest.call(get("/channels/1/messages"));
+    assert_eq!(
+        expect_wait(same.poll(at(1), &mut limiter)).until,
+        at(0) + ratelimit::MAX_UPSTREAM_WAIT
+    );
+    // Negative, NaN and garbage: no wait from them, and no panic.
+    for value in ["-1", "NaN", "-inf", "soon", ""] {
+        let body = format!(r#"{{"retry_after":"{value}","global":false}}"#);
+        let headers = [
+            ("retry-after", value.to_owned()),
+            ("x-ratelimit-reset-after", value.to_owned()),
+        ];
+        let (result, ..) = answered(max, 429, &headers, &body);
+        assert!(result.is_ok(), "{value}: {result:?}");
+    }
+}
