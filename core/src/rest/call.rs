@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use super::auth::Auth;
 use super::config::RestConfig;
 use super::error::{DiscordError, HttpError, RestError, TransportError, TransportErrorKind};
-use super::ratelimit::{Permit, RateLimiter, WaitReason, WaitUntil};
+use super::ratelimit::{Permit, RateLimiter, WaitReason, WaitUntil, later};
 use super::request::{RequestBody, RestRequest};
 use super::route::RouteKey;
 
@@ -370,7 +370,7 @@ impl<T> Call<T> {
             let delay = self.config.backoff.delay(self.failures, self.salt);
             tracing::debug!(route = %self.request.route().key(), retry = self.failures, ?delay, "retrying: {error}");
             self.state = State::Ready {
-                not_before: Some((now + delay, WaitReason::Retry)),
+                not_before: Some((later(now, delay), WaitReason::Retry)),
             };
         }
     }
@@ -408,7 +408,7 @@ impl<T> Call<T> {
                 }));
             } else {
                 self.state = State::Ready {
-                    not_before: Some((now + limited.retry_after, WaitReason::RetryAfter)),
+                    not_before: Some((later(now, limited.retry_after), WaitReason::RetryAfter)),
                 };
             }
             return;

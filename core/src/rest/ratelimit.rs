@@ -1,53 +1,79 @@
 //! Discord's rate limits, sans-IO: per-route buckets learned from response
 //! headers, the global limit, and 429s.
 //!
+//! # What Discord counts
+//! Discord counts a request when it *arrives*, and a limit of `N` per window
+//! `W` allows a request while fewer than `N` it accepted arrived in the last
+//! `W` (a sliding window); some buckets use fixed windows instead (the first
+//! request opens a window of `W`, all of it resets at its end). The client
+//! never sees arrival times, only that a request sent at `s` and answered at
+//! `r` arrived somewhere in `[s, r]`. Every rule below holds a request's
+//! slot from `s` until a time that is *later than Discord can still count
+//! it*, whatever the latency, so no arrival order makes `N + 1` land in one
+//! window; and it frees the slot as soon as that is certain, so a sliding
+//! bucket of 2 per second really sends 2 per second.
+//!
 //! # The rules
 //! - **Buckets.** Discord names each per-route limit with `X-RateLimit-Bucket`
 //!   (a hash shared by routes with the same limit) and counts it separately
 //!   for each top-level resource ([`Major`]). The limiter keys its state by
-//!   `(hash, major)` and learns which hash a route uses from the first answer.
-//! - **Windows are learned, never guessed.** A bucket's window is known only
-//!   from an answer to a request sent *in* it: the first request of a window
-//!   (the *probe*) goes alone, and its `X-RateLimit-Remaining` /
-//!   `-Reset-After` open the window locally; the next `remaining` requests may
-//!   then go concurrently. When the window's reset time passes, the next
-//!   request probes again. Answers from other requests can only lower
-//!   `remaining`. This is what keeps the limiter exact when answers arrive
-//!   late or out of order, or a request lands in a window it was not counted
-//!   in (see the property test).
-//! - **Unknown routes.** Until a route's bucket is known, its requests go one
-//!   at a time per top-level resource (they may share a bucket with any route
-//!   of that resource), each holding one permit of every open window of that
-//!   resource, handed back when the answer names another bucket. While one is
-//!   in flight, no window of that resource is probed (it may be landing there
-//!   uncounted); its answer opens the window it landed in if none was open.
+//!   `(hash, major)` and learns which hash a route uses from its first answer.
+//! - **Slots.** A bucket of limit `N` (`X-RateLimit-Limit`) lets a request go
+//!   while fewer than `N` of its slots are used. A request uses one from the
+//!   moment it is sent; once answered at `r` with `X-RateLimit-Reset-After`
+//!   `d`, until `r + max(d, W) + 5 ms`, where `W` is the bucket's window: the
+//!   longest `Reset-After` it ever answered (a request alone in a sliding
+//!   window is told `W`). This is safe for both kinds of window: a sliding
+//!   window frees the slot at arrival `+ W ≤ r + W`; a fixed window frees it
+//!   at its end, which the answer says is `d` after it was written `≤ r + d`.
+//!   The 5 ms cover `Reset-After`'s millisecond rounding and the time Discord
+//!   takes between counting a request and writing its answer. Until a
+//!   bucket's limit is known (a new resource) one request goes at a time.
+//! - **What Discord says wins.** `X-RateLimit-Remaining: 0` holds the whole
+//!   bucket until `r + d` (something frees by then, in either kind of
+//!   window); slots Discord counts beyond ours (another process of the bot)
+//!   stay used until `r + d`.
+//! - **Unknown routes.** A route whose bucket is unknown sends one request at
+//!   a time until an answer names its bucket; buckets of other routes never
+//!   delay it (it may turn out to share none of them). Its answer then
+//!   counts it in the bucket it names, with the slot rule above. The price:
+//!   if it does share an exhausted bucket, that one request may be refused
+//!   with a 429, once per route.
 //! - **Failures.** A request that never left ([`RateLimiter::cancel`], e.g.
-//!   connection refused) hands its permits back. One that may have reached
-//!   Discord ([`RateLimiter::release`]) keeps them used; if it was a probe,
-//!   the next probe may be one request too many for that window, since
-//!   nothing tells how many requests the lost one used up. This is the only
-//!   case where the limiter can exceed a limit (by one per lost request),
-//!   and the property test checks exactly that bound.
+//!   connection refused) frees its slots at once. One that may have reached
+//!   Discord ([`RateLimiter::release`], or unanswered after
+//!   `in_flight_timeout`) keeps them for `W` (and one second of the global
+//!   limit) from then.
 //! - **Global limit.** At most `global_limit` (default 50) authenticated,
-//!   non-interaction requests in any one-second span; a global 429
-//!   (`X-RateLimit-Global`, `X-RateLimit-Scope: global` or `"global": true`)
-//!   holds them all for `retry_after`. Interaction and webhook-token routes
-//!   are exempt.
+//!   non-interaction requests in any one-second span, counted as Discord
+//!   does, by arrival: a request holds a global slot from sending until one
+//!   second (plus 20 ms of margin) after its answer, which is always after
+//!   its arrival. Stamping the send time instead lets latency jitter bring
+//!   `N + 1` arrivals into one second. The cost is one round trip per second
+//!   of throughput. A global 429 (`X-RateLimit-Global`,
+//!   `X-RateLimit-Scope: global` or `"global": true`) holds them all for
+//!   `retry_after`. Interaction and webhook-token routes are exempt.
 //! - **429.** `retry_after` from the JSON body (precise), else the
-//!   `Retry-After` header; a route 429 (`user` or `shared` scope) holds the
-//!   bucket that long.
+//!   `Retry-After` header, else `Reset-After`; a route 429 (`user` or
+//!   `shared` scope) holds the bucket that long.
+//! - **Upstream durations are bounded.** Every duration read from an answer
+//!   is clamped to [`MAX_UPSTREAM_WAIT`]: negative values count as zero,
+//!   `NaN` and unreadable ones as absent, huge and infinite ones as the
+//!   maximum; instants are computed with checked arithmetic. Nothing an
+//!   answer holds can panic the limiter or make a wait unbounded; a wait
+//!   longer than the call's `max_rate_limit` fails it with
+//!   [`RestError::RateLimitTooLong`](super::RestError::RateLimitTooLong).
 //! - **Liveness.** A request that is never answered (a driver that dropped
 //!   its call without [`RateLimiter::release`]) stops holding others back
 //!   after `in_flight_timeout`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, StatusCode};
-use serde::Deserialize;
 
 use super::config::RestConfig;
 use super::route::{Major, RateLimitKey, RouteKey};
@@ -59,6 +85,41 @@ const SWEEP_EVERY: u64 = 512;
 
 /// Wait used for a 429 that says nothing about how long.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The longest wait an answer can impose: longer values (`1e19`, `inf`) are
+/// read as this. Longer than any limit Discord documents, short enough that
+/// a limiter told garbage recovers within the hour.
+pub const MAX_UPSTREAM_WAIT: Duration = Duration::from_secs(3600);
+
+/// Added to a bucket slot's release time (see the module docs).
+const BUCKET_MARGIN: Duration = Duration::from_millis(5);
+
+/// Added to a global slot's release time (see the module docs).
+const GLOBAL_MARGIN: Duration = Duration::from_millis(20);
+
+/// `now + wait` without overflow: saturates at `now + MAX_UPSTREAM_WAIT`
+/// (and at `now` where even that overflows, which no real clock reaches).
+#[must_use]
+pub(crate) fn later(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(MAX_UPSTREAM_WAIT))
+        .unwrap_or(now)
+}
+
+/// An upstream duration in seconds, clamped to `[0, MAX_UPSTREAM_WAIT]`;
+/// `None` for `NaN`.
+fn clamp_seconds(secs: f64) -> Option<Duration> {
+    if secs.is_nan() {
+        None
+    } else if secs <= 0.0 {
+        Some(Duration::ZERO)
+    } else {
+        Some(
+            Duration::try_from_secs_f64(secs)
+                .map_or(MAX_UPSTREAM_WAIT, |d| d.min(MAX_UPSTREAM_WAIT)),
+        )
+    }
+}
 
 /// Which limit a 429 came from (`X-RateLimit-Scope`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -117,7 +178,7 @@ pub struct Permit {
 /// What a 429 asked for; returned by [`RateLimiter::update`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimited {
-    /// How long to wait before sending again.
+    /// How long to wait before sending again (at most [`MAX_UPSTREAM_WAIT`]).
     pub retry_after: Duration,
     /// Whether it was the global limit.
     pub global: bool,
@@ -134,13 +195,13 @@ pub struct RateLimitHeaders {
     pub limit: Option<u32>,
     /// `X-RateLimit-Remaining`.
     pub remaining: Option<u32>,
-    /// `X-RateLimit-Reset-After`.
+    /// `X-RateLimit-Reset-After`, clamped to [`MAX_UPSTREAM_WAIT`].
     pub reset_after: Option<Duration>,
     /// `X-RateLimit-Global: true`.
     pub global: bool,
     /// `X-RateLimit-Scope`.
     pub scope: Option<Scope>,
-    /// `Retry-After`.
+    /// `Retry-After`, clamped to [`MAX_UPSTREAM_WAIT`].
     pub retry_after: Option<Duration>,
 }
 
@@ -152,9 +213,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 fn seconds(text: &str) -> Option<Duration> {
-    text.parse::<f64>()
-        .ok()
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+    text.parse::<f64>().ok().and_then(clamp_seconds)
 }
 
 impl RateLimitHeaders {
@@ -193,12 +252,24 @@ impl RateLimitHeaders {
     }
 }
 
-/// The JSON body of a 429.
-#[derive(Deserialize)]
+/// What the JSON body of a 429 says, each field read on its own (a field of
+/// the wrong type is absent, not an error for the whole body).
 struct RateLimitBody {
-    retry_after: Option<f64>,
-    #[serde(default)]
+    retry_after: Option<Duration>,
     global: bool,
+}
+
+impl RateLimitBody {
+    fn parse(body: &[u8]) -> Self {
+        let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+        let field = |name: &str| value.as_ref().and_then(|value| value.get(name));
+        Self {
+            retry_after: field("retry_after")
+                .and_then(serde_json::Value::as_f64)
+                .and_then(clamp_seconds),
+            global: field("global").and_then(serde_json::Value::as_bool) == Some(true),
+        }
+    }
 }
 
 /// What a route's answers said about its bucket.
@@ -222,61 +293,146 @@ impl fmt::Debug for BucketKey {
     }
 }
 
-/// One bucket for one top-level resource.
-#[derive(Debug)]
-struct Bucket {
-    /// `X-RateLimit-Limit`, last seen.
-    limit: u32,
-    /// Requests that may still be sent in the current window.
+/// The bucket facts of one answer.
+struct Facts {
+    /// Whether Discord counted the request (not a 429).
+    counted: bool,
+    limit: Option<u32>,
     remaining: u32,
-    /// When the current window ends; `None` until a probe's answer says.
-    reset_at: Option<Instant>,
-    /// Identifies the current window; unique across the limiter.
-    generation: u64,
-    /// The probe in flight for this window, if any.
-    probe: Option<u64>,
-    /// Requests that landed here uncounted while the probe was in flight.
-    pending_strays: u32,
-    /// Held after a 429 until this instant.
+    reset_after: Duration,
+}
+
+/// One bucket for one top-level resource: its slots (module docs).
+#[derive(Debug, Default)]
+struct Bucket {
+    /// `X-RateLimit-Limit`, last seen; `None` until an answer says.
+    limit: Option<u32>,
+    /// The window's length, as far as known: the longest
+    /// `X-RateLimit-Reset-After` seen (see [`Bucket::learn`]).
+    window: Duration,
+    /// Whether `window` was read from a request alone in its window
+    /// (`Remaining` one less than the limit): until then, one request at a
+    /// time.
+    confirmed: bool,
+    /// Requests sent in it and not answered yet.
+    in_flight: u32,
+    /// When the slots of answered (or lost) requests free, and when those
+    /// were sent.
+    holds: Vec<(Instant, Instant)>,
+    /// When the latest request whose slot freed was sent.
+    freed_sent: Option<Instant>,
+    /// Slots Discord counted beyond ours, and until when.
+    foreign: Option<(u32, Instant)>,
+    /// Held (`Remaining: 0` or a 429) until this instant.
     blocked_until: Option<Instant>,
 }
 
 impl Bucket {
-    fn new(generation: u64) -> Self {
-        Self {
-            limit: 0,
-            remaining: 0,
-            reset_at: None,
-            generation,
-            probe: None,
-            pending_strays: 0,
-            blocked_until: None,
+    /// Forget what is over at `now`.
+    fn purge(&mut self, now: Instant) {
+        let mut freed = self.freed_sent;
+        self.holds.retain(|(until, sent)| {
+            let keep = *until > now;
+            if !keep {
+                freed = Some(freed.map_or(*sent, |freed| freed.max(*sent)));
+            }
+            keep
+        });
+        self.freed_sent = freed;
+        self.foreign = self.foreign.filter(|(_, until)| *until > now);
+        self.blocked_until = self.blocked_until.filter(|until| *until > now);
+    }
+
+    /// Slots in use (call after `purge`).
+    fn used(&self) -> u64 {
+        let holds = u64::try_from(self.holds.len()).unwrap_or(u64::MAX);
+        let foreign = self.foreign.map_or(0, |(count, _)| u64::from(count));
+        u64::from(self.in_flight)
+            .saturating_add(holds)
+            .saturating_add(foreign)
+    }
+
+    /// Slots it has: one until the limit and the window are known.
+    fn capacity(&self) -> u64 {
+        match self.limit {
+            Some(limit) if self.confirmed => u64::from(limit.max(1)),
+            Some(_) | None => 1,
         }
     }
 
-    fn established(&self) -> bool {
-        self.reset_at.is_some()
+    /// When a slot frees, if a request may not go at `now`: `Ok(None)` when
+    /// only an in-flight answer can tell.
+    fn wait(&mut self, now: Instant) -> Result<(), Option<Instant>> {
+        self.purge(now);
+        if let Some(until) = self.blocked_until {
+            return Err(Some(until));
+        }
+        if self.used() < self.capacity() {
+            return Ok(());
+        }
+        let foreign = self.foreign.map(|(_, until)| until);
+        let holds = self.holds.iter().map(|(until, _)| *until);
+        Err(holds.chain(foreign).min())
     }
 
-    /// A request landed here without being counted.
-    fn stray(&mut self, hdr_remaining: u32) {
-        if self.established() {
-            self.remaining = self.remaining.saturating_sub(1).min(hdr_remaining);
-        } else {
-            self.pending_strays = self.pending_strays.saturating_add(1);
+    /// Hold the slot of a request sent at `sent` that may have been
+    /// counted, from `now`.
+    fn hold(&mut self, now: Instant, reset_after: Duration, sent: Instant) {
+        let keep = reset_after.max(self.window).saturating_add(BUCKET_MARGIN);
+        self.holds.push((later(now, keep), sent));
+    }
+
+    /// Learn from an answer at `now` to a request sent at `sent`, counted
+    /// here.
+    fn learn(&mut self, facts: &Facts, now: Instant, sent: Instant) {
+        self.purge(now);
+        let limit = facts
+            .limit
+            .unwrap_or_else(|| facts.remaining.saturating_add(1))
+            .max(1);
+        self.limit = Some(limit);
+        self.window = self.window.max(facts.reset_after);
+        let reset = later(now, facts.reset_after);
+        if facts.remaining == 0 {
+            self.block(reset);
+        }
+        if !facts.counted {
+            return;
+        }
+        // Alone in its window: `Reset-After` is the window's length (less
+        // the instant between counting and answering, which the margin
+        // covers).
+        self.confirmed |= facts.remaining.saturating_add(1) >= limit;
+        self.hold(now, facts.reset_after, sent);
+        let counted = u64::from(limit.saturating_sub(facts.remaining));
+        let ours = self
+            .used()
+            .saturating_sub(self.foreign.map_or(0, |(n, _)| u64::from(n)));
+        let beyond = u32::try_from(counted.saturating_sub(ours)).unwrap_or(u32::MAX);
+        if beyond > 0 {
+            self.foreign = Some((beyond, reset));
+            // Absent other processes, Discord still counts a request whose
+            // slot we freed: the window is longer than any `Reset-After`
+            // seen. The latest one freed was sent at `freed` and counts
+            // until `reset` at least: the window is at least that long.
+            if let Some(freed) = self.freed_sent {
+                self.window = self.window.max(reset.saturating_duration_since(freed));
+            }
         }
     }
 
-    fn lower(&mut self, hdr_remaining: u32) {
-        self.remaining = self.remaining.min(hdr_remaining);
+    /// Held after a 429 until `until`.
+    fn block(&mut self, until: Instant) {
+        self.blocked_until = Some(self.blocked_until.map_or(until, |held| held.max(until)));
     }
 
-    /// Whether the bucket holds nothing a fresh bucket would not.
-    fn is_idle(&self, now: Instant) -> bool {
-        self.probe.is_none()
-            && self.pending_strays == 0
-            && self.blocked_until.is_none_or(|until| until <= now)
-            && self.reset_at.is_none_or(|reset| reset <= now)
+    /// Whether it holds nothing a fresh bucket would not (but its limit).
+    fn is_idle(&mut self, now: Instant) -> bool {
+        self.purge(now);
+        self.in_flight == 0
+            && self.holds.is_empty()
+            && self.foreign.is_none()
+            && self.blocked_until.is_none()
     }
 }
 
@@ -285,13 +441,10 @@ impl Bucket {
 enum Role {
     /// Its route has no per-route limit.
     Unlimited,
-    /// Counted in `bucket`'s window `generation`.
-    Counted { bucket: BucketKey, generation: u64 },
-    /// The probe of `bucket`'s window `generation`.
-    Probe { bucket: BucketKey, generation: u64 },
-    /// A request on a route whose bucket is unknown, holding one permit of
-    /// each listed window.
-    Discovery { reserved: Vec<(BucketKey, u64)> },
+    /// Counted in this bucket.
+    Counted(BucketKey),
+    /// The one request of a route whose bucket is unknown.
+    Discovery,
 }
 
 #[derive(Debug)]
@@ -303,12 +456,22 @@ struct InFlight {
     sent_at: Instant,
 }
 
+/// How a request ended, for its slots.
+#[derive(Clone, Copy)]
+enum End {
+    /// Never sent: its slots free at once.
+    Cancelled,
+    /// May have reached Discord, no answer: its slots are kept.
+    Lost,
+    /// Answered: the answer says the rest.
+    Answered,
+}
+
 /// What `acquire` decided for the route part.
 enum Plan {
     Unlimited,
-    Counted(BucketKey, u64),
-    Probe(BucketKey, u64),
-    Discovery(Vec<BucketKey>),
+    Counted(BucketKey),
+    Discovery,
 }
 
 /// The rate-limit state shared by every call of a client: `&mut self`
@@ -318,17 +481,22 @@ enum Plan {
 #[derive(Debug)]
 pub struct RateLimiter {
     global_limit: Option<NonZeroU32>,
-    global_sends: VecDeque<Instant>,
+    /// When the global slots of answered (or lost) requests free.
+    global_holds: Vec<Instant>,
+    /// Global-limited requests in flight.
+    global_in_flight: u32,
     global_blocked_until: Option<Instant>,
     routes: HashMap<RouteKey, RouteBucket>,
     buckets: HashMap<BucketKey, Bucket>,
-    discovering: HashMap<Major, u64>,
+    /// The request learning each unknown route's bucket, per major.
+    discovering: HashMap<(RouteKey, Major), u64>,
     in_flight: HashMap<u64, InFlight>,
     in_flight_timeout: Duration,
     next_id: u64,
-    next_generation: u64,
     version: u64,
     acquires: u64,
+    /// The latest `now` seen, for [`RateLimiter::remaining`].
+    clock: Option<Instant>,
 }
 
 impl RateLimiter {
@@ -337,7 +505,8 @@ impl RateLimiter {
     pub fn new(global_limit: Option<NonZeroU32>, in_flight_timeout: Duration) -> Self {
         Self {
             global_limit,
-            global_sends: VecDeque::new(),
+            global_holds: Vec::new(),
+            global_in_flight: 0,
             global_blocked_until: None,
             routes: HashMap::new(),
             buckets: HashMap::new(),
@@ -345,9 +514,9 @@ impl RateLimiter {
             in_flight: HashMap::new(),
             in_flight_timeout,
             next_id: 0,
-            next_generation: 0,
             version: 0,
             acquires: 0,
+            clock: None,
         }
     }
 
@@ -373,8 +542,8 @@ impl RateLimiter {
         }
     }
 
-    /// Requests still allowed in the current window of `key`'s bucket, when
-    /// that window is known.
+    /// Requests `key`'s bucket would still let go, as of the latest instant
+    /// the limiter was given, when its limit is known (`0` while it is held).
     #[must_use]
     pub fn remaining(&self, key: &RateLimitKey) -> Option<u32> {
         let hash = match self.routes.get(&key.route) {
@@ -385,7 +554,25 @@ impl RateLimiter {
             hash,
             major: key.major,
         })?;
-        bucket.established().then_some(bucket.remaining)
+        let limit = bucket.limit?;
+        let now = self.clock?;
+        if bucket.blocked_until.is_some_and(|until| until > now) {
+            return Some(0);
+        }
+        let holds = bucket
+            .holds
+            .iter()
+            .filter(|(until, _)| *until > now)
+            .count();
+        let foreign = bucket
+            .foreign
+            .filter(|(_, until)| *until > now)
+            .map_or(0, |(count, _)| count);
+        let used = u32::try_from(holds)
+            .unwrap_or(u32::MAX)
+            .saturating_add(bucket.in_flight)
+            .saturating_add(foreign);
+        Some(limit.saturating_sub(used))
     }
 
     /// Requests sent and not yet handed back.
@@ -394,9 +581,8 @@ impl RateLimiter {
         self.in_flight.len()
     }
 
-    fn generation(&mut self) -> u64 {
-        self.next_generation += 1;
-        self.next_generation
+    fn tick(&mut self, now: Instant) {
+        self.clock = Some(self.clock.map_or(now, |clock| clock.max(now)));
     }
 
     /// Ask to send a request for `key` at `now`.
@@ -405,14 +591,13 @@ impl RateLimiter {
     /// [`WaitUntil`] when it may not be sent yet: ask again then (or, for
     /// [`WaitReason::Pending`], when [`version`](Self::version) changes).
     pub fn acquire(&mut self, key: &RateLimitKey, now: Instant) -> Result<Permit, WaitUntil> {
+        self.tick(now);
         self.expire(now);
         self.acquires += 1;
         if self.acquires.is_multiple_of(SWEEP_EVERY) {
-            let discovering = &self.discovering;
-            self.buckets
-                .retain(|key, bucket| discovering.contains_key(&key.major) || !bucket.is_idle(now));
+            self.buckets.retain(|_, bucket| !bucket.is_idle(now));
         }
-
+        let global = key.global && self.global_limit.is_some();
         if key.global {
             self.check_global(now)?;
         }
@@ -420,39 +605,20 @@ impl RateLimiter {
 
         let id = self.next_id;
         self.next_id += 1;
-        if key.global && self.global_limit.is_some() {
-            self.global_sends.push_back(now);
+        if global {
+            self.global_in_flight = self.global_in_flight.saturating_add(1);
         }
         let role = match plan {
             Plan::Unlimited => Role::Unlimited,
-            Plan::Counted(bucket_key, generation) => {
+            Plan::Counted(bucket_key) => {
                 if let Some(bucket) = self.buckets.get_mut(&bucket_key) {
-                    bucket.remaining = bucket.remaining.saturating_sub(1);
+                    bucket.in_flight = bucket.in_flight.saturating_add(1);
                 }
-                Role::Counted {
-                    bucket: bucket_key,
-                    generation,
-                }
+                Role::Counted(bucket_key)
             }
-            Plan::Probe(bucket_key, generation) => {
-                if let Some(bucket) = self.buckets.get_mut(&bucket_key) {
-                    bucket.probe = Some(id);
-                }
-                Role::Probe {
-                    bucket: bucket_key,
-                    generation,
-                }
-            }
-            Plan::Discovery(keys) => {
-                let mut reserved = Vec::with_capacity(keys.len());
-                for bucket_key in keys {
-                    if let Some(bucket) = self.buckets.get_mut(&bucket_key) {
-                        bucket.remaining = bucket.remaining.saturating_sub(1);
-                        reserved.push((bucket_key, bucket.generation));
-                    }
-                }
-                self.discovering.insert(key.major, id);
-                Role::Discovery { reserved }
+            Plan::Discovery => {
+                self.discovering.insert((key.route.clone(), key.major), id);
+                Role::Discovery
             }
         };
         tracing::trace!(route = %key.route, major = ?key.major, ?role, "rate limit permit");
@@ -461,7 +627,7 @@ impl RateLimiter {
             InFlight {
                 route: key.route.clone(),
                 major: key.major,
-                global: key.global && self.global_limit.is_some(),
+                global,
                 role,
                 sent_at: now,
             },
@@ -482,49 +648,34 @@ impl RateLimiter {
         let Some(limit) = self.global_limit else {
             return Ok(());
         };
-        while self
-            .global_sends
-            .front()
-            .is_some_and(|sent| *sent + ONE_SECOND <= now)
-        {
-            self.global_sends.pop_front();
+        self.global_holds.retain(|until| *until > now);
+        let used = self.global_holds.len() as u64 + u64::from(self.global_in_flight);
+        if used < u64::from(limit.get()) {
+            return Ok(());
         }
-        match self.global_sends.front() {
-            Some(oldest) if self.global_sends.len() >= limit.get() as usize => Err(WaitUntil {
-                until: *oldest + ONE_SECOND,
+        match self.global_holds.iter().min() {
+            Some(until) => Err(WaitUntil {
+                until: *until,
                 reason: WaitReason::Global,
             }),
-            Some(_) | None => Ok(()),
+            // Every slot is in flight: the first answer starts a release.
+            None => Err(self.pending(|flight| flight.global, now)),
         }
     }
 
-    /// When the answer to in-flight request `id` is overdue.
-    fn pending(&self, id: u64, now: Instant) -> WaitUntil {
+    /// Wait for an answer to the in-flight requests `which` picks (until the
+    /// first of them is overdue).
+    fn pending(&self, which: impl Fn(&InFlight) -> bool, now: Instant) -> WaitUntil {
         let until = self
             .in_flight
-            .get(&id)
-            .map_or(now, |flight| flight.sent_at + self.in_flight_timeout);
+            .values()
+            .filter(|flight| which(flight))
+            .map(|flight| later(flight.sent_at, self.in_flight_timeout))
+            .min()
+            .map_or(later(now, self.in_flight_timeout), |until| until.max(now));
         WaitUntil {
             until,
             reason: WaitReason::Pending,
-        }
-    }
-
-    /// Start a new window for a bucket whose reset time has passed.
-    fn roll(&mut self, bucket_key: &BucketKey, now: Instant) {
-        let expired = self
-            .buckets
-            .get(bucket_key)
-            .and_then(|bucket| bucket.reset_at)
-            .is_some_and(|reset| reset <= now);
-        if expired {
-            let generation = self.generation();
-            if let Some(bucket) = self.buckets.get_mut(bucket_key) {
-                bucket.generation = generation;
-                bucket.reset_at = None;
-                bucket.remaining = 0;
-                bucket.pending_strays = 0;
-            }
         }
     }
 
@@ -537,81 +688,30 @@ impl RateLimiter {
                     hash: hash.clone(),
                     major: key.major,
                 };
-                if !self.buckets.contains_key(&bucket_key) {
-                    let generation = self.generation();
-                    self.buckets
-                        .insert(bucket_key.clone(), Bucket::new(generation));
-                }
-                self.roll(&bucket_key, now);
-                let Some(bucket) = self.buckets.get(&bucket_key) else {
-                    return Ok(Plan::Unlimited);
-                };
-                if let Some(until) = bucket.blocked_until.filter(|until| *until > now) {
-                    return Err(WaitUntil {
+                let bucket = self.buckets.entry(bucket_key.clone()).or_default();
+                match bucket.wait(now) {
+                    Ok(()) => Ok(Plan::Counted(bucket_key)),
+                    Err(Some(until)) => Err(WaitUntil {
                         until,
                         reason: WaitReason::Bucket,
-                    });
-                }
-                match (bucket.probe, bucket.reset_at) {
-                    (Some(probe), _) => Err(self.pending(probe, now)),
-                    // A request of an unknown route may be landing in this
-                    // window uncounted: probing now could be one too many.
-                    (None, None) if self.discovering.contains_key(&key.major) => {
-                        let id = self
-                            .discovering
-                            .get(&key.major)
-                            .copied()
-                            .unwrap_or_default();
-                        Err(self.pending(id, now))
-                    }
-                    (None, None) => Ok(Plan::Probe(bucket_key.clone(), bucket.generation)),
-                    (None, Some(_)) if bucket.remaining > 0 => {
-                        Ok(Plan::Counted(bucket_key.clone(), bucket.generation))
-                    }
-                    (None, Some(reset)) => Err(WaitUntil {
-                        until: reset,
-                        reason: WaitReason::Bucket,
                     }),
+                    Err(None) => Err(self.pending(
+                        |flight| matches!(&flight.role, Role::Counted(b) if *b == bucket_key),
+                        now,
+                    )),
                 }
             }
-            None => {
-                if let Some(&id) = self.discovering.get(&key.major) {
-                    return Err(self.pending(id, now));
-                }
-                let same_major: Vec<BucketKey> = self
-                    .buckets
-                    .keys()
-                    .filter(|bucket_key| bucket_key.major == key.major)
-                    .cloned()
-                    .collect();
-                let mut reserve = Vec::new();
-                for bucket_key in same_major {
-                    self.roll(&bucket_key, now);
-                    let Some(bucket) = self.buckets.get(&bucket_key) else {
-                        continue;
-                    };
-                    if let Some(until) = bucket.blocked_until.filter(|until| *until > now) {
-                        return Err(WaitUntil {
-                            until,
-                            reason: WaitReason::Bucket,
-                        });
-                    }
-                    match (bucket.probe, bucket.reset_at) {
-                        (Some(probe), _) => return Err(self.pending(probe, now)),
-                        // A window not yet probed: its probe will go later and
-                        // count this request if it lands there.
-                        (None, None) => {}
-                        (None, Some(_)) if bucket.remaining > 0 => reserve.push(bucket_key),
-                        (None, Some(reset)) => {
-                            return Err(WaitUntil {
-                                until: reset,
-                                reason: WaitReason::Bucket,
-                            });
-                        }
-                    }
-                }
-                Ok(Plan::Discovery(reserve))
-            }
+            None => match self.discovering.get(&(key.route.clone(), key.major)) {
+                Some(_) => Err(self.pending(
+                    |flight| {
+                        matches!(flight.role, Role::Discovery)
+                            && flight.route == key.route
+                            && flight.major == key.major
+                    },
+                    now,
+                )),
+                None => Ok(Plan::Discovery),
+            },
         }
     }
 
@@ -621,74 +721,68 @@ impl RateLimiter {
         let overdue: Vec<u64> = self
             .in_flight
             .iter()
-            .filter(|(_, flight)| flight.sent_at + timeout <= now)
+            .filter(|(_, flight)| {
+                flight
+                    .sent_at
+                    .checked_add(timeout)
+                    .is_some_and(|due| due <= now)
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in overdue {
             if let Some(flight) = self.in_flight.remove(&id) {
                 tracing::debug!(route = %flight.route, "rate limiter: request unanswered, no longer waiting for it");
-                self.forget(id, flight);
+                self.end(id, &flight, End::Lost, now);
             }
         }
     }
 
-    /// A request that will not be answered: what it held is not handed back
-    /// (it may have reached Discord), but nothing waits for it any more.
-    fn forget(&mut self, id: u64, flight: InFlight) {
-        match flight.role {
-            Role::Probe { bucket, .. } => {
-                if let Some(bucket) = self.buckets.get_mut(&bucket)
-                    && bucket.probe == Some(id)
-                {
-                    bucket.probe = None;
+    /// Free or keep what `flight` held, as `end` says; an answered request's
+    /// bucket slot is left to [`Self::update`].
+    fn end(&mut self, id: u64, flight: &InFlight, end: End, now: Instant) {
+        if flight.global {
+            self.global_in_flight = self.global_in_flight.saturating_sub(1);
+            if !matches!(end, End::Cancelled) {
+                let keep = ONE_SECOND.saturating_add(GLOBAL_MARGIN);
+                self.global_holds.push(later(now, keep));
+            }
+        }
+        match &flight.role {
+            Role::Counted(bucket_key) => {
+                if let Some(bucket) = self.buckets.get_mut(bucket_key) {
+                    bucket.in_flight = bucket.in_flight.saturating_sub(1);
+                    if matches!(end, End::Lost) {
+                        bucket.hold(now, Duration::ZERO, flight.sent_at);
+                    }
                 }
             }
-            Role::Discovery { .. } => {
-                if self.discovering.get(&flight.major) == Some(&id) {
-                    self.discovering.remove(&flight.major);
+            Role::Discovery => {
+                let key = (flight.route.clone(), flight.major);
+                if self.discovering.get(&key) == Some(&id) {
+                    self.discovering.remove(&key);
                 }
             }
-            Role::Unlimited | Role::Counted { .. } => {}
+            Role::Unlimited => {}
         }
     }
 
     /// The request of `permit` was never sent (e.g. the connection was
     /// refused): what it held is handed back.
     pub fn cancel(&mut self, permit: Permit, now: Instant) {
-        let _ = now;
+        self.tick(now);
         if let Some(flight) = self.in_flight.remove(&permit.id) {
-            if flight.global
-                && let Some(at) = self
-                    .global_sends
-                    .iter()
-                    .rposition(|sent| *sent == flight.sent_at)
-            {
-                self.global_sends.remove(at);
-            }
-            let refunds: Vec<(BucketKey, u64)> = match &flight.role {
-                Role::Counted { bucket, generation } => vec![(bucket.clone(), *generation)],
-                Role::Discovery { reserved } => reserved.clone(),
-                Role::Unlimited | Role::Probe { .. } => Vec::new(),
-            };
-            for (bucket_key, generation) in refunds {
-                if let Some(state) = self.buckets.get_mut(&bucket_key)
-                    && state.generation == generation
-                {
-                    state.remaining = state.remaining.saturating_add(1);
-                }
-            }
-            self.forget(permit.id, flight);
+            self.end(permit.id, &flight, End::Cancelled, now);
         }
         self.version += 1;
     }
 
     /// The request of `permit` failed without an answer after it may have
-    /// reached Discord (transport failure mid-request, timeout): nothing it
-    /// held is handed back.
+    /// reached Discord (transport failure mid-request, timeout): what it held
+    /// stays used as if it had been answered now.
     pub fn release(&mut self, permit: Permit, now: Instant) {
-        let _ = now;
+        self.tick(now);
         if let Some(flight) = self.in_flight.remove(&permit.id) {
-            self.forget(permit.id, flight);
+            self.end(permit.id, &flight, End::Lost, now);
         }
         self.version += 1;
     }
@@ -706,218 +800,117 @@ impl RateLimiter {
         body: &[u8],
         now: Instant,
     ) -> Option<RateLimited> {
+        self.tick(now);
         self.version += 1;
         let parsed = RateLimitHeaders::parse(headers);
-        let flight = self.in_flight.remove(&permit.id);
-        let major = flight.as_ref().map(|flight| flight.major);
-
-        // What the 429 says, applied before the bucket facts.
         let limited = (status == StatusCode::TOO_MANY_REQUESTS).then(|| {
-            let body: Option<RateLimitBody> = serde_json::from_slice(body).ok();
-            let retry_after = body
-                .as_ref()
-                .and_then(|body| body.retry_after)
-                .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-                .or(parsed.retry_after)
-                .or(parsed.reset_after)
-                .unwrap_or(DEFAULT_RETRY_AFTER);
-            let global = parsed.global
-                || parsed.scope == Some(Scope::Global)
-                || body.as_ref().is_some_and(|body| body.global);
+            let body = RateLimitBody::parse(body);
             RateLimited {
-                retry_after,
-                global,
+                retry_after: body
+                    .retry_after
+                    .or(parsed.retry_after)
+                    .or(parsed.reset_after)
+                    .unwrap_or(DEFAULT_RETRY_AFTER),
+                global: parsed.global || parsed.scope == Some(Scope::Global) || body.global,
                 scope: parsed.scope,
             }
         });
-
-        let Some(flight) = flight else {
-            // Handed back earlier (expired): its role is forgotten; only a
-            // global hold still applies (the call itself waits `retry_after`).
+        let Some(flight) = self.in_flight.remove(&permit.id) else {
+            // Handed back earlier (expired): its slots are accounted for;
+            // only a global hold still applies (the call itself waits).
             if let Some(limited) = limited.filter(|limited| limited.global) {
-                self.hold_global(now + limited.retry_after);
+                self.hold_global(later(now, limited.retry_after));
             }
             return limited;
         };
-        let major = major.unwrap_or(Major::None);
-        let id = permit.id;
-
-        match parsed.window() {
-            Some((hash, hdr_remaining, reset_after)) => {
-                let hash: Arc<str> = Arc::from(hash);
-                let target = BucketKey {
-                    hash: hash.clone(),
-                    major,
-                };
-                self.routes
-                    .insert(flight.route.clone(), RouteBucket::Known(hash));
-                match flight.role {
-                    Role::Probe { bucket, generation } if bucket == target => {
-                        if let Some(state) = self.buckets.get_mut(&bucket) {
-                            if state.generation == generation && state.probe == Some(id) {
-                                state.probe = None;
-                                state.remaining =
-                                    hdr_remaining.saturating_sub(state.pending_strays);
-                                state.pending_strays = 0;
-                                state.reset_at = Some(now + reset_after);
-                                state.limit = parsed.limit.unwrap_or(state.limit);
-                            } else {
-                                state.lower(hdr_remaining);
-                            }
-                        }
-                    }
-                    Role::Probe { bucket, .. } => {
-                        // The route moved to another bucket.
-                        if let Some(state) = self.buckets.get_mut(&bucket)
-                            && state.probe == Some(id)
-                        {
-                            state.probe = None;
-                        }
-                        if let Some(state) = self.buckets.get_mut(&target) {
-                            state.stray(hdr_remaining);
-                        }
-                    }
-                    Role::Counted { bucket, .. } if bucket == target => {
-                        if let Some(state) = self.buckets.get_mut(&bucket) {
-                            state.lower(hdr_remaining);
-                        }
-                    }
-                    Role::Counted { .. } | Role::Unlimited => {
-                        if let Some(state) = self.buckets.get_mut(&target) {
-                            state.stray(hdr_remaining);
-                        }
-                    }
-                    Role::Discovery { reserved } => {
-                        let mut counted = false;
-                        for (bucket_key, generation) in reserved {
-                            let Some(state) = self.buckets.get_mut(&bucket_key) else {
-                                continue;
-                            };
-                            if state.generation != generation {
-                                counted |= bucket_key == target;
-                                continue;
-                            }
-                            if bucket_key == target {
-                                counted = true;
-                                state.lower(hdr_remaining);
-                            } else {
-                                // It landed elsewhere: the permit was not used.
-                                state.remaining = state.remaining.saturating_add(1);
-                            }
-                        }
-                        if !counted {
-                            match self.buckets.get_mut(&target) {
-                                // A window nobody probed (probes wait for
-                                // discoveries of their major): this answer is
-                                // the only request sent in it, so it opens it.
-                                Some(state) if state.probe.is_none() && !state.established() => {
-                                    state.remaining =
-                                        hdr_remaining.saturating_sub(state.pending_strays);
-                                    state.pending_strays = 0;
-                                    state.reset_at = Some(now + reset_after);
-                                    state.limit = parsed.limit.unwrap_or(state.limit);
-                                }
-                                Some(state) => state.lower(hdr_remaining),
-                                // Absent since before it was sent (buckets of
-                                // a major being discovered are not swept), so
-                                // nothing else was sent there meanwhile: the
-                                // answer opens the window.
-                                None => {
-                                    let generation = self.generation();
-                                    let mut state = Bucket::new(generation);
-                                    state.remaining = hdr_remaining;
-                                    state.reset_at = Some(now + reset_after);
-                                    state.limit = parsed.limit.unwrap_or(hdr_remaining);
-                                    self.buckets.insert(target.clone(), state);
-                                }
-                            }
-                        }
-                        if self.discovering.get(&major) == Some(&id) {
-                            self.discovering.remove(&major);
-                        }
-                    }
-                }
-            }
-            None => {
-                // No bucket facts: a route without a per-route limit when the
-                // answer is a success, otherwise nothing learned.
-                let unlimited = status.is_success();
-                if unlimited {
-                    self.routes
-                        .insert(flight.route.clone(), RouteBucket::Unlimited);
-                }
-                match flight.role {
-                    Role::Discovery { reserved } => {
-                        if unlimited {
-                            for (bucket_key, generation) in reserved {
-                                if let Some(state) = self.buckets.get_mut(&bucket_key)
-                                    && state.generation == generation
-                                {
-                                    state.remaining = state.remaining.saturating_add(1);
-                                }
-                            }
-                        }
-                        if self.discovering.get(&major) == Some(&id) {
-                            self.discovering.remove(&major);
-                        }
-                    }
-                    Role::Probe { bucket, .. } => {
-                        if let Some(state) = self.buckets.get_mut(&bucket)
-                            && state.probe == Some(id)
-                        {
-                            state.probe = None;
-                        }
-                    }
-                    Role::Counted { .. } | Role::Unlimited => {}
-                }
-            }
-        }
-
+        self.end(permit.id, &flight, End::Answered, now);
+        self.learn(&flight, status, &parsed, now);
         if let Some(limited) = limited {
-            if limited.global {
-                self.hold_global(now + limited.retry_after);
-            } else {
-                let bucket_key = match (parsed.bucket.as_deref(), self.routes.get(&flight.route)) {
-                    (Some(hash), _) => Some(BucketKey {
-                        hash: Arc::from(hash),
-                        major,
-                    }),
-                    (None, Some(RouteBucket::Known(hash))) => Some(BucketKey {
-                        hash: hash.clone(),
-                        major,
-                    }),
-                    (None, Some(RouteBucket::Unlimited) | None) => None,
-                };
-                let until = now + limited.retry_after;
-                match bucket_key {
-                    Some(bucket_key) => {
-                        if !self.buckets.contains_key(&bucket_key) {
-                            let generation = self.generation();
-                            self.buckets
-                                .insert(bucket_key.clone(), Bucket::new(generation));
-                        }
-                        if let Some(state) = self.buckets.get_mut(&bucket_key) {
-                            state.remaining = 0;
-                            state.blocked_until =
-                                Some(state.blocked_until.map_or(until, |held| held.max(until)));
-                        }
-                    }
-                    // A 429 for a route never seen with headers: hold the
-                    // route until then by treating it as unknown again.
-                    None => {
-                        self.routes.remove(&flight.route);
-                    }
-                }
-            }
-            tracing::debug!(
-                route = %flight.route,
-                retry_after = ?limited.retry_after,
-                global = limited.global,
-                scope = ?limited.scope,
-                "rate limited (429)"
-            );
+            self.on_429(&flight, &parsed, limited, now);
         }
         limited
+    }
+
+    /// What an answer's headers say about the bucket of `flight`'s route.
+    fn learn(
+        &mut self,
+        flight: &InFlight,
+        status: StatusCode,
+        parsed: &RateLimitHeaders,
+        now: Instant,
+    ) {
+        let Some((hash, remaining, reset_after)) = parsed.window() else {
+            if status.is_success() {
+                // No per-route limit; had it counted anywhere, Discord would
+                // have said.
+                self.routes
+                    .insert(flight.route.clone(), RouteBucket::Unlimited);
+            } else if let Role::Counted(bucket_key) = &flight.role
+                && let Some(bucket) = self.buckets.get_mut(bucket_key)
+            {
+                // An error without the facts: it may have been counted.
+                bucket.hold(now, Duration::ZERO, flight.sent_at);
+            }
+            return;
+        };
+        let hash: Arc<str> = Arc::from(hash);
+        self.routes
+            .insert(flight.route.clone(), RouteBucket::Known(hash.clone()));
+        let facts = Facts {
+            counted: status != StatusCode::TOO_MANY_REQUESTS,
+            limit: parsed.limit,
+            remaining,
+            reset_after,
+        };
+        let target = BucketKey {
+            hash,
+            major: flight.major,
+        };
+        self.buckets
+            .entry(target)
+            .or_default()
+            .learn(&facts, now, flight.sent_at);
+    }
+
+    /// Hold what a 429 says to hold.
+    fn on_429(
+        &mut self,
+        flight: &InFlight,
+        parsed: &RateLimitHeaders,
+        limited: RateLimited,
+        now: Instant,
+    ) {
+        let until = later(now, limited.retry_after);
+        if limited.global {
+            self.hold_global(until);
+        } else {
+            let hash = match (parsed.bucket.as_deref(), self.routes.get(&flight.route)) {
+                (Some(hash), _) => Some(Arc::from(hash)),
+                (None, Some(RouteBucket::Known(hash))) => Some(hash.clone()),
+                (None, Some(RouteBucket::Unlimited) | None) => None,
+            };
+            match hash {
+                Some(hash) => {
+                    let key = BucketKey {
+                        hash,
+                        major: flight.major,
+                    };
+                    self.buckets.entry(key).or_default().block(until);
+                }
+                // A 429 for a route never seen with headers: learn it again
+                // (one request at a time); the call itself waits.
+                None => {
+                    self.routes.remove(&flight.route);
+                }
+            }
+        }
+        tracing::debug!(
+            route = %flight.route,
+            retry_after = ?limited.retry_after,
+            global = limited.global,
+            scope = ?limited.scope,
+            "rate limited (429)"
+        );
     }
 
     fn hold_global(&mut self, until: Instant) {

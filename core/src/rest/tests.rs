@@ -14,6 +14,7 @@ use twilight_model::id::Id;
 use super::*;
 
 mod proptests;
+mod upstream;
 
 static BASE: LazyLock<Instant> = LazyLock::new(Instant::now);
 
@@ -448,8 +449,10 @@ fn establish(
 }
 
 #[test]
-fn exhausted_bucket_waits_until_reset_then_probes() {
+fn sliding_bucket_frees_each_slot_a_window_after_its_answer() {
     let (rest, mut limiter) = bot();
+    // Alone in its window: 2 per second, window 1 s; its slot frees at
+    // 1005 ms (answer + window + margin).
     establish(
         &rest,
         &mut limiter,
@@ -457,37 +460,65 @@ fn exhausted_bucket_waits_until_reset_then_probes() {
         "b",
         2,
         1,
-        2.5,
+        1.0,
         at(0),
     );
+    assert_eq!(limiter.remaining(&channel(1)), Some(1));
     let mut a = rest.call(get("/channels/1/messages"));
     let mut b = rest.call(get("/channels/1/messages"));
-    expect_send(a.poll(at(100), &mut limiter));
-    let wait = expect_wait(b.poll(at(100), &mut limiter));
+    let mut c = rest.call(get("/channels/1/messages"));
+    expect_send(a.poll(at(0), &mut limiter));
+    a.on_response(
+        at(10),
+        reply(200, &limits("b", 2, 0, 0.99), "{}"),
+        &mut limiter,
+    );
+    // `Remaining: 0` holds the bucket until the oldest leaves (1000 ms) ...
+    let wait = expect_wait(b.poll(at(10), &mut limiter));
     assert_eq!(
         wait,
         WaitUntil {
-            until: at(2500),
+            until: at(1000),
             reason: WaitReason::Bucket
         }
     );
     assert!(!wait.wakes_on_update());
-    // Still waiting just before the reset.
-    expect_wait(b.poll(at(2499), &mut limiter));
-    // At the reset: a new window, probed by `b` alone.
-    expect_send(b.poll(at(2500), &mut limiter));
-    let mut c = rest.call(get("/channels/1/messages"));
-    assert_eq!(
-        expect_wait(c.poll(at(2500), &mut limiter)).reason,
-        WaitReason::Pending
+    // ... and the first slot is ours until 1005 ms, the second until 1015.
+    assert_eq!(expect_wait(b.poll(at(1000), &mut limiter)).until, at(1005));
+    expect_send(b.poll(at(1005), &mut limiter));
+    assert_eq!(expect_wait(c.poll(at(1005), &mut limiter)).until, at(1015));
+    expect_send(c.poll(at(1015), &mut limiter));
+}
+
+#[test]
+fn fixed_window_is_never_overrun() {
+    let (rest, mut limiter) = bot();
+    // Window [0, 1000) of 2: one used by this request.
+    establish(
+        &rest,
+        &mut limiter,
+        "/channels/1/messages",
+        "f",
+        2,
+        1,
+        1.0,
+        at(0),
     );
-    b.on_response(
-        at(2600),
-        reply(200, &limits("b", 2, 1, 2.0), "{}"),
+    let mut a = rest.call(get("/channels/1/messages"));
+    expect_send(a.poll(at(500), &mut limiter));
+    a.on_response(
+        at(500),
+        reply(200, &limits("f", 2, 0, 0.5), "{}"),
         &mut limiter,
     );
-    expect_send(c.poll(at(2600), &mut limiter));
-    assert_eq!(limiter.remaining(&channel(1)), Some(0));
+    // Exhausted until the window ends; then only the slot of the first frees
+    // (the second may have started a sliding window at 500 ms).
+    let mut b = rest.call(get("/channels/1/messages"));
+    let mut c = rest.call(get("/channels/1/messages"));
+    assert_eq!(expect_wait(b.poll(at(501), &mut limiter)).until, at(1000));
+    assert_eq!(expect_wait(b.poll(at(1000), &mut limiter)).until, at(1005));
+    expect_send(b.poll(at(1005), &mut limiter));
+    assert_eq!(expect_wait(c.poll(at(1005), &mut limiter)).until, at(1505));
 }
 
 #[test]
@@ -499,60 +530,76 @@ fn routes_with_the_same_hash_share_a_bucket() {
         "/channels/1/messages",
         "shared",
         5,
-        3,
+        4,
         5.0,
         at(0),
     );
-    assert_eq!(limiter.remaining(&channel(1)), Some(3));
-    // An unknown route of the same channel holds a permit of its buckets.
+    assert_eq!(limiter.remaining(&channel(1)), Some(4));
+    // An unknown route of the same channel goes at once, held by no bucket.
     let mut pins = rest.call(get("/channels/1/pins"));
     expect_send(pins.poll(at(1), &mut limiter));
-    assert_eq!(limiter.remaining(&channel(1)), Some(2));
-    // It answers with the same hash: the permit was used there.
+    assert_eq!(limiter.remaining(&channel(1)), Some(4));
+    // It answers with the same hash: its slot is counted there.
     pins.on_response(
         at(2),
-        reply(200, &limits("shared", 5, 2, 5.0), "{}"),
+        reply(200, &limits("shared", 5, 3, 5.0), "{}"),
         &mut limiter,
     );
     let pins_key = Route::custom(Method::GET, "/channels/1/pins")
         .unwrap()
         .rate_limit_key();
     assert_eq!(limiter.learned_bucket(&pins_key.route), Some("shared"));
-    assert_eq!(limiter.remaining(&pins_key), Some(2));
+    assert_eq!(limiter.remaining(&pins_key), Some(3));
     // Both routes now draw on one count.
-    let mut x = rest.call(get("/channels/1/pins"));
-    let mut y = rest.call(get("/channels/1/messages"));
-    let mut z = rest.call(get("/channels/1/pins"));
-    expect_send(x.poll(at(3), &mut limiter));
-    expect_send(y.poll(at(3), &mut limiter));
+    let mut calls: Vec<_> = ["pins", "messages", "pins", "messages"]
+        .iter()
+        .map(|route| rest.call(get(&format!("/channels/1/{route}"))))
+        .collect();
+    for call in &mut calls[..3] {
+        expect_send(call.poll(at(3), &mut limiter));
+    }
     assert_eq!(
-        expect_wait(z.poll(at(3), &mut limiter)).reason,
+        expect_wait(calls[3].poll(at(3), &mut limiter)).reason,
         WaitReason::Bucket
     );
 }
 
 #[test]
-fn discovery_permits_are_handed_back_when_the_bucket_differs() {
+fn unseen_routes_never_wait_for_other_buckets() {
     let (rest, mut limiter) = bot();
+    // The webhook's follow-up bucket is exhausted for 5 s.
     establish(
         &rest,
         &mut limiter,
         "/channels/1/messages",
         "m",
-        5,
-        3,
+        1,
+        0,
         5.0,
         at(0),
     );
-    let mut other = rest.call(get("/channels/1/typing"));
-    expect_send(other.poll(at(1), &mut limiter));
-    assert_eq!(limiter.remaining(&channel(1)), Some(2));
-    other.on_response(
+    let mut known = rest.call(get("/channels/1/messages"));
+    assert_eq!(
+        expect_wait(known.poll(at(1), &mut limiter)).reason,
+        WaitReason::Bucket
+    );
+    // Another route of the same channel goes at once, one at a time until
+    // its bucket is known.
+    let mut first = rest.call(get("/channels/1/typing"));
+    let mut second = rest.call(get("/channels/1/typing"));
+    expect_send(first.poll(at(1), &mut limiter));
+    assert_eq!(
+        expect_wait(second.poll(at(1), &mut limiter)).reason,
+        WaitReason::Pending
+    );
+    first.on_response(
         at(2),
-        reply(200, &limits("t", 1, 0, 5.0), "{}"),
+        reply(200, &limits("t", 5, 4, 5.0), "{}"),
         &mut limiter,
     );
-    assert_eq!(limiter.remaining(&channel(1)), Some(3));
+    expect_send(second.poll(at(2), &mut limiter));
+    // The exhausted bucket is untouched.
+    assert_eq!(limiter.remaining(&channel(1)), Some(0));
 }
 
 #[test]
@@ -614,11 +661,12 @@ fn global_limit_and_interaction_exemption() {
         );
     }
     let mut late = rest.call(get("/guilds/99/x"));
+    // Each holds its slot until a second (and 20 ms) after its answer.
     let wait = expect_wait(late.poll(at(500), &mut limiter));
     assert_eq!(
         wait,
         WaitUntil {
-            until: at(1000),
+            until: at(1020),
             reason: WaitReason::Global
         }
     );
@@ -627,8 +675,9 @@ fn global_limit_and_interaction_exemption() {
         RestRequest::<twilight_model::channel::Message>::get_original_response(Id::new(1), ITOKEN),
     );
     expect_send(followup.poll(at(500), &mut limiter));
-    // The window slides: one slot frees at 1000 ms.
-    expect_send(late.poll(at(1000), &mut limiter));
+    // The window slides: one slot frees at 1020 ms.
+    expect_wait(late.poll(at(1019), &mut limiter));
+    expect_send(late.poll(at(1020), &mut limiter));
 }
 
 fn establish_unlimited(rest: &Rest, limiter: &mut RateLimiter, path: &str, now: Instant) {
@@ -1132,38 +1181,153 @@ fn connect_failures_hand_permits_back() {
 }
 
 #[test]
-fn probes_wait_for_unknown_routes_of_their_major() {
+fn an_unseen_route_sharing_a_bucket_is_counted_there() {
     let (rest, mut limiter) = bot();
     establish(
         &rest,
         &mut limiter,
         "/channels/1/messages",
         "b",
+        2,
         1,
-        0,
         5.0,
         at(0),
     );
-    // Channel 2: an unknown route is in flight and may land in any bucket.
-    let mut unknown = rest.call(get("/channels/2/pins"));
+    let mut unknown = rest.call(get("/channels/1/pins"));
     expect_send(unknown.poll(at(1), &mut limiter));
-    let mut known = rest.call(get("/channels/2/messages"));
-    assert_eq!(
-        expect_wait(known.poll(at(1), &mut limiter)).reason,
-        WaitReason::Pending
-    );
-    // It was the same bucket, and used its only request: the window is open
-    // and exhausted, so the known route waits for its reset.
+    // It was the same bucket and used its last request: the known route
+    // waits for the first slot to free.
     unknown.on_response(
         at(2),
-        reply(200, &limits("b", 1, 0, 5.0), "{}"),
+        reply(200, &limits("b", 2, 0, 4.999), "{}"),
         &mut limiter,
     );
+    let mut known = rest.call(get("/channels/1/messages"));
     assert_eq!(
         expect_wait(known.poll(at(2), &mut limiter)),
         WaitUntil {
-            until: at(5002),
+            until: at(5001),
             reason: WaitReason::Bucket
         }
     );
+    assert_eq!(
+        expect_wait(known.poll(at(5001), &mut limiter)).until,
+        at(5005)
+    );
+}
+
+#[test]
+fn global_slots_are_held_until_a_second_after_the_answer() {
+    let (rest, mut limiter) = rest_with(
+        RestConfig::builder()
+            .token(TOKEN)
+            .global_limit(NonZeroU32::new(2)),
+    );
+    let mut a = rest.call(get("/a"));
+    let mut b = rest.call(get("/b"));
+    let mut c = rest.call(get("/c"));
+    expect_send(a.poll(at(0), &mut limiter));
+    expect_send(b.poll(at(0), &mut limiter));
+    // Both slots in flight: only an answer can start a release.
+    let wait = expect_wait(c.poll(at(0), &mut limiter));
+    assert_eq!(wait.reason, WaitReason::Pending);
+    // Answered at 300 ms: it may have arrived then, so Discord counts it
+    // until 1300 ms.
+    a.on_response(at(300), reply(200, &[], "{}"), &mut limiter);
+    assert_eq!(
+        expect_wait(c.poll(at(300), &mut limiter)),
+        WaitUntil {
+            until: at(1320),
+            reason: WaitReason::Global
+        }
+    );
+    expect_send(c.poll(at(1320), &mut limiter));
+    // A request refused before leaving frees its slot at once.
+    b.on_transport_error(
+        at(1320),
+        TransportError::new(TransportErrorKind::Connect, "refused"),
+        &mut limiter,
+    );
+    let mut d = rest.call(get("/d"));
+    expect_send(d.poll(at(1320), &mut limiter));
+}
+
+/// The answer of a first `GET /channels/1/messages` is `headers` and `body`
+/// with `status`; returns the call's result and the limiter.
+fn answered(
+    max: Option<Duration>,
+    status: u16,
+    headers: &[(&str, String)],
+    body: &str,
+) -> (Result<(), RestError>, Rest, RateLimiter) {
+    let (rest, mut limiter) = rest_with(RestConfig::builder().token(TOKEN).max_rate_limit(max));
+    let mut call = rest.call(get("/channels/1/messages"));
+    expect_send(call.poll(at(0), &mut limiter));
+    call.on_response(at(0), reply(status, headers, body), &mut limiter);
+    let result = match call.poll(at(0), &mut limiter) {
+        Step::Done(result) => result.map(drop),
+        Step::Wait(wait) => {
+            assert!(
+                wait.until <= at(0) + ratelimit::MAX_UPSTREAM_WAIT,
+                "{wait:?}"
+            );
+            Ok(())
+        }
+        // Retried at once (a wait of zero).
+        Step::Send(_) => Ok(()),
+        Step::InFlight => panic!("in flight after an answer"),
+    };
+    (result, rest, limiter)
+}
+
+#[test]
+fn absurd_upstream_durations_are_clamped_and_never_panic() {
+    let max = Some(Duration::from_secs(300));
+    for value in ["1e19", "1e308", "inf", "18446744073709551616"] {
+        // In a 429's body, its `Retry-After` or its `Reset-After`.
+        // (`inf` is no JSON number: only the headers can carry it.)
+        if value != "inf" {
+            let body = format!(r#"{{"retry_after":{value},"global":false}}"#);
+            let (result, ..) = answered(max, 429, &[], &body);
+            assert!(
+                matches!(result, Err(RestError::RateLimitTooLong { wait, .. }) if wait == ratelimit::MAX_UPSTREAM_WAIT),
+                "{value}: {result:?}"
+            );
+        }
+        for name in ["retry-after", "x-ratelimit-reset-after"] {
+            let (result, ..) = answered(max, 429, &[(name, value.to_owned())], "{}");
+            assert!(
+                matches!(result, Err(RestError::RateLimitTooLong { .. })),
+                "{name} {value}: {result:?}"
+            );
+        }
+        // An exhausted bucket that resets "never": the next call on it fails
+        // at once, a call on another route goes.
+        let (result, rest, mut limiter) = answered(max, 200, &limits("b", 1, 0, 1e19), "{}");
+        assert!(result.is_ok());
+        let mut same = rest.call(get("/channels/1/messages"));
+        assert!(matches!(
+            expect_done(same.poll(at(1), &mut limiter)),
+            Err(RestError::RateLimitTooLong { .. })
+        ));
+        let mut other = rest.call(get("/channels/2/messages"));
+        expect_send(other.poll(at(1), &mut limiter));
+    }
+    // Without a maximum: waits the clamped maximum, no more.
+    let (_, rest, mut limiter) = answered(None, 200, &limits("b", 1, 0, 1e19), "{}");
+    let mut same = rest.call(get("/channels/1/messages"));
+    assert_eq!(
+        expect_wait(same.poll(at(1), &mut limiter)).until,
+        at(0) + ratelimit::MAX_UPSTREAM_WAIT
+    );
+    // Negative, NaN and garbage: no wait from them, and no panic.
+    for value in ["-1", "NaN", "-inf", "soon", ""] {
+        let body = format!(r#"{{"retry_after":"{value}","global":false}}"#);
+        let headers = [
+            ("retry-after", value.to_owned()),
+            ("x-ratelimit-reset-after", value.to_owned()),
+        ];
+        let (result, ..) = answered(max, 429, &headers, &body);
+        assert!(result.is_ok(), "{value}: {result:?}");
+    }
 }

@@ -1,19 +1,19 @@
 //! Property: whatever the interleaving of calls, answers (in any order),
-//! transport failures and clock advances, no bucket window of a model of
-//! Discord's server ever receives more than `limit` requests, the global
-//! limit is never exceeded, and every call finishes.
+//! transport failures and clock advances, a model of Discord's server never
+//! has to refuse a request for a bucket (sliding or fixed windows), never
+//! sees more than the global limit in one second, and every call finishes.
 //!
-//! One exception is inherent: a request whose answer is lost after Discord
-//! counted it (an `Io` failure) tells the client nothing, so if it was the
-//! probe of a window the next probe may be one too many. The property allows
-//! each window one extra request per lost request counted in it; requests
-//! refused before reaching Discord (`Connect`) and answered ones get no slack.
+//! The model counts a request when it *arrives*: either when it is sent, or
+//! (the other extreme of latency) only when it is answered; the limiter is
+//! told neither. Two exceptions are inherent, and excuse a refusal within two
+//! periods after them: a request whose answer is lost after Discord counted
+//! it (an `Io` failure) tells the client nothing about its bucket, and a
+//! request of a route the client has not learned yet may land in an
+//! exhausted bucket (buckets of other routes never hold it back).
 //!
-//! The model server counts a request when it is sent (zero network latency
-//! towards the server) and answers it later, in any order. A bucket's window
-//! opens with the first request after the previous one ended and lasts its
-//! period; answers carry `X-RateLimit-Remaining` and `-Reset-After` as
-//! Discord's do.
+//! Answers carry `X-RateLimit-Limit`, `-Remaining` and `-Reset-After` as
+//! Discord's do: for a sliding bucket, the time until its oldest counted
+//! request leaves the window; for a fixed one, until the window ends.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -45,6 +45,15 @@ enum Op {
     Lose(usize),
 }
 
+/// A bucket: limit, period (ms), kind.
+fn bucket() -> impl Strategy<Value = (u32, u64, Kind)> {
+    (
+        1..=3_u32,
+        (1..=30_u64).prop_map(|tenths| tenths * 100),
+        prop_oneof![Just(Kind::Sliding), Just(Kind::Fixed)],
+    )
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..ROUTES.len(), 1..=2_u64).prop_map(|(route, major)| Op::Start { route, major }),
@@ -55,33 +64,55 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A bucket's kind of window.
 #[derive(Clone, Copy, Debug)]
-struct Window {
-    start: u64,
-    count: u32,
-    lost: u32,
+enum Kind {
+    /// Allows a request while fewer than `limit` accepted ones arrived in the
+    /// last `period`.
+    Sliding,
+    /// The first request opens a window of `period`; all of it resets then.
+    Fixed,
 }
 
-/// Which window counted a request: bucket, major, window start.
-type Counted = Option<(usize, u64, u64)>;
+/// One bucket of one major, as Discord keeps it.
+#[derive(Debug, Default)]
+struct ServerBucket {
+    /// Accepted arrivals: time, and whether the client is excused for what
+    /// follows (a request of a route it had not learned, or a lost answer).
+    accepted: Vec<(u64, bool)>,
+    /// The fixed window's start.
+    window_start: Option<u64>,
+}
+
+/// A request the model has not answered (or, arriving late, not even seen).
+struct Pending {
+    call: usize,
+    request: http::Request<RequestBody>,
+    excused: bool,
+    /// When it was sent.
+    sent: u64,
+    /// Its answer, when Discord counted it at sending.
+    served: Option<(http::Response<Bytes>, Option<(usize, u64)>)>,
+}
 
 struct Sim {
     rest: Rest,
     limiter: RateLimiter,
     now: u64,
-    buckets: [(u32, u64); 2],
+    buckets: [(u32, u64, Kind); 2],
+    /// Whether requests arrive when answered (else when sent).
+    late: bool,
     calls: Vec<Option<Call<serde_json::Value>>>,
     in_flight: Vec<bool>,
     waits: Vec<Option<WaitUntil>>,
-    pending: Vec<(usize, http::Response<Bytes>, Counted, u64)>,
-    windows: HashMap<(usize, u64), Window>,
-    closed: Vec<(usize, Window)>,
-    global_sends: Vec<u64>,
+    pending: Vec<Pending>,
+    server: HashMap<(usize, u64), ServerBucket>,
+    global_arrivals: Vec<u64>,
     violations: Vec<String>,
 }
 
 impl Sim {
-    fn new(buckets: [(u32, u64); 2]) -> Self {
+    fn new(buckets: [(u32, u64, Kind); 2], late: bool) -> Self {
         let config = RestConfig::builder()
             .token("t")
             .global_limit(NonZeroU32::new(GLOBAL))
@@ -95,13 +126,13 @@ impl Sim {
             limiter,
             now: 0,
             buckets,
+            late,
             calls: Vec::new(),
             in_flight: Vec::new(),
             waits: Vec::new(),
             pending: Vec::new(),
-            windows: HashMap::new(),
-            closed: Vec::new(),
-            global_sends: Vec::new(),
+            server: HashMap::new(),
+            global_arrivals: Vec::new(),
             violations: Vec::new(),
         }
     }
@@ -117,14 +148,18 @@ impl Sim {
         self.waits.push(None);
     }
 
-    /// Discord: count the request now, answer it later.
-    fn serve(&mut self, request: &http::Request<RequestBody>) -> (http::Response<Bytes>, Counted) {
+    /// Discord: a request arrives now; the answer, and which bucket counted it.
+    fn serve(
+        &mut self,
+        request: &http::Request<RequestBody>,
+        excused: bool,
+    ) -> (http::Response<Bytes>, Option<(usize, u64)>) {
         let now = self.now;
-        self.global_sends.push(now);
+        self.global_arrivals.push(now);
         let in_last_second = self
-            .global_sends
+            .global_arrivals
             .iter()
-            .filter(|sent| **sent + 1000 > now)
+            .filter(|arrived| **arrived + 1000 > now)
             .count();
         if in_last_second > GLOBAL as usize {
             self.violations.push(format!(
@@ -142,50 +177,66 @@ impl Sim {
         let Some(bucket) = bucket else {
             return (reply(200, &[], "{}"), None);
         };
-        let (limit, period) = self.buckets[bucket];
-        let fresh = Window {
-            start: now,
-            count: 0,
-            lost: 0,
+        let (limit, period, kind) = self.buckets[bucket];
+        let state = self.server.entry((bucket, major)).or_default();
+        // The arrivals still counted, and when the next slot frees.
+        let (counted, frees) = match kind {
+            Kind::Sliding => {
+                let live: Vec<u64> = state
+                    .accepted
+                    .iter()
+                    .map(|(at, _)| *at)
+                    .filter(|at| at + period > now)
+                    .collect();
+                let oldest = live.first().copied().unwrap_or(now);
+                (live.len() as u32, oldest + period)
+            }
+            Kind::Fixed => {
+                let start = state
+                    .window_start
+                    .filter(|start| start + period > now)
+                    .unwrap_or(now);
+                state.window_start = Some(start);
+                let live = state.accepted.iter().filter(|(at, _)| *at >= start).count();
+                (live as u32, start + period)
+            }
         };
-        let window = self.windows.entry((bucket, major)).or_insert(fresh);
-        if now >= window.start + period {
-            self.closed.push((limit as usize, *window));
-            *window = fresh;
-        }
-        window.count += 1;
-        let counted = Some((bucket, major, window.start));
-        #[allow(clippy::cast_precision_loss)]
-        let reset_after = (window.start + period - now) as f64 / 1000.0;
         let hash = format!("h{bucket}");
-        if window.count > limit {
-            let mut headers = limits(&hash, limit, 0, reset_after);
+        if counted >= limit {
+            let excuse = excused
+                || state
+                    .accepted
+                    .iter()
+                    .any(|(at, excused)| *excused && at + 2 * period > now);
+            if !excuse {
+                self.violations.push(format!(
+                    "bucket {bucket} of {major} ({kind:?}, {limit} per {period} ms) refused {} at {now} ms; accepted {:?}",
+                    request.uri().path(),
+                    state.accepted
+                ));
+            }
+            #[allow(clippy::cast_precision_loss)]
+            let retry_after = (frees - now) as f64 / 1000.0;
+            let mut headers = limits(&hash, limit, 0, retry_after);
             headers.push(("x-ratelimit-scope", "user".to_owned()));
-            let body = format!(r#"{{"retry_after":{reset_after},"global":false}}"#);
-            return (reply(429, &headers, &body), counted);
+            let body = format!(r#"{{"retry_after":{retry_after},"global":false}}"#);
+            return (reply(429, &headers, &body), None);
         }
+        state.accepted.push((now, excused));
+        let frees = match kind {
+            Kind::Sliding if counted == 0 => now + period,
+            Kind::Sliding | Kind::Fixed => frees,
+        };
+        #[allow(clippy::cast_precision_loss)]
+        let reset_after = (frees - now) as f64 / 1000.0;
         (
             reply(
                 200,
-                &limits(&hash, limit, limit - window.count, reset_after),
+                &limits(&hash, limit, limit - counted - 1, reset_after),
                 "{}",
             ),
-            counted,
+            Some((bucket, major)),
         )
-    }
-
-    /// Windows that saw more requests than allowed (plus one per lost request).
-    fn check_windows(&mut self) {
-        let open = self
-            .windows
-            .iter()
-            .map(|((bucket, _), window)| (self.buckets[*bucket].0 as usize, *window));
-        for (limit, window) in self.closed.iter().copied().chain(open) {
-            if window.count as usize > limit + window.lost as usize {
-                self.violations
-                    .push(format!("{window:?} over its limit {limit}"));
-            }
-        }
     }
 
     /// Poll every call that is not waiting for an answer, as an eager driver.
@@ -199,10 +250,18 @@ impl Sim {
                 let Some(call) = self.calls[index].as_mut() else {
                     continue;
                 };
+                let route = call.request().route().key().clone();
+                let excused = self.limiter.learned_bucket(&route).is_none();
                 match call.poll(at(self.now), &mut self.limiter) {
                     Step::Send(request) => {
-                        let (response, counted) = self.serve(&request);
-                        self.pending.push((index, response, counted, self.now));
+                        let served = (!self.late).then(|| self.serve(&request, excused));
+                        self.pending.push(Pending {
+                            call: index,
+                            request,
+                            excused,
+                            sent: self.now,
+                            served,
+                        });
                         self.in_flight[index] = true;
                         progress = true;
                     }
@@ -220,25 +279,48 @@ impl Sim {
         }
     }
 
+    /// Undo the counting of a request that never reached Discord.
+    fn uncount(&mut self, counted: Option<(usize, u64)>, arrived: u64) {
+        if let Some(at) = self.global_arrivals.iter().rposition(|a| *a == arrived) {
+            self.global_arrivals.remove(at);
+        }
+        if let Some(state) = counted.and_then(|key| self.server.get_mut(&key))
+            && let Some(at) = state.accepted.iter().rposition(|(a, _)| *a == arrived)
+        {
+            state.accepted.remove(at);
+        }
+    }
+
+    /// Excuse what follows a request whose answer was lost.
+    fn excuse(&mut self, counted: Option<(usize, u64)>, arrived: u64) {
+        if let Some(state) = counted.and_then(|key| self.server.get_mut(&key))
+            && let Some(entry) = state.accepted.iter_mut().rev().find(|(a, _)| *a == arrived)
+        {
+            entry.1 = true;
+        }
+    }
+
     fn answer(&mut self, pick: usize, failure: Option<TransportErrorKind>) {
         if self.pending.is_empty() {
             return;
         }
-        let (index, response, counted, sent_at) = self.pending.remove(pick % self.pending.len());
+        let pending = self.pending.remove(pick % self.pending.len());
+        let index = pending.call;
         self.in_flight[index] = false;
-        if failure == Some(TransportErrorKind::Connect)
-            && let Some(at) = self.global_sends.iter().rposition(|sent| *sent == sent_at)
-        {
-            self.global_sends.remove(at);
-        }
-        let window = counted.and_then(|(bucket, major, start)| {
-            self.windows
-                .get_mut(&(bucket, major))
-                .filter(|window| window.start == start)
-        });
-        match (failure, window) {
-            (Some(TransportErrorKind::Connect), Some(window)) => window.count -= 1,
-            (Some(TransportErrorKind::Io), Some(window)) => window.lost += 1,
+        // Early arrivals were counted at sending; late ones arrive now,
+        // unless refused.
+        let connect = failure == Some(TransportErrorKind::Connect);
+        let (response, counted, arrived) = match pending.served {
+            Some((response, counted)) => (response, counted, Some(pending.sent)),
+            None if connect => (reply(200, &[], "{}"), None, None),
+            None => {
+                let (response, counted) = self.serve(&pending.request, pending.excused);
+                (response, counted, Some(self.now))
+            }
+        };
+        match (failure, arrived) {
+            (Some(TransportErrorKind::Connect), Some(arrived)) => self.uncount(counted, arrived),
+            (Some(TransportErrorKind::Io), Some(arrived)) => self.excuse(counted, arrived),
             _ => {}
         }
         let now = at(self.now);
@@ -260,12 +342,11 @@ impl Sim {
             Op::Advance(ms) => self.now += ms,
             Op::Deliver(pick) => self.answer(pick, None),
             // A refused request never reached Discord: only possible for one
-            // sent at this very instant (the model counts on sending).
+            // sent at this very instant when Discord counts on sending.
             Op::Refuse(pick) => self.answer(pick, Some(TransportErrorKind::Connect)),
             Op::Lose(pick) => self.answer(pick, Some(TransportErrorKind::Io)),
         }
         self.pump();
-        self.check_windows();
     }
 
     /// Answer everything and let time pass until every call is done.
@@ -307,19 +388,17 @@ proptest! {
 
     #[test]
     fn never_more_than_discord_allows(
-        limit0 in 1..=3_u32,
-        period0 in 1..=30_u64,
-        limit1 in 1..=3_u32,
-        period1 in 1..=30_u64,
+        bucket0 in bucket(),
+        bucket1 in bucket(),
+        late in any::<bool>(),
         ops in prop::collection::vec(op(), 1..80),
     ) {
-        let mut sim = Sim::new([(limit0, period0 * 100), (limit1, period1 * 100)]);
+        let mut sim = Sim::new([bucket0, bucket1], late);
         for op in &ops {
             sim.run(op);
             prop_assert!(sim.violations.is_empty(), "{:?} after {:?}", sim.violations, op);
         }
         sim.drain()?;
-        sim.check_windows();
         prop_assert!(sim.violations.is_empty(), "{:?} while draining", sim.violations);
     }
 }
