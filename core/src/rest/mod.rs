@@ -91,9 +91,12 @@ pub mod bot;
 #[cfg(feature = "transport")]
 mod bot_builder;
 mod call;
+mod commands;
 mod config;
 mod discovery;
 mod error;
+mod interactions;
+mod message;
 pub mod ratelimit;
 mod request;
 mod route;
@@ -105,15 +108,21 @@ mod tests;
 
 pub use auth::{StaticToken, TokenError, TokenStrategy, TokenType};
 pub use call::{Call, Response, Rest, Step};
+pub use commands::Commands;
 pub use config::{
     Backoff, ConfigError, DEFAULT_GLOBAL_LIMIT, DEFAULT_IN_FLIGHT_TIMEOUT, DEFAULT_MAX_RATE_LIMIT,
     DEFAULT_MAX_RETRIES, DEFAULT_REST_URL, RestConfig, RestConfigBuilder, USER_AGENT,
 };
 pub use discovery::{Begin, KeyDiscovery, KeyDiscoveryError, verify_key_from, verify_key_request};
 pub use error::{
-    DiscordError, HttpError, RequestError, RestError, TransportError, TransportErrorKind,
-    TransportSetupError,
+    DiscordError, FieldError, HttpError, RequestError, RestError, TransportError,
+    TransportErrorKind, TransportSetupError,
 };
+pub use interactions::{
+    Callback, Interaction, InteractionCallback, InteractionCallbackResource,
+    InteractionCallbackResponse,
+};
+pub use message::{Attachment, MessageCreate, MessageEdit};
 pub use ratelimit::{
     Permit, RateLimitHeaders, RateLimited, RateLimiter, Scope, WaitReason, WaitUntil,
 };
