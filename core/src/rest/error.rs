@@ -69,7 +69,7 @@ impl DiscordError {
 
     /// The leaves of the `errors` tree: each field path (`embeds[0].title`,
     /// or empty for the body itself) with the error code and message Discord
-    /// gave for it, in document order. Bounded in depth and count, so a
+    /// gave for it, ordered by path (keys sorted, indices as text). Bounded in depth and count, so a
     /// hostile body costs little; malformed entries are skipped.
     ///
     /// ```
