@@ -4,8 +4,13 @@
 //!
 //! - [`RestConfig`]: base URL, token, `max_rate_limit`, `max_retries`,
 //!   global limit, backoff.
-//! - [`Route`] / [`RestRequest`]: typed requests for what an HTTP-interaction
-//!   bot needs, plus [`Route::custom`] for anything else.
+//! - [`Route`] / [`RestRequest`]: a route, a body and the model its answer
+//!   decodes to; [`Route::custom`] with [`RestRequest::new`] for anything the
+//!   typed requests do not cover.
+//! - [`Interaction`]: typed requests to answer an interaction (the callback,
+//!   the original response, follow-ups), with message bodies
+//!   [`MessageCreate`] / [`MessageEdit`] and files ([`Attachment`]).
+//! - [`Commands`]: typed requests for global and guild application commands.
 //! - [`Rest`] / [`Call`]: one call as a state machine.
 //! - [`RateLimiter`]: the rate-limit state every call of a client shares
 //!   (rules in [`ratelimit`]).
@@ -62,7 +67,51 @@
 //!   ([`TransportErrorKind::Connect`]) or may be repeated (not `POST`);
 //!   otherwise [`RestError::Transport`] / [`RestError::Timeout`].
 //! - other 4xx → [`RestError::Http`] with Discord's error JSON decoded
-//!   ([`DiscordError`]); a 401 also tells the token strategy to drop its token.
+//!   ([`DiscordError`], its invalid fields as [`FieldError`]s); a 401 also
+//!   tells the token strategy to drop its token. [`RestError::code`],
+//!   [`RestError::is_not_found`], [`RestError::is_unknown_interaction`] and
+//!   the like answer the common questions.
+//!
+//! # Typed requests
+//! Each builds a [`RestRequest<T>`](RestRequest) that every adapter's
+//! `call` runs; [`Response::model`] decodes `T`. Failures carry Discord's
+//! error JSON, with predicates for the usual cases.
+//!
+//! ```
+//! use twilight_model::id::Id;
+//! use yuyo_core::rest::{Attachment, Commands, Interaction, MessageCreate, MessageEdit, RestError};
+//!
+//! # fn main() -> Result<(), serde_json::Error> {
+//! // From the interaction's payload: `Interaction::from(&interaction)`.
+//! let interaction = Interaction::new(Id::new(1), Id::new(2), "interaction-token");
+//! let defer = interaction.defer(true); // RestRequest<NoContent>
+//! let answer = interaction.edit_original(
+//!     MessageEdit::new()
+//!         .content("Here is the report")
+//!         .attachment(Attachment::from_path("/tmp/report.pdf")), // streamed from disk
+//! )?; // RestRequest<Message>
+//! let more = interaction.followup(MessageCreate::new().content("Anything else?").ephemeral())?;
+//! assert!(!format!("{defer:?}{answer:?}{more:?}").contains("interaction-token"));
+//!
+//! let list = Commands::global(Id::new(2)).list(); // RestRequest<Vec<Command>>
+//! assert_eq!(list.route().path(), "/applications/2/commands");
+//!
+//! // What to do when a call fails:
+//! fn on_error(error: &RestError) {
+//!     if error.is_unknown_interaction() {
+//!         // too late: the token expired or the 3 s to answer passed
+//!     } else if error.is_already_acknowledged() {
+//!         // answered twice: edit the original response instead
+//!     } else if let Some(http) = error.http() {
+//!         for field in http.field_errors() {
+//!             eprintln!("{field}"); // e.g. "embeds[0].title: Must be 256 or fewer in length. (…)"
+//!         }
+//!     }
+//! }
+//! # let _ = on_error;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # yuyo's `AsgiBot` parameters
 //! | yuyo | here |
@@ -80,8 +129,8 @@
 //!
 //! # Secrets
 //! Tokens never appear in `Debug` output or logs: the `Authorization` value is
-//! marked sensitive, [`StaticToken`] and [`RestConfigBuilder`] redact it, and
-//! a [`Route`]'s `Debug` and every error show the route template
+//! marked sensitive, [`StaticToken`], [`RestConfigBuilder`] and
+//! [`Interaction`] redact it, and a [`Route`]'s `Debug` and every error show the route template
 //! ([`RouteKey`]), never the interaction or webhook token in the path. The
 //! path itself ([`Route::path`], the request URI) does hold it: adapters must
 //! not log URIs.
@@ -93,10 +142,13 @@ mod bot_builder;
 mod call;
 #[cfg(feature = "transport")]
 pub mod client;
+mod commands;
 mod config;
 mod discovery;
 mod error;
+mod interactions;
 mod lifecycle;
+mod message;
 pub mod ratelimit;
 mod request;
 mod route;
@@ -105,18 +157,26 @@ pub mod transport;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod typed_tests;
 
 pub use auth::{StaticToken, TokenError, TokenStrategy, TokenType};
 pub use call::{Call, Response, Rest, Step};
+pub use commands::Commands;
 pub use config::{
     Backoff, ConfigError, DEFAULT_GLOBAL_LIMIT, DEFAULT_IN_FLIGHT_TIMEOUT, DEFAULT_MAX_RATE_LIMIT,
     DEFAULT_MAX_RETRIES, DEFAULT_REST_URL, RestConfig, RestConfigBuilder, USER_AGENT,
 };
 pub use discovery::{Begin, KeyDiscovery, KeyDiscoveryError, verify_key_from, verify_key_request};
 pub use error::{
-    DiscordError, HttpError, RequestError, RestError, TransportError, TransportErrorKind,
-    TransportSetupError,
+    DiscordError, FieldError, HttpError, RequestError, RestError, TransportError,
+    TransportErrorKind, TransportSetupError,
 };
+pub use interactions::{
+    Callback, Interaction, InteractionCallback, InteractionCallbackResource,
+    InteractionCallbackResponse,
+};
+pub use message::{Attachment, MessageCreate, MessageEdit};
 pub use ratelimit::{
     Permit, RateLimitHeaders, RateLimited, RateLimiter, Scope, WaitReason, WaitUntil,
 };

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use http::Method;
 use http::uri::PathAndQuery;
 use twilight_model::id::Id;
-use twilight_model::id::marker::{ApplicationMarker, InteractionMarker, MessageMarker};
+use twilight_model::id::marker::{
+    ApplicationMarker, CommandMarker, GuildMarker, InteractionMarker, MessageMarker,
+};
 
 /// A route's identity for rate limiting: the method and the path template
 /// (`POST /webhooks/{webhook_id}/{webhook_token}`), without ids or tokens.
@@ -269,6 +271,75 @@ impl Route {
                 "/interactions/{interaction_id}/{}/callback",
                 encode_segment(token)
             ),
+        )
+    }
+
+    /// `POST /interactions/{id}/{token}/callback?with_response=true`: the first
+    /// response to an interaction, answered with an
+    /// [`InteractionCallbackResponse`](super::InteractionCallbackResponse).
+    /// Shares its rate-limit key with [`Route::interaction_callback`].
+    #[must_use]
+    pub fn interaction_callback_with_response(
+        interaction_id: Id<InteractionMarker>,
+        token: &str,
+    ) -> Self {
+        Self::known(
+            Method::POST,
+            format!(
+                "/interactions/{interaction_id}/{}/callback?with_response=true",
+                encode_segment(token)
+            ),
+        )
+    }
+
+    /// `/applications/{application_id}/commands` with `method` (`GET` to
+    /// list, `POST` to create, `PUT` to overwrite all): global commands.
+    #[must_use]
+    pub fn global_commands(method: Method, application_id: Id<ApplicationMarker>) -> Self {
+        Self::known(method, format!("/applications/{application_id}/commands"))
+    }
+
+    /// `/applications/{application_id}/commands/{command_id}` with `method`
+    /// (`GET`, `PATCH` or `DELETE`): one global command.
+    #[must_use]
+    pub fn global_command(
+        method: Method,
+        application_id: Id<ApplicationMarker>,
+        command_id: Id<CommandMarker>,
+    ) -> Self {
+        Self::known(
+            method,
+            format!("/applications/{application_id}/commands/{command_id}"),
+        )
+    }
+
+    /// `/applications/{application_id}/guilds/{guild_id}/commands` with
+    /// `method` (`GET` to list, `POST` to create, `PUT` to overwrite all):
+    /// one guild's commands.
+    #[must_use]
+    pub fn guild_commands(
+        method: Method,
+        application_id: Id<ApplicationMarker>,
+        guild_id: Id<GuildMarker>,
+    ) -> Self {
+        Self::known(
+            method,
+            format!("/applications/{application_id}/guilds/{guild_id}/commands"),
+        )
+    }
+
+    /// `/applications/{application_id}/guilds/{guild_id}/commands/{command_id}`
+    /// with `method` (`GET`, `PATCH` or `DELETE`): one guild command.
+    #[must_use]
+    pub fn guild_command(
+        method: Method,
+        application_id: Id<ApplicationMarker>,
+        guild_id: Id<GuildMarker>,
+        command_id: Id<CommandMarker>,
+    ) -> Self {
+        Self::known(
+            method,
+            format!("/applications/{application_id}/guilds/{guild_id}/commands/{command_id}"),
         )
     }
 
