@@ -14,26 +14,29 @@
 //! # }
 //! ```
 
-use std::fmt;
+use std::future::Future;
 use std::io;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::time::Instant;
 
-use http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use yuyo_core::rest::client::{Client, Input, Output, PooledStream};
+use yuyo_core::rest::bot::{Bot, LifecycleError, Operation};
+use yuyo_core::rest::client::{Input, Output, PooledStream};
+use yuyo_core::rest::runtime::{Announcer, ClientRuntime};
 use yuyo_core::rest::transport::{Input as IoInput, Io};
-use yuyo_core::rest::{
-    RateLimiter, RequestBody, Response, Rest, RestConfig, RestError, RestRequest, Route,
-};
+use yuyo_core::rest::{RestError, RestRequest};
 
 pub use yuyo_core::http1::client::ClientLimits;
 pub use yuyo_core::rest::transport::{
     HttpSettings, InvalidProxy, ProxySettings, Timeouts, TlsVerification, Transport, rustls,
 };
-pub use yuyo_core::rest::{RequestError, TransportSetupError};
+pub use yuyo_core::rest::{RequestError, Response, TransportSetupError};
+
+/// A rate-limited Discord REST client on tokio (see [`yuyo_core::rest::RestClient`]);
+/// its calls are futures. Cheap to clone; clones share the rate limiter and the pool.
+pub type RestClient = yuyo_core::rest::RestClient<Tokio>;
 
 /// A TCP connection of the client (TLS, when used, lives in the core).
 #[derive(Debug)]
@@ -84,121 +87,96 @@ async fn perform(io: Io<'_, Connection>, file: &mut Option<tokio::fs::File>) -> 
     result.unwrap_or_else(IoInput::Failed)
 }
 
-struct Shared {
-    client: Arc<Client<Connection>>,
-    /// The highest limiter version announced (wakes waits on rate limits).
-    changed: watch::Sender<u64>,
-}
+/// The tokio runtime of the client path: [`RestClient`] and [`Bot`](crate::bot::Bot)
+/// calls are boxed futures driven here.
+#[derive(Debug, Clone, Copy)]
+pub struct Tokio;
 
-/// A rate-limited Discord REST client on tokio. Cheap to clone; clones share the
-/// rate limiter and the connection pool.
-#[derive(Clone)]
-pub struct RestClient {
-    shared: Arc<Shared>,
-}
+/// A boxed future, what a tokio client or bot operation returns.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl fmt::Debug for RestClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.shared.client.fmt(f)
+/// The latest version announced, watched by the waits on it.
+#[derive(Debug)]
+pub struct Changes(watch::Sender<u64>);
+
+impl Default for Changes {
+    fn default() -> Self {
+        Self(watch::Sender::new(0))
     }
 }
 
-impl RestClient {
-    /// A client for `config` over a transport with `settings` and `proxy`.
-    ///
-    /// # Errors
-    /// [`TransportSetupError`] when TLS cannot be configured.
-    pub fn new(
-        config: RestConfig,
-        settings: HttpSettings,
-        proxy: Option<ProxySettings>,
-    ) -> Result<Self, TransportSetupError> {
-        let client = Arc::new(Client::new(config, settings, proxy)?);
-        let changed = watch::Sender::new(0);
-        Ok(Self {
-            shared: Arc::new(Shared { client, changed }),
+impl Announcer for Changes {
+    fn announce(&self, version: u64) {
+        self.0.send_if_modified(|current| {
+            let newer = version > *current;
+            *current = (*current).max(version);
+            newer
+        });
+    }
+}
+
+impl Changes {
+    /// Until a version newer than `version` is announced.
+    pub(crate) async fn after(&self, version: u64) {
+        let _ = self.0.subscribe().wait_for(|&current| current > version).await;
+    }
+}
+
+impl ClientRuntime for Tokio {
+    type Stream = Connection;
+    type Announcer = Changes;
+    type Output<T: Send + 'static> = BoxFuture<T>;
+    type Executor = tokio::runtime::Handle;
+    type Server = crate::Server;
+
+    fn call<T: Send + 'static>(
+        client: RestClient,
+        request: RestRequest<T>,
+    ) -> BoxFuture<Result<Response<T>, RestError>> {
+        Box::pin(async move {
+            let mut call = client.client().call(request);
+            let mut file = None;
+            loop {
+                let input = match call.poll_output(Instant::now()) {
+                    Output::Io(io) => Input::Io(perform(io, &mut file).await),
+                    Output::Sleep { until, wake_after } => {
+                        let sleep = tokio::time::sleep_until(until.into());
+                        match wake_after {
+                            Some(version) => tokio::select! {
+                                () = sleep => {}
+                                () = client.changes().after(version) => {}
+                            },
+                            None => sleep.await,
+                        }
+                        Input::Woke
+                    }
+                    Output::Notify(version) => {
+                        client.changes().announce(version);
+                        continue;
+                    }
+                    Output::Done(result) => return result,
+                };
+                call.handle_input(Instant::now(), input);
+            }
         })
     }
 
-    /// The sans-IO client (configuration).
-    #[must_use]
-    pub fn rest(&self) -> &Rest {
-        self.shared.client.rest()
+    fn drive(bot: Bot<Self>, operation: Operation) -> BoxFuture<Result<(), LifecycleError>> {
+        Box::pin(crate::bot::drive(bot, operation))
     }
 
-    /// The transport's settings and proxy.
-    #[must_use]
-    pub fn transport(&self) -> &Transport {
-        self.shared.client.transport()
+    fn server(bot: Bot<Self>) -> BoxFuture<Result<crate::Server, LifecycleError>> {
+        Box::pin(crate::bot::server(bot))
     }
 
-    /// Idle connections currently pooled (all hosts).
-    #[must_use]
-    pub fn idle_connections(&self) -> usize {
-        self.shared.client.idle_connections()
+    fn ready<T: Send + 'static>(value: T) -> BoxFuture<T> {
+        Box::pin(std::future::ready(value))
     }
 
-    /// Closes every idle connection.
-    pub fn clear_idle(&self) {
-        self.shared.client.clear_idle();
-    }
-
-    /// Runs `f` with the rate limiter locked (never across an await).
-    pub fn with_limiter<R>(&self, f: impl FnOnce(&mut RateLimiter) -> R) -> R {
-        self.shared.client.with_limiter(f)
-    }
-
-    /// Sends `request`, waiting out rate limits and retrying as the core decides.
-    ///
-    /// # Errors
-    /// [`RestError`] as decided by [`yuyo_core::rest::Call`].
-    pub async fn call<T>(&self, request: RestRequest<T>) -> Result<Response<T>, RestError> {
-        let mut call = self.shared.client.call(request);
-        let mut changes = self.shared.changed.subscribe();
-        let mut file = None;
-        loop {
-            let input = match call.poll_output(Instant::now()) {
-                Output::Io(io) => Input::Io(perform(io, &mut file).await),
-                Output::Sleep { until, wake_after } => {
-                    let sleep = tokio::time::sleep_until(until.into());
-                    match wake_after {
-                        Some(version) => tokio::select! {
-                            () = sleep => {}
-                            _ = changes.wait_for(|&current| current > version) => {}
-                        },
-                        None => sleep.await,
-                    }
-                    Input::Woke
-                }
-                Output::Notify(version) => {
-                    self.shared.changed.send_if_modified(|current| {
-                        let newer = version > *current;
-                        *current = (*current).max(version);
-                        newer
-                    });
-                    continue;
-                }
-                Output::Done(result) => return result,
-            };
-            call.handle_input(Instant::now(), input);
-        }
-    }
-
-    /// The generic `request(method, path, body)`: any route, still rate limited. The
-    /// answer decodes to JSON.
-    ///
-    /// # Errors
-    /// [`RequestError::InvalidPath`] for a path that is not a Discord route, otherwise
-    /// as [`RestClient::call`].
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: RequestBody,
-    ) -> Result<Response<serde_json::Value>, RequestError> {
-        let route = Route::custom(method, path).map_err(RequestError::InvalidPath)?;
-        self.call(RestRequest::new(route, body))
-            .await
-            .map_err(RequestError::Rest)
+    fn map<T: Send + 'static, U: Send + 'static>(
+        output: BoxFuture<T>,
+        f: impl FnOnce(T) -> U + Send + 'static,
+    ) -> BoxFuture<U> {
+        Box::pin(async move { f(output.await) })
     }
 }

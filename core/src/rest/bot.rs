@@ -37,6 +37,8 @@ use std::fmt;
 use super::ConfigError;
 #[cfg(feature = "transport")]
 pub use super::bot_builder::{BotBuilder, BotSettings, BuildBot};
+#[cfg(feature = "transport")]
+pub use super::bot_handle::Bot;
 pub use super::lifecycle::{BotStep, Hooks, Lifecycle, Operation, Transition};
 use super::discovery::KeyDiscoveryError;
 use super::error::TransportSetupError;

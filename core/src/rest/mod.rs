@@ -141,6 +141,8 @@ pub mod bot;
 mod bot_builder;
 mod call;
 #[cfg(feature = "transport")]
+mod bot_handle;
+#[cfg(feature = "transport")]
 pub mod client;
 mod commands;
 mod config;
@@ -152,6 +154,8 @@ mod message;
 pub mod ratelimit;
 mod request;
 mod route;
+#[cfg(feature = "transport")]
+pub mod runtime;
 #[cfg(feature = "transport")]
 pub mod transport;
 
@@ -182,3 +186,5 @@ pub use ratelimit::{
 };
 pub use request::{NoContent, Payload, RequestBody, RestRequest};
 pub use route::{InvalidPath, Major, RateLimitKey, Route, RouteKey};
+#[cfg(feature = "transport")]
+pub use runtime::RestClient;
