@@ -13,8 +13,8 @@
 //! ```
 //!
 //! The API, and how it maps to yuyo's `AsgiBot`, is the same on every adapter: see
-//! [`yuyo_core::rest::bot`]. The lifecycle itself is [`Lifecycle`]; this module runs its
-//! steps on the calling thread.
+//! [`yuyo_core::rest::bot`]. This module runs the
+//! [`Lifecycle`](yuyo_core::rest::bot::Lifecycle)'s steps on the calling thread.
 //!
 //! # Replies through REST
 //! A bot's server defers slow handlers and sends oversized files through the callback
@@ -23,289 +23,48 @@
 //! [`BotBuilder::inline_files_limit`] (default 150 000 bytes,
 //! [`DEFAULT_INLINE_FILES_LIMIT`]); `None` turns either off.
 
-use std::fmt;
-use std::future::Future;
-use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
-
 use futures_lite::future::block_on;
-pub use yuyo_core::deferral::{DEFAULT_DEFER_AFTER, DEFAULT_INLINE_FILES_LIMIT, ReplyRouting};
-use yuyo_core::endpoint::Endpoint;
-use yuyo_core::lifespan::{Callback, CallbackError};
-use yuyo_core::rest::KeyDiscovery;
-use yuyo_core::rest::bot::{BotSettings, BotStep, BuildBot, Hooks, Lifecycle, Operation};
+use yuyo_core::rest::bot::{BotStep, Operation};
 
+pub use yuyo_core::deferral::{DEFAULT_DEFER_AFTER, DEFAULT_INLINE_FILES_LIMIT, ReplyRouting};
 pub use yuyo_core::rest::TokenStrategy;
 pub use yuyo_core::rest::bot::{BotCallbackId, BotError, LifecycleError, UnknownCallback};
 pub use yuyo_core::rest::{ConfigError, KeyDiscoveryError};
 
-use crate::rest::{HttpSettings, ProxySettings, RestClient};
+use crate::rest::Blocking;
 use crate::{Server, Service};
 
-/// Builds a [`Bot`]; mirrors `AsgiBot.__init__` (the builder every adapter shares;
-/// there is no executor: handlers run on the connection threads, so
-/// [`BotBuilder::executor`] cannot be called).
+/// yuyo's `AsgiBot` on std threads (see [`yuyo_core::rest::bot::Bot`]); its
+/// operations block. Cheap to clone.
+pub type Bot = yuyo_core::rest::bot::Bot<Blocking>;
+
+/// Builds a [`Bot`]; mirrors `AsgiBot.__init__` (there is no executor: handlers run on
+/// the connection threads, so [`BotBuilder::executor`] cannot be called).
 pub type BotBuilder = yuyo_core::rest::bot::BotBuilder<Bot>;
 
-impl BuildBot for Bot {
-    type Executor = std::convert::Infallible;
-
-    fn from_settings(settings: BotSettings<std::convert::Infallible>) -> Result<Self, BotError> {
-        let discovery = KeyDiscovery::new(settings.rest.token_type());
-        let rest = RestClient::new(settings.rest, settings.http, settings.proxy)
-            .map_err(BotError::Transport)?;
-        let changes = Arc::new(Changes::default());
-        let hooks = Hooks {
-            on_change: Box::new({
-                let changes = Arc::clone(&changes);
-                move |version| {
-                    *changes.latest.lock().unwrap_or_else(PoisonError::into_inner) = version;
-                    changes.changed.notify_all();
-                }
-            }),
-            on_stop: Box::new({
-                let rest = rest.clone();
-                move || rest.clear_idle()
-            }),
-        };
-        let lifecycle = Lifecycle::new(
-            settings.managed,
-            settings.verifier,
-            discovery,
-            settings.endpoint,
-            hooks,
-        );
-        Ok(Self {
-            inner: Arc::new(Inner {
-                rest,
-                lifecycle: Arc::new(lifecycle),
-                changes,
-                routing: settings.routing,
-            }),
-        })
-    }
-}
-
-/// The lifecycle's latest version, signalled when it changes (wakes
-/// [`BotStep::Wait`]).
-#[derive(Default)]
-struct Changes {
-    latest: Mutex<u64>,
-    changed: Condvar,
-}
-
-struct Inner {
-    rest: RestClient,
-    lifecycle: Arc<Lifecycle>,
-    changes: Arc<Changes>,
-    routing: ReplyRouting,
-}
-
-/// yuyo's `AsgiBot` on std threads; see the [module docs](self). Cheap to clone.
-#[derive(Clone)]
-pub struct Bot {
-    inner: Arc<Inner>,
-}
-
-impl fmt::Debug for Bot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Bot")
-            .field("lifecycle", &self.inner.lifecycle)
-            .field("rest", &self.inner.rest)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Bot {
-    /// A builder for a bot authenticated with `token`.
-    #[must_use]
-    pub fn builder(token: impl Into<String>) -> BotBuilder {
-        BotBuilder::new(token)
-    }
-
-    /// A builder for a bot authenticated through `strategy`.
-    #[must_use]
-    pub fn builder_with_strategy(strategy: Arc<dyn TokenStrategy>) -> BotBuilder {
-        BotBuilder::with_strategy(strategy)
-    }
-
-    /// The REST client.
-    #[must_use]
-    pub fn rest(&self) -> &RestClient {
-        &self.inner.rest
-    }
-
-    /// The HTTP settings.
-    #[must_use]
-    pub fn http_settings(&self) -> &HttpSettings {
-        self.inner.rest.transport().settings()
-    }
-
-    /// The proxy settings.
-    #[must_use]
-    pub fn proxy_settings(&self) -> Option<&ProxySettings> {
-        self.inner.rest.transport().proxy()
-    }
-
-    /// How the bot's server routes replies through REST.
-    #[must_use]
-    pub fn reply_routing(&self) -> ReplyRouting {
-        self.inner.routing
-    }
-
-    /// The lifecycle (phase, key, callbacks).
-    #[must_use]
-    pub fn lifecycle(&self) -> &Lifecycle {
-        &self.inner.lifecycle
-    }
-
-    /// Whether the server's lifespan starts and stops the bot.
-    #[must_use]
-    pub fn is_managed(&self) -> bool {
-        self.inner.lifecycle.is_managed()
-    }
-
-    /// Whether the bot is running.
-    #[must_use]
-    pub fn is_alive(&self) -> bool {
-        self.inner.lifecycle.is_alive()
-    }
-
-    /// The public key, once given or discovered.
-    #[must_use]
-    pub fn public_key(&self) -> Option<[u8; 32]> {
-        self.inner.lifecycle.public_key()
-    }
-
-    /// The interaction endpoint (yuyo's `interaction_server`), once the key is known.
-    #[must_use]
-    pub fn interaction_server(&self) -> Option<Endpoint> {
-        self.inner.lifecycle.endpoint()
-    }
-
-    /// `callback` as a lifecycle callback given this bot (without keeping it alive).
-    fn callback<F, Fut>(&self, callback: F) -> Callback
-    where
-        F: Fn(Bot) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
-    {
-        let bot: Weak<Inner> = Arc::downgrade(&self.inner);
-        Callback::new(move || {
-            let run = bot.upgrade().map(|inner| callback(Bot { inner }));
-            async move {
-                match run {
-                    Some(run) => run.await,
-                    None => Ok(()),
-                }
-            }
-        })
-    }
-
-    /// Adds a callback run (with the bot) when it starts; a failure fails startup.
-    pub fn add_startup_callback<F, Fut>(&self, callback: F) -> BotCallbackId
-    where
-        F: Fn(Bot) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
-    {
-        let callback = self.callback(callback);
-        self.inner.lifecycle.add_startup_callback(callback)
-    }
-
-    /// Adds a callback run (with the bot) when it closes; a failure fails the close.
-    pub fn add_shutdown_callback<F, Fut>(&self, callback: F) -> BotCallbackId
-    where
-        F: Fn(Bot) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), CallbackError>> + Send + 'static,
-    {
-        let callback = self.callback(callback);
-        self.inner.lifecycle.add_shutdown_callback(callback)
-    }
-
-    /// Removes a startup callback.
-    ///
-    /// # Errors
-    /// [`UnknownCallback`] when `id` is not a registered startup callback.
-    pub fn remove_startup_callback(&self, id: BotCallbackId) -> Result<(), UnknownCallback> {
-        self.inner.lifecycle.remove_startup_callback(id)
-    }
-
-    /// Removes a shutdown callback.
-    ///
-    /// # Errors
-    /// [`UnknownCallback`] when `id` is not a registered shutdown callback.
-    pub fn remove_shutdown_callback(&self, id: BotCallbackId) -> Result<(), UnknownCallback> {
-        self.inner.lifecycle.remove_shutdown_callback(id)
-    }
-
-    /// Starts the bot: finds the public key if needed, then runs the startup callbacks.
-    ///
-    /// # Errors
-    /// [`LifecycleError::Managed`] for a managed bot, [`LifecycleError::AlreadyRunning`],
-    /// or the discovery / callback failure.
-    pub fn start(&self) -> Result<(), LifecycleError> {
-        self.drive(Operation::Start)
-    }
-
-    /// Closes the bot: runs the shutdown callbacks and drops idle connections.
-    ///
-    /// # Errors
-    /// [`LifecycleError::Managed`], [`LifecycleError::NotRunning`], or a callback failure.
-    pub fn close(&self) -> Result<(), LifecycleError> {
-        self.drive(Operation::Close)
-    }
-
-    /// Waits until the bot is closed.
-    ///
-    /// # Errors
-    /// [`LifecycleError::Managed`], [`LifecycleError::NotRunning`].
-    pub fn join(&self) -> Result<(), LifecycleError> {
-        self.drive(Operation::Join)
-    }
-
-    /// Starts the bot and waits until it is closed.
-    ///
-    /// # Errors
-    /// As [`Bot::start`].
-    pub fn run(&self) -> Result<(), LifecycleError> {
-        self.drive(Operation::Run)
-    }
-
-    /// A server for this bot: the key is found first (a failure is returned and nothing
-    /// is served), and for a managed bot the server's lifespan runs the bot's startup
-    /// and shutdown.
-    ///
-    /// # Errors
-    /// [`LifecycleError::KeyDiscovery`]; [`LifecycleError::NotRunning`] for an
-    /// unmanaged bot without a known key (start it first).
-    pub fn server(&self) -> Result<Server, LifecycleError> {
-        self.drive(Operation::FindKey)?;
-        let bot = self.clone();
-        // The blocking server runs lifespan callbacks on its own thread.
-        let service: Service = self.inner.lifecycle.service(move |operation| {
-            let result = bot.drive(operation);
-            Box::pin(async move { result })
-        })?;
-        Ok(Server::new(service).with_rest_replies(self.inner.rest.clone(), self.inner.routing))
-    }
-
-    /// Runs one lifecycle operation to its end.
-    fn drive(&self, operation: Operation) -> Result<(), LifecycleError> {
-        let mut transition = self.inner.lifecycle.transition(operation);
-        loop {
-            match transition.poll() {
-                BotStep::Fetch(request) => transition.fetched(self.inner.rest.call(request)),
-                BotStep::Run(phase) => transition.ran(block_on(phase)),
-                BotStep::Wait(version) => {
-                    let changes = &self.inner.changes;
-                    let latest = changes.latest.lock().unwrap_or_else(PoisonError::into_inner);
-                    drop(
-                        changes
-                            .changed
-                            .wait_while(latest, |latest| *latest <= version)
-                            .unwrap_or_else(PoisonError::into_inner),
-                    );
-                }
-                BotStep::Done(result) => return result,
-            }
+/// Runs one lifecycle operation of `bot` to its end.
+pub(crate) fn drive(bot: &Bot, operation: Operation) -> Result<(), LifecycleError> {
+    let mut transition = bot.lifecycle().transition(operation);
+    loop {
+        match transition.poll() {
+            BotStep::Fetch(request) => transition.fetched(bot.rest().call(request)),
+            BotStep::Run(phase) => transition.ran(block_on(phase)),
+            BotStep::Wait(version) => bot.changes().after(version, None),
+            BotStep::Done(result) => return result,
         }
     }
+}
+
+/// The server of `bot`, once its key is known (see [`Bot::server`]).
+pub(crate) fn server(bot: &Bot) -> Result<Server, LifecycleError> {
+    drive(bot, Operation::FindKey)?;
+    let service: Service = bot.lifecycle().service({
+        let bot = bot.clone();
+        // The blocking server runs lifespan callbacks on its own thread.
+        move |operation| {
+            let result = drive(&bot, operation);
+            Box::pin(async move { result })
+        }
+    })?;
+    Ok(Server::new(service).with_rest_replies(bot.rest().clone(), bot.reply_routing()))
 }

@@ -1,11 +1,12 @@
-//! The REST client on smol: [`yuyo_core::rest::client`] (rate limits, retries, the
-//! pool, TLS, the proxy `CONNECT`, every deadline) driven over blocking `std::net` sockets
-//! (socket timeouts set from the core's deadlines) and `std::fs` files. This module only connects, reads, writes, sleeps and wakes.
+//! The REST client on std threads: [`yuyo_core::rest::client`] (rate limits, retries,
+//! the pool, TLS, the proxy `CONNECT`, every deadline) driven over blocking `std::net`
+//! sockets (socket timeouts set from the core's deadlines) and `std::fs` files. This
+//! module only connects, reads, writes, sleeps and wakes.
 //!
 //! ```no_run
 //! # fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use yuyo_core::rest::{RestConfig, RestRequest};
-//! use yuyo_smol::rest::{HttpSettings, RestClient};
+//! use yuyo_blocking::rest::{HttpSettings, RestClient};
 //! let config = RestConfig::builder().token("…").build()?;
 //! let client = RestClient::new(config, HttpSettings::default(), None)?;
 //! let application = client.call(RestRequest::fetch_application())?.model()?;
@@ -14,24 +15,27 @@
 //! # }
 //! ```
 
-use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use http::Method;
-use yuyo_core::rest::client::{Client, Input, Output, PooledStream};
+use yuyo_core::rest::bot::{Bot, LifecycleError, Operation};
+use yuyo_core::rest::client::{Input, Output, PooledStream};
+use yuyo_core::rest::runtime::{Announcer, ClientRuntime};
 use yuyo_core::rest::transport::{Input as IoInput, Io};
-use yuyo_core::rest::{
-    RateLimiter, RequestBody, Response, Rest, RestConfig, RestError, RestRequest, Route,
-};
+use yuyo_core::rest::{RestError, RestRequest};
 
 pub use yuyo_core::http1::client::ClientLimits;
 pub use yuyo_core::rest::transport::{
     HttpSettings, InvalidProxy, ProxySettings, Timeouts, TlsVerification, Transport, rustls,
 };
-pub use yuyo_core::rest::{RequestError, TransportSetupError};
+pub use yuyo_core::rest::{RequestError, Response, TransportSetupError};
+
+/// A rate-limited Discord REST client on std threads (see
+/// [`yuyo_core::rest::RestClient`]); its calls block. Cheap to clone; clones share the
+/// rate limiter and the pool.
+pub type RestClient = yuyo_core::rest::RestClient<Blocking>;
 
 /// A TCP connection of the client (TLS, when used, lives in the core).
 #[derive(Debug)]
@@ -125,100 +129,70 @@ fn perform(io: Io<'_, Connection>, file: &mut Option<std::fs::File>) -> IoInput<
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+/// The std-threads runtime of the client path: [`RestClient`] and
+/// [`Bot`](crate::bot::Bot) calls run on the calling thread.
+#[derive(Debug, Clone, Copy)]
+pub struct Blocking;
 
-struct Shared {
-    client: Arc<Client<Connection>>,
-    /// The highest limiter version announced.
+/// The latest version announced, signalled when it grows.
+#[derive(Debug, Default)]
+pub struct Changes {
     latest: Mutex<u64>,
-    /// Signalled when `latest` grows (wakes waits on rate limits).
     changed: Condvar,
 }
 
-/// A rate-limited Discord REST client on std threads. Cheap to clone; clones share the
-/// rate limiter and the connection pool.
-#[derive(Clone)]
-pub struct RestClient {
-    shared: Arc<Shared>,
-}
-
-impl fmt::Debug for RestClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.shared.client.fmt(f)
+impl Announcer for Changes {
+    fn announce(&self, version: u64) {
+        let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        if version > *latest {
+            *latest = version;
+            self.changed.notify_all();
+        }
     }
 }
 
-impl RestClient {
-    /// A client for `config` over a transport with `settings` and `proxy`.
-    ///
-    /// # Errors
-    /// [`TransportSetupError`] when TLS cannot be configured.
-    pub fn new(
-        config: RestConfig,
-        settings: HttpSettings,
-        proxy: Option<ProxySettings>,
-    ) -> Result<Self, TransportSetupError> {
-        let client = Arc::new(Client::new(config, settings, proxy)?);
-        Ok(Self {
-            shared: Arc::new(Shared {
-                client,
-                latest: Mutex::new(0),
-                changed: Condvar::new(),
-            }),
-        })
+impl Changes {
+    /// Until a version newer than `version` is announced, or `deadline` passed.
+    pub(crate) fn after(&self, version: u64, deadline: Option<Instant>) {
+        let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        while *latest <= version {
+            latest = match deadline.map(remaining) {
+                None => self.changed.wait(latest).unwrap_or_else(PoisonError::into_inner),
+                Some(Some(left)) => {
+                    let waited = self.changed.wait_timeout(latest, left);
+                    waited.unwrap_or_else(PoisonError::into_inner).0
+                }
+                Some(None) => return,
+            };
+        }
     }
+}
 
-    /// The sans-IO client (configuration).
-    #[must_use]
-    pub fn rest(&self) -> &Rest {
-        self.shared.client.rest()
-    }
+impl ClientRuntime for Blocking {
+    type Stream = Connection;
+    type Announcer = Changes;
+    type Output<T: Send + 'static> = T;
+    type Executor = std::convert::Infallible;
+    type Server = crate::Server;
 
-    /// The transport's settings and proxy.
-    #[must_use]
-    pub fn transport(&self) -> &Transport {
-        self.shared.client.transport()
-    }
-
-    /// Idle connections currently pooled (all hosts).
-    #[must_use]
-    pub fn idle_connections(&self) -> usize {
-        self.shared.client.idle_connections()
-    }
-
-    /// Closes every idle connection.
-    pub fn clear_idle(&self) {
-        self.shared.client.clear_idle();
-    }
-
-    /// Runs `f` with the rate limiter locked.
-    pub fn with_limiter<R>(&self, f: impl FnOnce(&mut RateLimiter) -> R) -> R {
-        self.shared.client.with_limiter(f)
-    }
-
-    /// Sends `request`, waiting out rate limits and retrying as the core decides; blocks
-    /// the calling thread.
-    ///
-    /// # Errors
-    /// [`RestError`] as decided by [`yuyo_core::rest::Call`].
-    pub fn call<T>(&self, request: RestRequest<T>) -> Result<Response<T>, RestError> {
-        let mut call = self.shared.client.call(request);
+    fn call<T: Send + 'static>(
+        client: RestClient,
+        request: RestRequest<T>,
+    ) -> Result<Response<T>, RestError> {
+        let mut call = client.client().call(request);
         let mut file = None;
         loop {
             let input = match call.poll_output(Instant::now()) {
                 Output::Io(io) => Input::Io(perform(io, &mut file)),
                 Output::Sleep { until, wake_after } => {
-                    self.sleep(until, wake_after);
+                    match wake_after {
+                        Some(version) => client.changes().after(version, Some(until)),
+                        None => std::thread::sleep(remaining(until).unwrap_or_default()),
+                    }
                     Input::Woke
                 }
                 Output::Notify(version) => {
-                    let mut latest = lock(&self.shared.latest);
-                    if version > *latest {
-                        *latest = version;
-                        self.shared.changed.notify_all();
-                    }
+                    client.changes().announce(version);
                     continue;
                 }
                 Output::Done(result) => return result,
@@ -227,37 +201,22 @@ impl RestClient {
         }
     }
 
-    /// Until `until`, or until another call announced a version above `wake_after`.
-    fn sleep(&self, until: Instant, wake_after: Option<u64>) {
-        let mut latest = lock(&self.shared.latest);
-        while wake_after.is_none_or(|version| *latest <= version) {
-            let Some(left) = remaining(until) else {
-                return;
-            };
-            latest = self
-                .shared
-                .changed
-                .wait_timeout(latest, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+    fn drive(bot: Bot<Self>, operation: Operation) -> Result<(), LifecycleError> {
+        crate::bot::drive(&bot, operation)
     }
 
-    /// The generic `request(method, path, body)`: any route, still rate limited. The
-    /// answer decodes to JSON.
-    ///
-    /// # Errors
-    /// [`RequestError::InvalidPath`] for a path that is not a Discord route, otherwise
-    /// as [`RestClient::call`].
-    pub fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: RequestBody,
-    ) -> Result<Response<serde_json::Value>, RequestError> {
-        let route = Route::custom(method, path).map_err(RequestError::InvalidPath)?;
-        self.call(RestRequest::new(route, body))
-            
-            .map_err(RequestError::Rest)
+    fn server(bot: Bot<Self>) -> Result<crate::Server, LifecycleError> {
+        crate::bot::server(&bot)
+    }
+
+    fn ready<T: Send + 'static>(value: T) -> T {
+        value
+    }
+
+    fn map<T: Send + 'static, U: Send + 'static>(
+        output: T,
+        f: impl FnOnce(T) -> U + Send + 'static,
+    ) -> U {
+        f(output)
     }
 }

@@ -14,11 +14,11 @@
 //! # }
 //! ```
 
-use std::fmt;
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use async_io::{Async, Timer};
@@ -26,18 +26,21 @@ use async_net::TcpStream;
 use blocking::Unblock;
 use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
-use http::Method;
-use yuyo_core::rest::client::{Client, Input, Output, PooledStream};
+use yuyo_core::rest::bot::{Bot, LifecycleError, Operation};
+use yuyo_core::rest::client::{Input, Output, PooledStream};
+use yuyo_core::rest::runtime::{Announcer, ClientRuntime};
 use yuyo_core::rest::transport::{Input as IoInput, Io};
-use yuyo_core::rest::{
-    RateLimiter, RequestBody, Response, Rest, RestConfig, RestError, RestRequest, Route,
-};
+use yuyo_core::rest::{RestError, RestRequest};
 
 pub use yuyo_core::http1::client::ClientLimits;
 pub use yuyo_core::rest::transport::{
     HttpSettings, InvalidProxy, ProxySettings, Timeouts, TlsVerification, Transport, rustls,
 };
-pub use yuyo_core::rest::{RequestError, TransportSetupError};
+pub use yuyo_core::rest::{RequestError, Response, TransportSetupError};
+
+/// A rate-limited Discord REST client on smol (see [`yuyo_core::rest::RestClient`]);
+/// its calls are futures. Cheap to clone; clones share the rate limiter and the pool.
+pub type RestClient = yuyo_core::rest::RestClient<Smol>;
 
 /// A TCP connection of the client (TLS, when used, lives in the core).
 #[derive(Debug)]
@@ -114,131 +117,93 @@ async fn perform(
     result.unwrap_or_else(IoInput::Failed)
 }
 
-struct Shared {
-    client: Arc<Client<Connection>>,
-    /// The highest limiter version announced.
+/// The smol runtime of the client path: [`RestClient`] and [`Bot`](crate::bot::Bot)
+/// calls are boxed futures driven here.
+#[derive(Debug, Clone, Copy)]
+pub struct Smol;
+
+/// A boxed future, what a smol client or bot operation returns.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The latest version announced, and an event fired when it grows.
+#[derive(Debug, Default)]
+pub struct Changes {
     latest: AtomicU64,
-    /// Fired when `latest` grows (wakes waits on rate limits).
-    changed: Event,
+    event: Event,
 }
 
-/// A rate-limited Discord REST client on smol. Cheap to clone; clones share the
-/// rate limiter and the connection pool.
-#[derive(Clone)]
-pub struct RestClient {
-    shared: Arc<Shared>,
-}
-
-impl fmt::Debug for RestClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.shared.client.fmt(f)
+impl Announcer for Changes {
+    fn announce(&self, version: u64) {
+        if self.latest.fetch_max(version, Ordering::SeqCst) < version {
+            self.event.notify(usize::MAX);
+        }
     }
 }
 
-impl RestClient {
-    /// A client for `config` over a transport with `settings` and `proxy`.
-    ///
-    /// # Errors
-    /// [`TransportSetupError`] when TLS cannot be configured.
-    pub fn new(
-        config: RestConfig,
-        settings: HttpSettings,
-        proxy: Option<ProxySettings>,
-    ) -> Result<Self, TransportSetupError> {
-        let client = Arc::new(Client::new(config, settings, proxy)?);
-        Ok(Self {
-            shared: Arc::new(Shared {
-                client,
-                latest: AtomicU64::new(0),
-                changed: Event::new(),
-            }),
+impl Changes {
+    /// Until a version newer than `version` is announced, or `deadline` passed.
+    pub(crate) async fn after(&self, version: u64, deadline: Option<Instant>) {
+        let listener = self.event.listen();
+        if self.latest.load(Ordering::SeqCst) <= version {
+            match deadline {
+                Some(deadline) => drop(until(deadline, listener).await),
+                None => listener.await,
+            }
+        }
+    }
+}
+
+impl ClientRuntime for Smol {
+    type Stream = Connection;
+    type Announcer = Changes;
+    type Output<T: Send + 'static> = BoxFuture<T>;
+    type Executor = Arc<async_executor::Executor<'static>>;
+    type Server = crate::Server;
+
+    fn call<T: Send + 'static>(
+        client: RestClient,
+        request: RestRequest<T>,
+    ) -> BoxFuture<Result<Response<T>, RestError>> {
+        Box::pin(async move {
+            let mut call = client.client().call(request);
+            let mut file = None;
+            loop {
+                let input = match call.poll_output(Instant::now()) {
+                    Output::Io(io) => Input::Io(perform(io, &mut file).await),
+                    Output::Sleep { until, wake_after } => {
+                        match wake_after {
+                            Some(version) => client.changes().after(version, Some(until)).await,
+                            None => drop(Timer::at(until).await),
+                        }
+                        Input::Woke
+                    }
+                    Output::Notify(version) => {
+                        client.changes().announce(version);
+                        continue;
+                    }
+                    Output::Done(result) => return result,
+                };
+                call.handle_input(Instant::now(), input);
+            }
         })
     }
 
-    /// The sans-IO client (configuration).
-    #[must_use]
-    pub fn rest(&self) -> &Rest {
-        self.shared.client.rest()
+    fn drive(bot: Bot<Self>, operation: Operation) -> BoxFuture<Result<(), LifecycleError>> {
+        Box::pin(crate::bot::drive(bot, operation))
     }
 
-    /// The transport's settings and proxy.
-    #[must_use]
-    pub fn transport(&self) -> &Transport {
-        self.shared.client.transport()
+    fn server(bot: Bot<Self>) -> BoxFuture<Result<crate::Server, LifecycleError>> {
+        Box::pin(crate::bot::server(bot))
     }
 
-    /// Idle connections currently pooled (all hosts).
-    #[must_use]
-    pub fn idle_connections(&self) -> usize {
-        self.shared.client.idle_connections()
+    fn ready<T: Send + 'static>(value: T) -> BoxFuture<T> {
+        Box::pin(std::future::ready(value))
     }
 
-    /// Closes every idle connection.
-    pub fn clear_idle(&self) {
-        self.shared.client.clear_idle();
-    }
-
-    /// Runs `f` with the rate limiter locked (never across an await).
-    pub fn with_limiter<R>(&self, f: impl FnOnce(&mut RateLimiter) -> R) -> R {
-        self.shared.client.with_limiter(f)
-    }
-
-    /// Sends `request`, waiting out rate limits and retrying as the core decides.
-    ///
-    /// # Errors
-    /// [`RestError`] as decided by [`yuyo_core::rest::Call`].
-    pub async fn call<T>(&self, request: RestRequest<T>) -> Result<Response<T>, RestError> {
-        let mut call = self.shared.client.call(request);
-        let mut file = None;
-        loop {
-            let input = match call.poll_output(Instant::now()) {
-                Output::Io(io) => Input::Io(perform(io, &mut file).await),
-                Output::Sleep { until, wake_after } => {
-                    self.sleep(until, wake_after).await;
-                    Input::Woke
-                }
-                Output::Notify(version) => {
-                    if self.shared.latest.fetch_max(version, Ordering::SeqCst) < version {
-                        self.shared.changed.notify(usize::MAX);
-                    }
-                    continue;
-                }
-                Output::Done(result) => return result,
-            };
-            call.handle_input(Instant::now(), input);
-        }
-    }
-
-    /// Until `until`, or until another call announced a version above `wake_after`.
-    async fn sleep(&self, until: Instant, wake_after: Option<u64>) {
-        let Some(version) = wake_after else {
-            Timer::at(until).await;
-            return;
-        };
-        let listener = self.shared.changed.listen();
-        if self.shared.latest.load(Ordering::SeqCst) <= version {
-            future::or(listener, async {
-                Timer::at(until).await;
-            })
-            .await;
-        }
-    }
-
-    /// The generic `request(method, path, body)`: any route, still rate limited. The
-    /// answer decodes to JSON.
-    ///
-    /// # Errors
-    /// [`RequestError::InvalidPath`] for a path that is not a Discord route, otherwise
-    /// as [`RestClient::call`].
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: RequestBody,
-    ) -> Result<Response<serde_json::Value>, RequestError> {
-        let route = Route::custom(method, path).map_err(RequestError::InvalidPath)?;
-        self.call(RestRequest::new(route, body))
-            .await
-            .map_err(RequestError::Rest)
+    fn map<T: Send + 'static, U: Send + 'static>(
+        output: BoxFuture<T>,
+        f: impl FnOnce(T) -> U + Send + 'static,
+    ) -> BoxFuture<U> {
+        Box::pin(async move { f(output.await) })
     }
 }
