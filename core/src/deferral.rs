@@ -53,7 +53,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, Method, Response, StatusCode, header};
 use twilight_model::application::interaction::Interaction;
 use twilight_model::channel::Message;
 use twilight_model::channel::message::MessageFlags;
@@ -66,7 +66,7 @@ use crate::endpoint::{
     BoxFuture, Context, HandlerResult, InteractionKind, Reply, ReplyPayload, ResponseBody,
 };
 use crate::multipart::FilePart;
-use crate::rest::{NoContent, Payload, RestRequest};
+use crate::rest::{NoContent, Payload, RequestBody, RestRequest, Route};
 
 /// The default deferral deadline: 2.5 s after the request was read, leaving half a
 /// second of Discord's 3 s for the deferred response to arrive.
@@ -224,7 +224,7 @@ impl Target {
         let payload = Payload::raw_json(json).with_files(files);
         RestReply {
             requests: vec![RestCall::CreateResponse(
-                RestRequest::create_interaction_response(self.interaction_id, &self.token, payload),
+                RestRequest::new(Route::interaction_callback(self.interaction_id, &self.token), payload.into_body()),
             )],
             after,
         }
@@ -360,9 +360,13 @@ impl Deferred {
     fn failed(&self) -> Vec<RestCall> {
         match self.kind {
             DeferredKind::Message => vec![RestCall::DeleteOriginal(
-                RestRequest::delete_original_response(
-                    self.target.application_id,
-                    &self.target.token,
+                RestRequest::new(
+                    Route::original_response(
+                        Method::DELETE,
+                        self.target.application_id,
+                        &self.target.token,
+                    ),
+                    RequestBody::Empty,
                 ),
             )],
             DeferredKind::Update => Vec::new(),
@@ -384,17 +388,15 @@ impl Deferred {
             Ok(Payload::raw_json(json).with_files(files))
         };
         let edit = |files| -> Result<RestCall, &'static str> {
-            Ok(RestCall::EditOriginal(RestRequest::edit_original_response(
-                application,
-                token,
-                message(files)?,
+            Ok(RestCall::EditOriginal(RestRequest::new(
+                Route::original_response(Method::PATCH, application, token),
+                message(files)?.into_body(),
             )))
         };
         let followup = |files| -> Result<RestCall, &'static str> {
-            Ok(RestCall::CreateFollowup(RestRequest::create_followup(
-                application,
-                token,
-                message(files)?,
+            Ok(RestCall::CreateFollowup(RestRequest::new(
+                Route::create_followup(application, token),
+                message(files)?.into_body(),
             )))
         };
         let ephemeral = data
@@ -407,7 +409,10 @@ impl Deferred {
             (5 | 6, _) => Ok(Vec::new()),
             // CHANNEL_MESSAGE_WITH_SOURCE
             (4, DeferredKind::Message) if ephemeral => Ok(vec![
-                RestCall::DeleteOriginal(RestRequest::delete_original_response(application, token)),
+                RestCall::DeleteOriginal(RestRequest::new(
+                    Route::original_response(Method::DELETE, application, token),
+                    RequestBody::Empty,
+                )),
                 followup(files)?,
             ]),
             (4, DeferredKind::Message) => Ok(vec![edit(files)?]),

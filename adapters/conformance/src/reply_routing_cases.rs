@@ -19,7 +19,7 @@ use yuyo_core::endpoint::{HandlerError, Handlers, Reply};
 use yuyo_core::multipart::{FilePart, FileSource};
 use yuyo_core::rest::bot::BotBuilder;
 use yuyo_core::rest::transport::HttpSettings;
-use yuyo_core::rest::{Payload, RestConfig, RestRequest};
+use yuyo_core::rest::{Payload, RestConfig, RestRequest, Route};
 
 use crate::Running;
 use crate::bot_harness::{BotHarness, LIMIT, bounded};
@@ -362,8 +362,7 @@ pub fn streamed_upload_from_disk_arrives_intact<H: BotHarness>() {
     for len in [Some(file.len()), None] {
         let payload = Payload::raw_json(&br#"{"content":"upload"}"#[..])
             .with_file(FilePart::source("upload.bin", source(len)));
-        let request =
-            RestRequest::create_followup(twilight_model::id::Id::new(1), "itoken", payload);
+        let request = followup(payload);
         let client = client.clone();
         bounded(move || H::call(&client, request)).unwrap();
     }
@@ -381,7 +380,7 @@ pub fn streamed_upload_from_disk_arrives_intact<H: BotHarness>() {
 
     let payload = Payload::raw_json(&b"{}"[..])
         .with_file(FilePart::source("upload.bin", source(Some(file.len() + 1))));
-    let request = RestRequest::create_followup(twilight_model::id::Id::new(1), "itoken", payload);
+    let request = followup(payload);
     let error = bounded(move || H::call(&client, request)).unwrap_err();
     assert!(error.to_string().contains("declared length"), "{error}");
     assert_eq!(
@@ -389,4 +388,10 @@ pub fn streamed_upload_from_disk_arrives_intact<H: BotHarness>() {
         2,
         "nothing complete reached the server"
     );
+}
+
+/// A follow-up of interaction token `itoken` carrying `payload` as is.
+fn followup(payload: Payload) -> RestRequest<twilight_model::channel::Message> {
+    let route = Route::create_followup(twilight_model::id::Id::new(1), "itoken");
+    RestRequest::new(route, payload.into_body())
 }

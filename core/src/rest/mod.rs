@@ -160,6 +160,7 @@ pub mod runtime;
 pub mod transport;
 
 #[cfg(test)]
+#[allow(deprecated)] // the raw constructors are tested until they go
 mod tests;
 #[cfg(test)]
 mod typed_tests;

@@ -260,6 +260,7 @@ impl RestRequest<NoContent> {
     /// `POST /interactions/{id}/{token}/callback`: the first response to an
     /// interaction (`payload` is an `InteractionResponse`, with files).
     #[must_use]
+    #[deprecated(since = "0.2.0", note = "use `Interaction::respond` (typed `Callback`), or `RestRequest::new(Route::interaction_callback(..), payload.into_body())` for raw JSON")]
     pub fn create_interaction_response(
         interaction_id: Id<InteractionMarker>,
         token: &str,
@@ -273,6 +274,7 @@ impl RestRequest<NoContent> {
 
     /// `DELETE /webhooks/{application_id}/{token}/messages/@original`.
     #[must_use]
+    #[deprecated(since = "0.2.0", note = "use `Interaction::delete_original`")]
     pub fn delete_original_response(application_id: Id<ApplicationMarker>, token: &str) -> Self {
         Self::new(
             Route::original_response(Method::DELETE, application_id, token),
@@ -282,6 +284,7 @@ impl RestRequest<NoContent> {
 
     /// `DELETE /webhooks/{application_id}/{token}/messages/{message_id}`.
     #[must_use]
+    #[deprecated(since = "0.2.0", note = "use `Interaction::delete_followup`")]
     pub fn delete_followup(
         application_id: Id<ApplicationMarker>,
         token: &str,
@@ -297,6 +300,7 @@ impl RestRequest<NoContent> {
 impl RestRequest<Message> {
     /// `GET /webhooks/{application_id}/{token}/messages/@original`.
     #[must_use]
+    #[deprecated(since = "0.2.0", note = "use `Interaction::original`")]
     pub fn get_original_response(application_id: Id<ApplicationMarker>, token: &str) -> Self {
         Self::new(
             Route::original_response(Method::GET, application_id, token),
@@ -308,6 +312,7 @@ impl RestRequest<Message> {
     /// answer to a deferred interaction; `payload` is message JSON such as
     /// `InteractionResponseData`).
     #[must_use]
+    #[deprecated(since = "0.2.0", note = "use `Interaction::edit_original` (typed `MessageEdit`), or `RestRequest::new(Route::original_response(..), payload.into_body())` for raw JSON")]
     pub fn edit_original_response(
         application_id: Id<ApplicationMarker>,
         token: &str,
@@ -321,6 +326,7 @@ impl RestRequest<Message> {
 
     /// `POST /webhooks/{application_id}/{token}?wait=true`: a follow-up message.
     #[must_use]
+    #[deprecated(since = "0.2.0", note = "use `Interaction::followup` (typed `MessageCreate`), or `RestRequest::new(Route::create_followup(..), payload.into_body())` for raw JSON")]
     pub fn create_followup(
         application_id: Id<ApplicationMarker>,
         token: &str,
@@ -334,6 +340,7 @@ impl RestRequest<Message> {
 
     /// `GET /webhooks/{application_id}/{token}/messages/{message_id}`.
     #[must_use]
+    #[deprecated(since = "0.2.0", note = "use `Interaction::followup_message`")]
     pub fn get_followup(
         application_id: Id<ApplicationMarker>,
         token: &str,
@@ -347,6 +354,7 @@ impl RestRequest<Message> {
 
     /// `PATCH /webhooks/{application_id}/{token}/messages/{message_id}`.
     #[must_use]
+    #[deprecated(since = "0.2.0", note = "use `Interaction::edit_followup` (typed `MessageEdit`)")]
     pub fn edit_followup(
         application_id: Id<ApplicationMarker>,
         token: &str,

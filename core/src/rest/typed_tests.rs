@@ -343,6 +343,7 @@ fn followup_routes() {
 }
 
 #[test]
+#[allow(deprecated)] // the typed routes must equal the raw ones
 fn typed_routes_match_the_existing_constructors() {
     let i = interaction();
     let old =

@@ -84,6 +84,9 @@ struct ServerBucket {
     window_start: Option<u64>,
 }
 
+/// An answer Discord made, and the bucket (index, major id) that counted it.
+type Served = (http::Response<Bytes>, Option<(usize, u64)>);
+
 /// A request the model has not answered (or, arriving late, not even seen).
 struct Pending {
     call: usize,
@@ -92,7 +95,7 @@ struct Pending {
     /// When it was sent.
     sent: u64,
     /// Its answer, when Discord counted it at sending.
-    served: Option<(http::Response<Bytes>, Option<(usize, u64)>)>,
+    served: Option<Served>,
 }
 
 struct Sim {
