@@ -223,9 +223,10 @@ impl Target {
         };
         let payload = Payload::raw_json(json).with_files(files);
         RestReply {
-            requests: vec![RestCall::CreateResponse(
-                RestRequest::new(Route::interaction_callback(self.interaction_id, &self.token), payload.into_body()),
-            )],
+            requests: vec![RestCall::CreateResponse(RestRequest::new(
+                Route::interaction_callback(self.interaction_id, &self.token),
+                payload.into_body(),
+            ))],
             after,
         }
     }
@@ -359,16 +360,14 @@ impl Deferred {
     /// After a failure: take down "thinking…"; a deferred update shows nothing.
     fn failed(&self) -> Vec<RestCall> {
         match self.kind {
-            DeferredKind::Message => vec![RestCall::DeleteOriginal(
-                RestRequest::new(
-                    Route::original_response(
-                        Method::DELETE,
-                        self.target.application_id,
-                        &self.target.token,
-                    ),
-                    RequestBody::Empty,
+            DeferredKind::Message => vec![RestCall::DeleteOriginal(RestRequest::new(
+                Route::original_response(
+                    Method::DELETE,
+                    self.target.application_id,
+                    &self.target.token,
                 ),
-            )],
+                RequestBody::Empty,
+            ))],
             DeferredKind::Update => Vec::new(),
         }
     }

@@ -157,7 +157,10 @@ impl Changes {
         let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
         while *latest <= version {
             latest = match deadline.map(remaining) {
-                None => self.changed.wait(latest).unwrap_or_else(PoisonError::into_inner),
+                None => self
+                    .changed
+                    .wait(latest)
+                    .unwrap_or_else(PoisonError::into_inner),
                 Some(Some(left)) => {
                     let waited = self.changed.wait_timeout(latest, left);
                     waited.unwrap_or_else(PoisonError::into_inner).0

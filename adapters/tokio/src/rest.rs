@@ -49,9 +49,16 @@ impl PooledStream for Connection {
 }
 
 /// Performs one IO the core asked for.
-async fn perform(io: Io<'_, Connection>, file: &mut Option<tokio::fs::File>) -> IoInput<Connection> {
+async fn perform(
+    io: Io<'_, Connection>,
+    file: &mut Option<tokio::fs::File>,
+) -> IoInput<Connection> {
     let result = match io {
-        Io::Connect { host, port, deadline } => {
+        Io::Connect {
+            host,
+            port,
+            deadline,
+        } => {
             let connect = TcpStream::connect((host, port));
             match tokio::time::timeout_at(deadline.into(), connect).await {
                 Ok(Ok(tcp)) => {
@@ -62,19 +69,25 @@ async fn perform(io: Io<'_, Connection>, file: &mut Option<tokio::fs::File>) -> 
                 Err(_) => return IoInput::TimedOut,
             }
         }
-        Io::Write { stream, bytes, deadline } => {
+        Io::Write {
+            stream,
+            bytes,
+            deadline,
+        } => {
             let write = stream.0.write_all(&bytes);
             match tokio::time::timeout_at(deadline.into(), write).await {
                 Ok(written) => written.map(|()| IoInput::Written),
                 Err(_) => return IoInput::TimedOut,
             }
         }
-        Io::Read { stream, buf, deadline } => {
-            match tokio::time::timeout_at(deadline.into(), stream.0.read(buf)).await {
-                Ok(read) => read.map(IoInput::Read),
-                Err(_) => return IoInput::TimedOut,
-            }
-        }
+        Io::Read {
+            stream,
+            buf,
+            deadline,
+        } => match tokio::time::timeout_at(deadline.into(), stream.0.read(buf)).await {
+            Ok(read) => read.map(IoInput::Read),
+            Err(_) => return IoInput::TimedOut,
+        },
         Io::OpenFile { path } => tokio::fs::File::open(path).await.map(|opened| {
             *file = Some(opened);
             IoInput::FileOpened
@@ -118,7 +131,11 @@ impl Announcer for Changes {
 impl Changes {
     /// Until a version newer than `version` is announced.
     pub(crate) async fn after(&self, version: u64) {
-        let _ = self.0.subscribe().wait_for(|&current| current > version).await;
+        let _ = self
+            .0
+            .subscribe()
+            .wait_for(|&current| current > version)
+            .await;
     }
 }
 

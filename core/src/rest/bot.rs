@@ -39,9 +39,9 @@ use super::ConfigError;
 pub use super::bot_builder::{BotBuilder, BotSettings, BuildBot};
 #[cfg(feature = "transport")]
 pub use super::bot_handle::Bot;
-pub use super::lifecycle::{BotStep, Hooks, Lifecycle, Operation, Transition};
 use super::discovery::KeyDiscoveryError;
 use super::error::TransportSetupError;
+pub use super::lifecycle::{BotStep, Hooks, Lifecycle, Operation, Transition};
 use crate::endpoint::{Endpoint, EndpointConfig, Handlers, KeyError, Verifier};
 
 /// Why a bot could not be built or served.
@@ -219,13 +219,19 @@ impl<C: Clone> BotCallbacks<C> {
     /// The startup callbacks with their ids.
     #[must_use]
     pub fn startup_with_ids(&self) -> Vec<(BotCallbackId, C)> {
-        self.startup.iter().map(|(id, c)| (*id, c.clone())).collect()
+        self.startup
+            .iter()
+            .map(|(id, c)| (*id, c.clone()))
+            .collect()
     }
 
     /// The shutdown callbacks with their ids.
     #[must_use]
     pub fn shutdown_with_ids(&self) -> Vec<(BotCallbackId, C)> {
-        self.shutdown.iter().map(|(id, c)| (*id, c.clone())).collect()
+        self.shutdown
+            .iter()
+            .map(|(id, c)| (*id, c.clone()))
+            .collect()
     }
 }
 

@@ -97,9 +97,7 @@ impl<R: ClientRuntime> Bot<R> {
 
     /// A builder for a bot authenticated through `strategy`.
     #[must_use]
-    pub fn builder_with_strategy(
-        strategy: Arc<dyn TokenStrategy>,
-    ) -> super::bot::BotBuilder<Self> {
+    pub fn builder_with_strategy(strategy: Arc<dyn TokenStrategy>) -> super::bot::BotBuilder<Self> {
         super::bot::BotBuilder::with_strategy(strategy)
     }
 

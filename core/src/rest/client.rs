@@ -251,7 +251,9 @@ impl<T, S: PooledStream> ClientCall<T, S> {
         }
         match outcome {
             Ok(response) => self.call.on_response(now, response, &mut shared.limiter),
-            Err(error) => self.call.on_transport_error(now, error, &mut shared.limiter),
+            Err(error) => self
+                .call
+                .on_transport_error(now, error, &mut shared.limiter),
         }
         self.notify = Some(shared.limiter.version());
         false
@@ -262,7 +264,8 @@ impl<T, S: PooledStream> ClientCall<T, S> {
             Ok(exchange) => exchange,
             Err(error) => {
                 let mut shared = self.client.lock();
-                self.call.on_transport_error(now, error, &mut shared.limiter);
+                self.call
+                    .on_transport_error(now, error, &mut shared.limiter);
                 self.notify = Some(shared.limiter.version());
                 return;
             }
@@ -294,6 +297,7 @@ impl<T, S> Drop for ClientCall<T, S> {
         };
         let error = TransportError::new(TransportErrorKind::Io, "the call was dropped");
         let mut shared = self.client.lock();
-        self.call.on_transport_error(now, error, &mut shared.limiter);
+        self.call
+            .on_transport_error(now, error, &mut shared.limiter);
     }
 }

@@ -139,9 +139,9 @@ mod auth;
 pub mod bot;
 #[cfg(feature = "transport")]
 mod bot_builder;
-mod call;
 #[cfg(feature = "transport")]
 mod bot_handle;
+mod call;
 #[cfg(feature = "transport")]
 pub mod client;
 mod commands;

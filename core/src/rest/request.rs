@@ -260,7 +260,10 @@ impl RestRequest<NoContent> {
     /// `POST /interactions/{id}/{token}/callback`: the first response to an
     /// interaction (`payload` is an `InteractionResponse`, with files).
     #[must_use]
-    #[deprecated(since = "0.2.0", note = "use `Interaction::respond` (typed `Callback`), or `RestRequest::new(Route::interaction_callback(..), payload.into_body())` for raw JSON")]
+    #[deprecated(
+        since = "0.2.0",
+        note = "use `Interaction::respond` (typed `Callback`), or `RestRequest::new(Route::interaction_callback(..), payload.into_body())` for raw JSON"
+    )]
     pub fn create_interaction_response(
         interaction_id: Id<InteractionMarker>,
         token: &str,
@@ -312,7 +315,10 @@ impl RestRequest<Message> {
     /// answer to a deferred interaction; `payload` is message JSON such as
     /// `InteractionResponseData`).
     #[must_use]
-    #[deprecated(since = "0.2.0", note = "use `Interaction::edit_original` (typed `MessageEdit`), or `RestRequest::new(Route::original_response(..), payload.into_body())` for raw JSON")]
+    #[deprecated(
+        since = "0.2.0",
+        note = "use `Interaction::edit_original` (typed `MessageEdit`), or `RestRequest::new(Route::original_response(..), payload.into_body())` for raw JSON"
+    )]
     pub fn edit_original_response(
         application_id: Id<ApplicationMarker>,
         token: &str,
@@ -326,7 +332,10 @@ impl RestRequest<Message> {
 
     /// `POST /webhooks/{application_id}/{token}?wait=true`: a follow-up message.
     #[must_use]
-    #[deprecated(since = "0.2.0", note = "use `Interaction::followup` (typed `MessageCreate`), or `RestRequest::new(Route::create_followup(..), payload.into_body())` for raw JSON")]
+    #[deprecated(
+        since = "0.2.0",
+        note = "use `Interaction::followup` (typed `MessageCreate`), or `RestRequest::new(Route::create_followup(..), payload.into_body())` for raw JSON"
+    )]
     pub fn create_followup(
         application_id: Id<ApplicationMarker>,
         token: &str,
@@ -354,7 +363,10 @@ impl RestRequest<Message> {
 
     /// `PATCH /webhooks/{application_id}/{token}/messages/{message_id}`.
     #[must_use]
-    #[deprecated(since = "0.2.0", note = "use `Interaction::edit_followup` (typed `MessageEdit`)")]
+    #[deprecated(
+        since = "0.2.0",
+        note = "use `Interaction::edit_followup` (typed `MessageEdit`)"
+    )]
     pub fn edit_followup(
         application_id: Id<ApplicationMarker>,
         token: &str,

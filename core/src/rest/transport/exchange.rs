@@ -157,7 +157,8 @@ impl<S> Exchange<S> {
         request: http::Request<RequestBody>,
         now: Instant,
     ) -> Result<Self, TransportError> {
-        let origin = Origin::from_uri(request.uri()).ok_or_else(|| connect_error("unusable URL"))?;
+        let origin =
+            Origin::from_uri(request.uri()).ok_or_else(|| connect_error("unusable URL"))?;
         let method = request.method().clone();
         let request = encode_request(request).map_err(connect_error)?;
         let limits = transport.settings.limits.clone();

@@ -21,9 +21,9 @@ use super::error::{TransportError, TransportErrorKind, TransportSetupError};
 mod exchange;
 mod link;
 
+use crate::http1::client::{ClientLimits, ResponseError, ResponseReader, encode_connect};
 pub(crate) use exchange::{Exchange, Pooled};
 pub use exchange::{Input, Io};
-use crate::http1::client::{ClientLimits, ResponseError, ResponseReader, encode_connect};
 
 pub use rustls;
 
