@@ -242,6 +242,7 @@ impl<S> Exchange<S> {
         self.stream = None;
         self.link = Link::Plain;
         self.reused = false;
+        self.sent_all = false;
         self.pending = None;
         self.plain.clear();
         self.reader = ResponseReader::new(self.transport.settings.limits.clone(), &self.method);
