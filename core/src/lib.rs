@@ -19,6 +19,9 @@ pub mod endpoint;
 pub mod http1;
 pub mod lifespan;
 pub mod multipart;
+pub mod prelude;
 pub mod rest;
 pub mod server;
 pub mod service;
+
+pub use twilight_model;

@@ -86,6 +86,15 @@ mod connection;
 mod reactor;
 pub mod rest;
 
+/// What a bot needs in one `use`: [`yuyo_core::prelude`] (handlers, replies, the typed
+/// REST requests, errors, twilight's models) plus this runtime's client, bot and server.
+pub mod prelude {
+    pub use crate::bot::{Bot, BotBuilder};
+    pub use crate::rest::{HttpSettings, ProxySettings, RestClient};
+    pub use crate::{Server, Service};
+    pub use yuyo_core::prelude::*;
+}
+
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::TcpListener;

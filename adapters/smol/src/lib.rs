@@ -75,6 +75,15 @@ pub mod bot;
 mod connection;
 pub mod rest;
 
+/// What a bot needs in one `use`: [`yuyo_core::prelude`] (handlers, replies, the typed
+/// REST requests, errors, twilight's models) plus this runtime's client, bot and server.
+pub mod prelude {
+    pub use crate::bot::{Bot, BotBuilder};
+    pub use crate::rest::{HttpSettings, ProxySettings, RestClient};
+    pub use crate::{Server, Service};
+    pub use yuyo_core::prelude::*;
+}
+
 /// Largest piece of a reply file read (on the blocking pool) and written at once.
 const FILE_CHUNK: usize = 64 * 1024;
 /// How long tasks get to unwind once the grace period expired and they were cancelled.

@@ -61,6 +61,20 @@ pub mod bot;
 pub mod glue;
 pub mod rest;
 
+/// The README's Rust examples, compiled as doctests (they use this adapter).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
+/// What a bot needs in one `use`: [`yuyo_core::prelude`] (handlers, replies, the typed
+/// REST requests, errors, twilight's models) plus this runtime's client, bot and server.
+pub mod prelude {
+    pub use crate::bot::{Bot, BotBuilder};
+    pub use crate::rest::{HttpSettings, ProxySettings, RestClient};
+    pub use crate::{Server, Service};
+    pub use yuyo_core::prelude::*;
+}
+
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
