@@ -1,12 +1,11 @@
-//! The REST client on std threads: [`yuyo_core::rest::client`] (rate limits, retries,
-//! the pool, TLS, the proxy `CONNECT`, every deadline) driven over blocking `std::net`
-//! sockets (socket timeouts set from the core's deadlines) and `std::fs` files. This
-//! module only connects, reads, writes, sleeps and wakes.
+//! The REST client on std threads: [`yuyo_core::rest::RestClient`] (rate limits,
+//! retries, the pool, TLS, the proxy `CONNECT`, every deadline, the loops) over blocking
+//! `std::net` sockets (socket timeouts set from the core's deadlines) and `std::fs`
+//! files. This module only connects, reads, writes, opens and sleeps.
 //!
 //! ```no_run
 //! # fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use yuyo_core::rest::{RestConfig, RestRequest};
-//! use yuyo_blocking::rest::{HttpSettings, RestClient};
+//! use yuyo_blocking::prelude::*;
 //! let config = RestConfig::builder().token("…").build()?;
 //! let client = RestClient::new(config, HttpSettings::default(), None)?;
 //! let application = client.call(RestRequest::fetch_application())?.model()?;
@@ -15,16 +14,15 @@
 //! # }
 //! ```
 
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use yuyo_core::rest::bot::{Bot, LifecycleError, Operation};
-use yuyo_core::rest::client::{Input, Output, PooledStream};
-use yuyo_core::rest::runtime::{Announcer, ClientRuntime};
-use yuyo_core::rest::transport::{Input as IoInput, Io};
-use yuyo_core::rest::{RestError, RestRequest};
+use yuyo_core::rest::bot::Bot;
+use yuyo_core::rest::client::PooledStream;
+use yuyo_core::rest::runtime::{ClientRuntime, EventListener, Listener};
 
 pub use yuyo_core::http1::client::ClientLimits;
 pub use yuyo_core::rest::transport::{
@@ -61,13 +59,6 @@ fn remaining(deadline: Instant) -> Option<Duration> {
         .filter(|left| !left.is_zero())
 }
 
-fn is_timeout(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
 /// A TCP connection to `host:port`, trying each address until `deadline`.
 fn connect(host: &str, port: u16, deadline: Instant) -> io::Result<TcpStream> {
     let mut last = io::Error::other("no address");
@@ -88,138 +79,63 @@ fn limit(tcp: &TcpStream, deadline: Instant) -> io::Result<()> {
     tcp.set_write_timeout(Some(left))
 }
 
-/// Performs one IO the core asked for.
-fn perform(io: Io<'_, Connection>, file: &mut Option<std::fs::File>) -> IoInput<Connection> {
-    let result = match io {
-        Io::Connect {
-            host,
-            port,
-            deadline,
-        } => connect(host, port, deadline).map(|tcp| {
-            let _ = tcp.set_nodelay(true);
-            IoInput::Connected(Connection(tcp))
-        }),
-        Io::Write {
-            stream,
-            bytes,
-            deadline,
-        } => limit(&stream.0, deadline)
-            .and_then(|()| stream.0.write_all(&bytes))
-            .map(|()| IoInput::Written),
-        Io::Read {
-            stream,
-            buf,
-            deadline,
-        } => limit(&stream.0, deadline)
-            .and_then(|()| stream.0.read(buf))
-            .map(IoInput::Read),
-        Io::OpenFile { path } => std::fs::File::open(path).map(|opened| {
-            *file = Some(opened);
-            IoInput::FileOpened
-        }),
-        Io::ReadFile { buf } => match file {
-            Some(open) => open.read(buf).map(IoInput::FileRead),
-            None => Err(io::Error::other("no open file")),
-        },
-    };
-    match result {
-        Ok(input) => input,
-        Err(error) if is_timeout(&error) => IoInput::TimedOut,
-        Err(error) => IoInput::Failed(error),
-    }
-}
-
 /// The std-threads runtime of the client path: [`RestClient`] and
-/// [`Bot`](crate::bot::Bot) calls run on the calling thread.
+/// [`Bot`](crate::bot::Bot) operations run on the calling thread (the core's loop under
+/// `block_on`; every IO step blocks).
 #[derive(Debug, Clone, Copy)]
 pub struct Blocking;
 
-/// The latest version announced, signalled when it grows.
-#[derive(Debug, Default)]
-pub struct Changes {
-    latest: Mutex<u64>,
-    changed: Condvar,
-}
-
-impl Announcer for Changes {
-    fn announce(&self, version: u64) {
-        let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
-        if version > *latest {
-            *latest = version;
-            self.changed.notify_all();
-        }
-    }
-}
-
-impl Changes {
-    /// Until a version newer than `version` is announced, or `deadline` passed.
-    pub(crate) fn after(&self, version: u64, deadline: Option<Instant>) {
-        let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
-        while *latest <= version {
-            latest = match deadline.map(remaining) {
-                None => self
-                    .changed
-                    .wait(latest)
-                    .unwrap_or_else(PoisonError::into_inner),
-                Some(Some(left)) => {
-                    let waited = self.changed.wait_timeout(latest, left);
-                    waited.unwrap_or_else(PoisonError::into_inner).0
-                }
-                Some(None) => return,
-            };
-        }
-    }
-}
-
 impl ClientRuntime for Blocking {
     type Stream = Connection;
-    type Announcer = Changes;
+    type File = std::fs::File;
     type Output<T: Send + 'static> = T;
     type Executor = std::convert::Infallible;
     type Server = crate::Server;
 
-    fn call<T: Send + 'static>(
-        client: RestClient,
-        request: RestRequest<T>,
-    ) -> Result<Response<T>, RestError> {
-        let mut call = client.client().call(request);
-        let mut file = None;
-        loop {
-            let input = match call.poll_output(Instant::now()) {
-                Output::Io(io) => Input::Io(perform(io, &mut file)),
-                Output::Sleep { until, wake_after } => {
-                    match wake_after {
-                        Some(version) => client.changes().after(version, Some(until)),
-                        None => std::thread::sleep(remaining(until).unwrap_or_default()),
-                    }
-                    Input::Woke
-                }
-                Output::Notify(version) => {
-                    client.changes().announce(version);
-                    continue;
-                }
-                Output::Done(result) => return result,
-            };
-            call.handle_input(Instant::now(), input);
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    async fn connect(host: &str, port: u16, deadline: Instant) -> io::Result<Connection> {
+        let tcp = connect(host, port, deadline)?;
+        let _ = tcp.set_nodelay(true);
+        Ok(Connection(tcp))
+    }
+
+    async fn write(stream: &mut Connection, bytes: &[u8], deadline: Instant) -> io::Result<()> {
+        limit(&stream.0, deadline)?;
+        stream.0.write_all(bytes)
+    }
+
+    async fn read(stream: &mut Connection, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+        limit(&stream.0, deadline)?;
+        stream.0.read(buf)
+    }
+
+    async fn open(path: &Path) -> io::Result<std::fs::File> {
+        std::fs::File::open(path)
+    }
+
+    async fn read_file(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+        file.read(buf)
+    }
+
+    async fn sleep_until(until: Instant) {
+        std::thread::sleep(remaining(until).unwrap_or_default());
+    }
+
+    async fn wait(wake: EventListener, until: Option<Instant>) {
+        match until {
+            Some(deadline) => drop(wake.wait_deadline(deadline)),
+            None => wake.wait(),
         }
     }
 
-    fn drive(bot: Bot<Self>, operation: Operation) -> Result<(), LifecycleError> {
-        crate::bot::drive(&bot, operation)
+    fn run<T: Send + 'static>(operation: impl Future<Output = T> + Send + 'static) -> T {
+        futures_lite::future::block_on(operation)
     }
 
-    fn server(bot: Bot<Self>) -> Result<crate::Server, LifecycleError> {
-        crate::bot::server(&bot)
-    }
-
-    fn ready<T: Send + 'static>(value: T) -> T {
-        value
-    }
-
-    fn map<T: Send + 'static, U: Send + 'static>(
-        output: T,
-        f: impl FnOnce(T) -> U + Send + 'static,
-    ) -> U {
-        f(output)
+    fn server(bot: &Bot<Self>, service: crate::Service) -> crate::Server {
+        crate::Server::new(service).with_rest_replies(bot.rest().clone(), bot.reply_routing())
     }
 }

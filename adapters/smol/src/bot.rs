@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use yuyo_smol::bot::Bot;
+//! use yuyo_smol::prelude::*;
 //! let bot = Bot::builder("token").build()?; // the public key is fetched at startup
 //! let server = bot.server().await?;          // managed: the server's lifespan runs it
 //! let listener = async_net::TcpListener::bind("127.0.0.1:8080").await?;
@@ -12,20 +12,13 @@
 //! # }
 //! ```
 //!
-//! The API, and how it maps to yuyo's `AsgiBot`, is the same on every adapter: see
-//! [`yuyo_core::rest::bot`]. This module runs the
-//! [`Lifecycle`](yuyo_core::rest::bot::Lifecycle)'s steps on smol.
-//!
-//! # Replies through REST
-//! A bot's server defers slow handlers and sends oversized files through the callback
-//! endpoint (see [`yuyo_core::deferral`] and [the crate docs](crate#replies-through-rest)):
-//! [`BotBuilder::defer_after`] (default 2.5 s, [`DEFAULT_DEFER_AFTER`]) and
-//! [`BotBuilder::inline_files_limit`] (default 150 000 bytes,
-//! [`DEFAULT_INLINE_FILES_LIMIT`]); `None` turns either off.
+//! The API, how it maps to yuyo's `AsgiBot`, and the lifecycle are the same on every
+//! adapter: see [`yuyo_core::rest::bot`]. A bot's server defers slow handlers and sends
+//! oversized files through REST ([the crate docs](crate#replies-through-rest)):
+//! [`BotBuilder::defer_after`] ([`DEFAULT_DEFER_AFTER`]) and
+//! [`BotBuilder::inline_files_limit`] ([`DEFAULT_INLINE_FILES_LIMIT`]).
 
 use std::sync::Arc;
-
-use yuyo_core::rest::bot::{BotStep, Operation};
 
 pub use yuyo_core::deferral::{DEFAULT_DEFER_AFTER, DEFAULT_INLINE_FILES_LIMIT, ReplyRouting};
 pub use yuyo_core::rest::TokenStrategy;
@@ -43,29 +36,12 @@ pub type Bot = yuyo_core::rest::bot::Bot<Smol>;
 /// `Arc<Executor>` the server runs on).
 pub type BotBuilder = yuyo_core::rest::bot::BotBuilder<Bot>;
 
-/// Runs one lifecycle operation of `bot` to its end.
-pub(crate) async fn drive(bot: Bot, operation: Operation) -> Result<(), LifecycleError> {
-    let mut transition = bot.lifecycle().transition(operation);
-    loop {
-        match transition.poll() {
-            BotStep::Fetch(request) => transition.fetched(bot.rest().call(request).await),
-            BotStep::Run(phase) => transition.ran(phase.await),
-            BotStep::Wait(version) => bot.changes().after(version, None).await,
-            BotStep::Done(result) => return result,
-        }
-    }
-}
-
-/// The server of `bot`, once its key is known (see [`Bot::server`]).
-pub(crate) async fn server(bot: Bot) -> Result<Server, LifecycleError> {
-    drive(bot.clone(), Operation::FindKey).await?;
-    let service: Service = bot.lifecycle().service({
-        let bot = bot.clone();
-        move |operation| Box::pin(drive(bot.clone(), operation))
-    })?;
+/// The server of `bot`, serving `service`: replies through the bot's REST client, on
+/// the bot's executor when it has one.
+pub(crate) fn server(bot: &Bot, service: Service) -> Server {
     let server = Server::new(service).with_rest_replies(bot.rest().clone(), bot.reply_routing());
-    Ok(match bot.executor() {
+    match bot.executor() {
         Some(executor) => server.with_executor(Arc::clone(executor)),
         None => server,
-    })
+    }
 }

@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use yuyo_tokio::bot::Bot;
+//! use yuyo_tokio::prelude::*;
 //! let bot = Bot::builder("token").build()?; // the public key is fetched at startup
 //! let server = bot.server().await?;          // managed: the server's lifespan runs it
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
@@ -12,18 +12,11 @@
 //! # }
 //! ```
 //!
-//! The API, and how it maps to yuyo's `AsgiBot`, is the same on every adapter: see
-//! [`yuyo_core::rest::bot`]. This module runs the
-//! [`Lifecycle`](yuyo_core::rest::bot::Lifecycle)'s steps on tokio.
-//!
-//! # Replies through REST
-//! A bot's server defers slow handlers and sends oversized files through the callback
-//! endpoint (see [`yuyo_core::deferral`] and [the crate docs](crate#replies-through-rest)):
-//! [`BotBuilder::defer_after`] (default 2.5 s, [`DEFAULT_DEFER_AFTER`]) and
-//! [`BotBuilder::inline_files_limit`] (default 150 000 bytes,
-//! [`DEFAULT_INLINE_FILES_LIMIT`]); `None` turns either off.
-
-use yuyo_core::rest::bot::{BotStep, Operation};
+//! The API, how it maps to yuyo's `AsgiBot`, and the lifecycle are the same on every
+//! adapter: see [`yuyo_core::rest::bot`]. A bot's server defers slow handlers and sends
+//! oversized files through REST ([the crate docs](crate#replies-through-rest)):
+//! [`BotBuilder::defer_after`] ([`DEFAULT_DEFER_AFTER`]) and
+//! [`BotBuilder::inline_files_limit`] ([`DEFAULT_INLINE_FILES_LIMIT`]).
 
 pub use yuyo_core::deferral::{DEFAULT_DEFER_AFTER, DEFAULT_INLINE_FILES_LIMIT, ReplyRouting};
 pub use yuyo_core::rest::TokenStrategy;
@@ -41,29 +34,12 @@ pub type Bot = yuyo_core::rest::bot::Bot<Tokio>;
 /// tokio [`Handle`](tokio::runtime::Handle)).
 pub type BotBuilder = yuyo_core::rest::bot::BotBuilder<Bot>;
 
-/// Runs one lifecycle operation of `bot` to its end.
-pub(crate) async fn drive(bot: Bot, operation: Operation) -> Result<(), LifecycleError> {
-    let mut transition = bot.lifecycle().transition(operation);
-    loop {
-        match transition.poll() {
-            BotStep::Fetch(request) => transition.fetched(bot.rest().call(request).await),
-            BotStep::Run(phase) => transition.ran(phase.await),
-            BotStep::Wait(version) => bot.changes().after(version).await,
-            BotStep::Done(result) => return result,
-        }
-    }
-}
-
-/// The server of `bot`, once its key is known (see [`Bot::server`]).
-pub(crate) async fn server(bot: Bot) -> Result<Server, LifecycleError> {
-    drive(bot.clone(), Operation::FindKey).await?;
-    let service: Service = bot.lifecycle().service({
-        let bot = bot.clone();
-        move |operation| Box::pin(drive(bot.clone(), operation))
-    })?;
+/// The server of `bot`, serving `service`: replies through the bot's REST client, on
+/// the bot's runtime handle when it has one.
+pub(crate) fn server(bot: &Bot, service: Service) -> Server {
     let server = Server::new(service).with_rest_replies(bot.rest().clone(), bot.reply_routing());
-    Ok(match bot.executor() {
+    match bot.executor() {
         Some(handle) => server.with_runtime(handle.clone()),
         None => server,
-    })
+    }
 }

@@ -6,11 +6,12 @@ use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Weak};
 
+use super::bot::BotStep;
 use super::bot::{
     BotCallbackId, BotError, BotSettings, BuildBot, Hooks, Lifecycle, LifecycleError, Operation,
     UnknownCallback,
 };
-use super::runtime::{Announcer, ClientRuntime, RestClient};
+use super::runtime::{Changes, ClientRuntime, RestClient, run_call};
 use super::transport::{HttpSettings, ProxySettings};
 use super::{KeyDiscovery, TokenStrategy};
 use crate::deferral::ReplyRouting;
@@ -21,7 +22,7 @@ struct Inner<R: ClientRuntime> {
     rest: RestClient<R>,
     lifecycle: Arc<Lifecycle>,
     /// The lifecycle's latest version (wakes [`BotStep::Wait`](super::bot::BotStep)).
-    changes: Arc<R::Announcer>,
+    changes: Arc<Changes>,
     executor: Option<R::Executor>,
     routing: ReplyRouting,
 }
@@ -58,7 +59,7 @@ impl<R: ClientRuntime> BuildBot for Bot<R> {
         let discovery = KeyDiscovery::new(settings.rest.token_type());
         let rest = RestClient::new(settings.rest, settings.http, settings.proxy)
             .map_err(BotError::Transport)?;
-        let changes = Arc::new(R::Announcer::default());
+        let changes = Arc::new(Changes::default());
         let hooks = Hooks {
             on_change: Box::new({
                 let changes = Arc::clone(&changes);
@@ -139,7 +140,7 @@ impl<R: ClientRuntime> Bot<R> {
 
     /// What wakes the lifecycle's waits (the runtime waits on it).
     #[must_use]
-    pub fn changes(&self) -> &R::Announcer {
+    pub fn changes(&self) -> &Changes {
         &self.inner.changes
     }
 
@@ -228,7 +229,7 @@ impl<R: ClientRuntime> Bot<R> {
     /// [`LifecycleError::Managed`] for a managed bot, [`LifecycleError::AlreadyRunning`],
     /// or the discovery / callback failure.
     pub fn start(&self) -> R::Output<Result<(), LifecycleError>> {
-        R::drive(self.clone(), Operation::Start)
+        R::run(run_operation(self.clone(), Operation::Start))
     }
 
     /// Closes the bot: runs the shutdown callbacks and drops idle connections.
@@ -236,7 +237,7 @@ impl<R: ClientRuntime> Bot<R> {
     /// # Errors
     /// [`LifecycleError::Managed`], [`LifecycleError::NotRunning`], or a callback failure.
     pub fn close(&self) -> R::Output<Result<(), LifecycleError>> {
-        R::drive(self.clone(), Operation::Close)
+        R::run(run_operation(self.clone(), Operation::Close))
     }
 
     /// Waits until the bot is closed.
@@ -244,7 +245,7 @@ impl<R: ClientRuntime> Bot<R> {
     /// # Errors
     /// [`LifecycleError::Managed`], [`LifecycleError::NotRunning`].
     pub fn join(&self) -> R::Output<Result<(), LifecycleError>> {
-        R::drive(self.clone(), Operation::Join)
+        R::run(run_operation(self.clone(), Operation::Join))
     }
 
     /// Starts the bot and waits until it is closed.
@@ -252,7 +253,7 @@ impl<R: ClientRuntime> Bot<R> {
     /// # Errors
     /// As [`Bot::start`].
     pub fn run(&self) -> R::Output<Result<(), LifecycleError>> {
-        R::drive(self.clone(), Operation::Run)
+        R::run(run_operation(self.clone(), Operation::Run))
     }
 
     /// A server for this bot: the key is found first (a failure is returned and nothing
@@ -264,6 +265,37 @@ impl<R: ClientRuntime> Bot<R> {
     /// [`LifecycleError::KeyDiscovery`]; [`LifecycleError::NotRunning`] for an
     /// unmanaged bot without a known key (start it first).
     pub fn server(&self) -> R::Output<Result<R::Server, LifecycleError>> {
-        R::server(self.clone())
+        let bot = self.clone();
+        R::run(async move {
+            run_operation(bot.clone(), Operation::FindKey).await?;
+            let service = bot.lifecycle().service({
+                let bot = bot.clone();
+                move |operation| Box::pin(run_operation(bot.clone(), operation))
+            })?;
+            Ok(R::server(&bot, service))
+        })
+    }
+}
+
+/// Runs one lifecycle `operation` of `bot` to its end: the core's transition, `R`'s
+/// REST calls and waits.
+async fn run_operation<R: ClientRuntime>(
+    bot: Bot<R>,
+    operation: Operation,
+) -> Result<(), LifecycleError> {
+    let mut transition = bot.lifecycle().transition(operation);
+    loop {
+        match transition.poll() {
+            BotStep::Fetch(request) => {
+                transition.fetched(run_call(bot.rest().clone(), request).await);
+            }
+            BotStep::Run(phase) => transition.ran(phase.await),
+            BotStep::Wait(version) => {
+                if let Some(wake) = bot.changes().listen_after(version) {
+                    R::wait(wake, None).await;
+                }
+            }
+            BotStep::Done(result) => return result,
+        }
     }
 }

@@ -1,37 +1,65 @@
 //! The REST client every adapter hands its users, generic over the adapter's
-//! [`ClientRuntime`]: the handle ([`RestClient`]) and its API live here once; an
-//! adapter only says how to run a [`ClientCall`](super::client::ClientCall) on its
-//! runtime (connect, read, write, sleep, wake) and what its calls return (a future
-//! on smol and tokio, the value itself on std threads).
+//! [`ClientRuntime`]: the handle ([`RestClient`]), its API and the loop that runs a
+//! [`ClientCall`](super::client::ClientCall) live here once; an adapter only says how
+//! to connect, read, write, open files, sleep and wait on its runtime, and what its
+//! operations return (a future on smol and tokio, the value itself on std threads).
 
 use std::fmt;
+use std::future::Future;
+use std::io;
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
+use event_listener::Event;
+pub use event_listener::{EventListener, Listener};
 use http::Method;
 
-use super::bot::{Bot, LifecycleError, Operation};
-use super::client::{Client, PooledStream};
-use super::transport::{HttpSettings, ProxySettings, Transport};
+use super::bot::Bot;
+use super::client::{Client, Input, Output, PooledStream};
+use super::transport::{HttpSettings, Input as IoInput, Io, ProxySettings, Transport};
 use super::{
     RateLimiter, RequestBody, RequestError, Response, Rest, RestConfig, RestError, RestRequest,
     Route, TransportSetupError,
 };
+use crate::service::Service;
 
-/// Wakes what waits on a version (of the rate limiter, of a bot's lifecycle): the
-/// adapter's notification primitive.
-pub trait Announcer: Default + Send + Sync + 'static {
-    /// `version` is current: wake every waiter on an older one. Versions only grow;
-    /// an older one announced late is ignored.
-    fn announce(&self, version: u64);
+/// The latest version announced (of a client's rate limiter, of a bot's lifecycle) and
+/// an event fired when it grows: what rate-limit and lifecycle waits wake on.
+#[derive(Debug, Default)]
+pub struct Changes {
+    latest: AtomicU64,
+    event: Event,
 }
 
-/// How an adapter runs the client path: the connection type, the wake-up primitive,
-/// what an operation returns, and the three loops that do IO.
+impl Changes {
+    /// `version` is current: wake every waiter on an older one. Versions only grow; an
+    /// older one announced late is ignored.
+    pub fn announce(&self, version: u64) {
+        if self.latest.fetch_max(version, Ordering::SeqCst) < version {
+            self.event.notify(usize::MAX);
+        }
+    }
+
+    /// A listener fired by the next announcement of a newer version; `None` when a
+    /// version newer than `version` is already announced (nothing to wait for).
+    #[must_use]
+    pub fn listen_after(&self, version: u64) -> Option<EventListener> {
+        let listener = self.event.listen();
+        (self.latest.load(Ordering::SeqCst) <= version).then_some(listener)
+    }
+}
+
+/// How an adapter runs the client path: its connections and files, its clock and
+/// timers, and what its operations return. Every method is one IO step; the loops
+/// around them are the core's. An IO error of kind `TimedOut` (or `WouldBlock`, what
+/// a blocking socket's timeout gives) means the deadline passed.
 pub trait ClientRuntime: Sized + Send + Sync + 'static {
     /// A connection of the REST client.
     type Stream: PooledStream + Send + 'static;
-    /// Wakes rate-limit and lifecycle waits.
-    type Announcer: Announcer;
+    /// A file being uploaded.
+    type File: Send + 'static;
     /// What an operation returns: a future of `T` on an async runtime, `T` itself on
     /// a blocking one.
     type Output<T: Send + 'static>;
@@ -41,32 +69,131 @@ pub trait ClientRuntime: Sized + Send + Sync + 'static {
     /// The server a bot serves with.
     type Server: Send + 'static;
 
-    /// Runs `request` on `client` to its end.
-    fn call<T: Send + 'static>(
-        client: RestClient<Self>,
-        request: RestRequest<T>,
-    ) -> Self::Output<Result<Response<T>, RestError>>;
+    /// The runtime's clock.
+    fn now() -> Instant;
+    /// A TCP connection to `host:port`, opened before `deadline`.
+    fn connect(
+        host: &str,
+        port: u16,
+        deadline: Instant,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Writes all of `bytes` before `deadline`.
+    fn write(
+        stream: &mut Self::Stream,
+        bytes: &[u8],
+        deadline: Instant,
+    ) -> impl Future<Output = io::Result<()>> + Send;
+    /// Reads some bytes into `buf` before `deadline` (0 at the end of the stream).
+    fn read(
+        stream: &mut Self::Stream,
+        buf: &mut [u8],
+        deadline: Instant,
+    ) -> impl Future<Output = io::Result<usize>> + Send;
+    /// Opens the file at `path` for reading.
+    fn open(path: &Path) -> impl Future<Output = io::Result<Self::File>> + Send;
+    /// Reads the next bytes of `file` into `buf` (0 at its end).
+    fn read_file(
+        file: &mut Self::File,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<usize>> + Send;
+    /// Until `until`.
+    fn sleep_until(until: Instant) -> impl Future<Output = ()> + Send;
+    /// Until `wake` fires or, when set, `until` passes.
+    fn wait(wake: EventListener, until: Option<Instant>) -> impl Future<Output = ()> + Send;
+    /// `operation` as what this runtime's operations return (boxed, or run to its end).
+    fn run<T: Send + 'static>(
+        operation: impl Future<Output = T> + Send + 'static,
+    ) -> Self::Output<T>;
+    /// The server of `bot`, serving `service` (its lifespan already wired to the bot).
+    fn server(bot: &Bot<Self>, service: Service) -> Self::Server;
+}
 
-    /// Runs one lifecycle `operation` of `bot` to its end.
-    fn drive(bot: Bot<Self>, operation: Operation) -> Self::Output<Result<(), LifecycleError>>;
+/// Performs one IO the core asked for through `R`.
+async fn perform<R: ClientRuntime>(
+    io: Io<'_, R::Stream>,
+    file: &mut Option<R::File>,
+) -> IoInput<R::Stream> {
+    let result = match io {
+        Io::Connect {
+            host,
+            port,
+            deadline,
+        } => R::connect(host, port, deadline)
+            .await
+            .map(IoInput::Connected),
+        Io::Write {
+            stream,
+            bytes,
+            deadline,
+        } => (R::write(stream, &bytes, deadline).await).map(|()| IoInput::Written),
+        Io::Read {
+            stream,
+            buf,
+            deadline,
+        } => R::read(stream, buf, deadline).await.map(IoInput::Read),
+        Io::OpenFile { path } => R::open(path).await.map(|opened| {
+            *file = Some(opened);
+            IoInput::FileOpened
+        }),
+        Io::ReadFile { buf } => match file {
+            Some(open) => R::read_file(open, buf).await.map(IoInput::FileRead),
+            None => Err(io::Error::other("no open file")),
+        },
+    };
+    match result {
+        Ok(input) => input,
+        Err(error)
+            if matches!(
+                error.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) =>
+        {
+            IoInput::TimedOut
+        }
+        Err(error) => IoInput::Failed(error),
+    }
+}
 
-    /// A server for `bot` (whose key is known), as [`Bot::server`] describes.
-    fn server(bot: Bot<Self>) -> Self::Output<Result<Self::Server, LifecycleError>>;
-
-    /// `value`, as an operation's output.
-    fn ready<T: Send + 'static>(value: T) -> Self::Output<T>;
-
-    /// `output`, then `f` of its value.
-    fn map<T: Send + 'static, U: Send + 'static>(
-        output: Self::Output<T>,
-        f: impl FnOnce(T) -> U + Send + 'static,
-    ) -> Self::Output<U>;
+/// Runs `request` on `client` to its end: the core's call, `R`'s IO and timers.
+pub(crate) async fn run_call<R: ClientRuntime, T: Send + 'static>(
+    client: RestClient<R>,
+    request: RestRequest<T>,
+) -> Result<Response<T>, RestError> {
+    let mut call = client.client().call(request);
+    let mut file = None;
+    loop {
+        let input = match call.poll_output(R::now()) {
+            Output::Io(io) => Input::Io(perform::<R>(io, &mut file).await),
+            Output::Sleep {
+                until,
+                wake_after: None,
+            } => {
+                R::sleep_until(until).await;
+                Input::Woke
+            }
+            Output::Sleep {
+                until,
+                wake_after: Some(version),
+            } => {
+                if let Some(wake) = client.changes().listen_after(version) {
+                    R::wait(wake, Some(until)).await;
+                }
+                Input::Woke
+            }
+            Output::Notify(version) => {
+                client.changes().announce(version);
+                continue;
+            }
+            Output::Done(result) => return result,
+        };
+        call.handle_input(R::now(), input);
+    }
 }
 
 struct Shared<R: ClientRuntime> {
     client: Arc<Client<R::Stream>>,
     /// The highest rate-limiter version announced (wakes waits on rate limits).
-    changes: R::Announcer,
+    changes: Changes,
 }
 
 /// A rate-limited Discord REST client: rate limits, retries, the keep-alive pool, TLS,
@@ -105,7 +232,7 @@ impl<R: ClientRuntime> RestClient<R> {
         Ok(Self {
             shared: Arc::new(Shared {
                 client,
-                changes: R::Announcer::default(),
+                changes: Changes::default(),
             }),
         })
     }
@@ -116,10 +243,9 @@ impl<R: ClientRuntime> RestClient<R> {
         &self.shared.client
     }
 
-    /// What wakes this client's rate-limit waits (the adapter announces the
-    /// versions a call reports, and waits on them).
+    /// What wakes this client's rate-limit waits.
     #[must_use]
-    pub fn changes(&self) -> &R::Announcer {
+    pub fn changes(&self) -> &Changes {
         &self.shared.changes
     }
 
@@ -160,7 +286,7 @@ impl<R: ClientRuntime> RestClient<R> {
         &self,
         request: RestRequest<T>,
     ) -> R::Output<Result<Response<T>, RestError>> {
-        R::call(self.clone(), request)
+        R::run(run_call(self.clone(), request))
     }
 
     /// Any route by method and path, still rate limited; the answer decodes to JSON.
@@ -176,11 +302,11 @@ impl<R: ClientRuntime> RestClient<R> {
         path: &str,
         body: RequestBody,
     ) -> R::Output<Result<Response<serde_json::Value>, RequestError>> {
-        match Route::custom(method, path) {
-            Ok(route) => R::map(self.call(RestRequest::new(route, body)), |result| {
-                result.map_err(RequestError::Rest)
-            }),
-            Err(error) => R::ready(Err(RequestError::InvalidPath(error))),
-        }
+        let client = self.clone();
+        let route = Route::custom(method, path);
+        R::run(async move {
+            let request = RestRequest::new(route.map_err(RequestError::InvalidPath)?, body);
+            run_call(client, request).await.map_err(RequestError::Rest)
+        })
     }
 }
