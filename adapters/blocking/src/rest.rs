@@ -24,33 +24,12 @@ use yuyo_core::rest::bot::Bot;
 use yuyo_core::rest::client::PooledStream;
 use yuyo_core::rest::runtime::{ClientRuntime, EventListener, Listener};
 
-pub use yuyo_core::http1::client::ClientLimits;
-pub use yuyo_core::rest::transport::{
-    HttpSettings, InvalidProxy, ProxySettings, Timeouts, TlsVerification, Transport, rustls,
-};
-pub use yuyo_core::rest::{RequestError, Response, TransportSetupError};
+pub use yuyo_core::rest::runtime::prelude::*;
 
 /// A rate-limited Discord REST client on std threads (see
 /// [`yuyo_core::rest::RestClient`]); its calls block. Cheap to clone; clones share the
 /// rate limiter and the pool.
 pub type RestClient = yuyo_core::rest::RestClient<Blocking>;
-
-/// A TCP connection of the client (TLS, when used, lives in the core).
-#[derive(Debug)]
-pub struct Connection(TcpStream);
-
-impl PooledStream for Connection {
-    fn is_reusable(&self) -> bool {
-        if self.0.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let idle = matches!(
-            self.0.peek(&mut [0_u8; 1]),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock
-        );
-        self.0.set_nonblocking(false).is_ok() && idle
-    }
-}
 
 /// Time left until `deadline`, `None` once it passed.
 fn remaining(deadline: Instant) -> Option<Duration> {
@@ -92,6 +71,14 @@ impl ClientRuntime for Blocking {
     type Executor = std::convert::Infallible;
     type Server = crate::Server;
 
+    fn run<T: Send + 'static>(operation: impl Future<Output = T> + Send + 'static) -> T {
+        futures_lite::future::block_on(operation)
+    }
+
+    fn server(bot: &Bot<Self>, service: crate::Service) -> crate::Server {
+        crate::Server::new(service).with_rest_replies(bot.rest().clone(), bot.reply_routing())
+    }
+
     fn now() -> Instant {
         Instant::now()
     }
@@ -130,12 +117,21 @@ impl ClientRuntime for Blocking {
             None => wake.wait(),
         }
     }
+}
 
-    fn run<T: Send + 'static>(operation: impl Future<Output = T> + Send + 'static) -> T {
-        futures_lite::future::block_on(operation)
-    }
+/// A TCP connection of the client (TLS, when used, lives in the core).
+#[derive(Debug)]
+pub struct Connection(TcpStream);
 
-    fn server(bot: &Bot<Self>, service: crate::Service) -> crate::Server {
-        crate::Server::new(service).with_rest_replies(bot.rest().clone(), bot.reply_routing())
+impl PooledStream for Connection {
+    fn is_reusable(&self) -> bool {
+        if self.0.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let idle = matches!(
+            self.0.peek(&mut [0_u8; 1]),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock
+        );
+        self.0.set_nonblocking(false).is_ok() && idle
     }
 }

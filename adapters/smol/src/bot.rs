@@ -18,15 +18,12 @@
 //! [`BotBuilder::defer_after`] ([`DEFAULT_DEFER_AFTER`]) and
 //! [`BotBuilder::inline_files_limit`] ([`DEFAULT_INLINE_FILES_LIMIT`]).
 
-use std::sync::Arc;
-
 pub use yuyo_core::deferral::{DEFAULT_DEFER_AFTER, DEFAULT_INLINE_FILES_LIMIT, ReplyRouting};
 pub use yuyo_core::rest::TokenStrategy;
 pub use yuyo_core::rest::bot::{BotCallbackId, BotError, LifecycleError, UnknownCallback};
 pub use yuyo_core::rest::{ConfigError, KeyDiscoveryError};
 
 use crate::rest::Smol;
-use crate::{Server, Service};
 
 /// yuyo's `AsgiBot` on smol (see [`yuyo_core::rest::bot::Bot`]); its operations are
 /// futures. Cheap to clone.
@@ -35,13 +32,3 @@ pub type Bot = yuyo_core::rest::bot::Bot<Smol>;
 /// Builds a [`Bot`]; mirrors `AsgiBot.__init__` ([`BotBuilder::executor`] takes the
 /// `Arc<Executor>` the server runs on).
 pub type BotBuilder = yuyo_core::rest::bot::BotBuilder<Bot>;
-
-/// The server of `bot`, serving `service`: replies through the bot's REST client, on
-/// the bot's executor when it has one.
-pub(crate) fn server(bot: &Bot, service: Service) -> Server {
-    let server = Server::new(service).with_rest_replies(bot.rest().clone(), bot.reply_routing());
-    match bot.executor() {
-        Some(executor) => server.with_executor(Arc::clone(executor)),
-        None => server,
-    }
-}

@@ -17,7 +17,6 @@
 use std::future::Future;
 use std::io;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,38 +28,17 @@ use yuyo_core::rest::bot::Bot;
 use yuyo_core::rest::client::PooledStream;
 use yuyo_core::rest::runtime::{ClientRuntime, EventListener};
 
-pub use yuyo_core::http1::client::ClientLimits;
-pub use yuyo_core::rest::transport::{
-    HttpSettings, InvalidProxy, ProxySettings, Timeouts, TlsVerification, Transport, rustls,
-};
-pub use yuyo_core::rest::{RequestError, Response, TransportSetupError};
+pub use yuyo_core::endpoint::BoxFuture;
+pub use yuyo_core::rest::runtime::prelude::*;
 
 /// A rate-limited Discord REST client on smol (see [`yuyo_core::rest::RestClient`]);
 /// its calls are futures. Cheap to clone; clones share the rate limiter and the pool.
 pub type RestClient = yuyo_core::rest::RestClient<Smol>;
 
-/// A TCP connection of the client (TLS, when used, lives in the core).
-#[derive(Debug)]
-pub struct Connection(TcpStream);
-
-impl PooledStream for Connection {
-    fn is_reusable(&self) -> bool {
-        // The socket under `Async` is non-blocking: nothing to read is `WouldBlock`.
-        let socket: Arc<Async<std::net::TcpStream>> = self.0.clone().into();
-        matches!(
-            socket.get_ref().peek(&mut [0_u8; 1]),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock
-        )
-    }
-}
-
 /// The smol runtime of the client path: [`RestClient`] and [`Bot`](crate::bot::Bot)
 /// operations are boxed futures.
 #[derive(Debug, Clone, Copy)]
 pub struct Smol;
-
-/// A boxed future, what a smol client or bot operation returns.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// `future`'s output, or `None` once `deadline` passed.
 async fn until<T>(deadline: Instant, future: impl Future<Output = T>) -> Option<T> {
@@ -88,8 +66,21 @@ impl ClientRuntime for Smol {
     type Executor = Arc<async_executor::Executor<'static>>;
     type Server = crate::Server;
 
+    fn run<T: Send + 'static>(operation: impl Future<Output = T> + Send + 'static) -> BoxFuture<T> {
+        Box::pin(operation)
+    }
+
     fn now() -> Instant {
         Instant::now()
+    }
+
+    fn server(bot: &Bot<Self>, service: crate::Service) -> crate::Server {
+        let rest = bot.rest().clone();
+        let server = crate::Server::new(service).with_rest_replies(rest, bot.reply_routing());
+        match bot.executor() {
+            Some(executor) => server.with_executor(Arc::clone(executor)),
+            None => server,
+        }
     }
 
     async fn connect(host: &str, port: u16, deadline: Instant) -> io::Result<Connection> {
@@ -126,12 +117,19 @@ impl ClientRuntime for Smol {
             None => wake.await,
         }
     }
+}
 
-    fn run<T: Send + 'static>(operation: impl Future<Output = T> + Send + 'static) -> BoxFuture<T> {
-        Box::pin(operation)
-    }
+/// A TCP connection of the client (TLS, when used, lives in the core).
+#[derive(Debug)]
+pub struct Connection(TcpStream);
 
-    fn server(bot: &Bot<Self>, service: crate::Service) -> crate::Server {
-        crate::bot::server(bot, service)
+impl PooledStream for Connection {
+    fn is_reusable(&self) -> bool {
+        // The socket under `Async` is non-blocking: nothing to read is `WouldBlock`.
+        let socket: Arc<Async<std::net::TcpStream>> = self.0.clone().into();
+        matches!(
+            socket.get_ref().peek(&mut [0_u8; 1]),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock
+        )
     }
 }

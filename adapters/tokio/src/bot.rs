@@ -24,7 +24,6 @@ pub use yuyo_core::rest::bot::{BotCallbackId, BotError, LifecycleError, UnknownC
 pub use yuyo_core::rest::{ConfigError, KeyDiscoveryError};
 
 use crate::rest::Tokio;
-use crate::{Server, Service};
 
 /// yuyo's `AsgiBot` on tokio (see [`yuyo_core::rest::bot::Bot`]); its operations are
 /// futures. Cheap to clone.
@@ -33,13 +32,3 @@ pub type Bot = yuyo_core::rest::bot::Bot<Tokio>;
 /// Builds a [`Bot`]; mirrors `AsgiBot.__init__` ([`BotBuilder::executor`] takes a
 /// tokio [`Handle`](tokio::runtime::Handle)).
 pub type BotBuilder = yuyo_core::rest::bot::BotBuilder<Bot>;
-
-/// The server of `bot`, serving `service`: replies through the bot's REST client, on
-/// the bot's runtime handle when it has one.
-pub(crate) fn server(bot: &Bot, service: Service) -> Server {
-    let server = Server::new(service).with_rest_replies(bot.rest().clone(), bot.reply_routing());
-    match bot.executor() {
-        Some(handle) => server.with_runtime(handle.clone()),
-        None => server,
-    }
-}

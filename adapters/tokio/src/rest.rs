@@ -16,52 +16,26 @@
 use std::future::Future;
 use std::io;
 use std::path::Path;
-use std::pin::Pin;
 use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::timeout_at;
 use yuyo_core::rest::bot::Bot;
 use yuyo_core::rest::client::PooledStream;
 use yuyo_core::rest::runtime::{ClientRuntime, EventListener};
 
-pub use yuyo_core::http1::client::ClientLimits;
-pub use yuyo_core::rest::transport::{
-    HttpSettings, InvalidProxy, ProxySettings, Timeouts, TlsVerification, Transport, rustls,
-};
-pub use yuyo_core::rest::{RequestError, Response, TransportSetupError};
+pub use yuyo_core::endpoint::BoxFuture;
+pub use yuyo_core::rest::runtime::prelude::*;
 
 /// A rate-limited Discord REST client on tokio (see [`yuyo_core::rest::RestClient`]);
 /// its calls are futures. Cheap to clone; clones share the rate limiter and the pool.
 pub type RestClient = yuyo_core::rest::RestClient<Tokio>;
 
-/// A TCP connection of the client (TLS, when used, lives in the core).
-#[derive(Debug)]
-pub struct Connection(TcpStream);
-
-impl PooledStream for Connection {
-    fn is_reusable(&self) -> bool {
-        matches!(self.0.try_read(&mut [0_u8; 1]), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
-    }
-}
-
 /// The tokio runtime of the client path: [`RestClient`] and [`Bot`](crate::bot::Bot)
 /// operations are boxed futures; time is tokio's (so a paused test clock holds).
 #[derive(Debug, Clone, Copy)]
 pub struct Tokio;
-
-/// A boxed future, what a tokio client or bot operation returns.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// `future`'s output, or a `TimedOut` error once `deadline` passed.
-async fn within<T>(
-    deadline: Instant,
-    future: impl Future<Output = io::Result<T>>,
-) -> io::Result<T> {
-    tokio::time::timeout_at(deadline.into(), future)
-        .await
-        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
-}
 
 impl ClientRuntime for Tokio {
     type Stream = Connection;
@@ -70,22 +44,35 @@ impl ClientRuntime for Tokio {
     type Executor = tokio::runtime::Handle;
     type Server = crate::Server;
 
+    fn run<T: Send + 'static>(operation: impl Future<Output = T> + Send + 'static) -> BoxFuture<T> {
+        Box::pin(operation)
+    }
+
     fn now() -> Instant {
         tokio::time::Instant::now().into_std()
     }
 
+    fn server(bot: &Bot<Self>, service: crate::Service) -> crate::Server {
+        let rest = bot.rest().clone();
+        let server = crate::Server::new(service).with_rest_replies(rest, bot.reply_routing());
+        match bot.executor() {
+            Some(handle) => server.with_runtime(handle.clone()),
+            None => server,
+        }
+    }
+
     async fn connect(host: &str, port: u16, deadline: Instant) -> io::Result<Connection> {
-        let tcp = within(deadline, TcpStream::connect((host, port))).await?;
+        let tcp = timeout_at(deadline.into(), TcpStream::connect((host, port))).await??;
         let _ = tcp.set_nodelay(true);
         Ok(Connection(tcp))
     }
 
     async fn write(stream: &mut Connection, bytes: &[u8], deadline: Instant) -> io::Result<()> {
-        within(deadline, stream.0.write_all(bytes)).await
+        Ok(timeout_at(deadline.into(), stream.0.write_all(bytes)).await??)
     }
 
     async fn read(stream: &mut Connection, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
-        within(deadline, stream.0.read(buf)).await
+        Ok(timeout_at(deadline.into(), stream.0.read(buf)).await??)
     }
 
     async fn open(path: &Path) -> io::Result<tokio::fs::File> {
@@ -102,16 +89,18 @@ impl ClientRuntime for Tokio {
 
     async fn wait(wake: EventListener, until: Option<Instant>) {
         match until {
-            Some(until) => drop(tokio::time::timeout_at(until.into(), wake).await),
+            Some(until) => drop(timeout_at(until.into(), wake).await),
             None => wake.await,
         }
     }
+}
 
-    fn run<T: Send + 'static>(operation: impl Future<Output = T> + Send + 'static) -> BoxFuture<T> {
-        Box::pin(operation)
-    }
+/// A TCP connection of the client (TLS, when used, lives in the core).
+#[derive(Debug)]
+pub struct Connection(TcpStream);
 
-    fn server(bot: &Bot<Self>, service: crate::Service) -> crate::Server {
-        crate::bot::server(bot, service)
+impl PooledStream for Connection {
+    fn is_reusable(&self) -> bool {
+        matches!(self.0.try_read(&mut [0_u8; 1]), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
     }
 }

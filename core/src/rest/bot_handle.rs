@@ -1,15 +1,14 @@
 //! The `Bot` every adapter hands its users (yuyo's `AsgiBot`), generic over the
-//! adapter's [`ClientRuntime`]: its API lives here once; the runtime drives the
-//! [`Lifecycle`]'s transitions and builds the server.
+//! adapter's [`ClientRuntime`]: its API and the loop over the [`Lifecycle`]'s
+//! transitions live here once; the runtime does the IO and builds the server.
 
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Weak};
 
-use super::bot::BotStep;
 use super::bot::{
-    BotCallbackId, BotError, BotSettings, BuildBot, Hooks, Lifecycle, LifecycleError, Operation,
-    UnknownCallback,
+    BotCallbackId, BotError, BotSettings, BotStep, BuildBot, Hooks, Lifecycle, LifecycleError,
+    Operation, UnknownCallback,
 };
 use super::runtime::{Changes, ClientRuntime, RestClient, run_call};
 use super::transport::{HttpSettings, ProxySettings};

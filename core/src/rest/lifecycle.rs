@@ -2,18 +2,18 @@
 //! machine that every handle of a bot shares: the phase, the public key and its
 //! single-flight discovery, and the startup and shutdown callbacks.
 //!
-//! Each operation is a [`Transition`] the adapter drives until [`BotStep::Done`]:
+//! Each operation is a [`Transition`] polled until [`BotStep::Done`]; the loop is
+//! [`Bot`](super::bot::Bot)'s, over the adapter's
+//! [`ClientRuntime`](super::runtime::ClientRuntime) (the REST call, the callbacks, the
+//! wait):
 //!
 //! ```ignore
 //! let mut transition = lifecycle.transition(Operation::Start);
 //! loop {
 //!     match transition.poll() {
-//!         BotStep::Fetch(request) => {
-//!             let outcome = rest.call(request).await;
-//!             transition.fetched(outcome);
-//!         }
+//!         BotStep::Fetch(request) => transition.fetched(run_call(rest, request).await),
 //!         BotStep::Run(phase) => transition.ran(phase.await),
-//!         BotStep::Wait(version) => changes.wait_above(version).await,
+//!         BotStep::Wait(version) => changes.listen_after(version)?.await,
 //!         BotStep::Done(result) => return result,
 //!     }
 //! }

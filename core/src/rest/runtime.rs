@@ -237,7 +237,7 @@ impl<R: ClientRuntime> RestClient<R> {
         })
     }
 
-    /// The sans-IO client an adapter drives.
+    /// The sans-IO client (rate limiter, pool, calls).
     #[must_use]
     pub fn client(&self) -> &Arc<Client<R::Stream>> {
         &self.shared.client
@@ -309,4 +309,14 @@ impl<R: ClientRuntime> RestClient<R> {
             run_call(client, request).await.map_err(RequestError::Rest)
         })
     }
+}
+
+/// What every adapter's `rest` module re-exports beside its `RestClient`: the
+/// transport's settings and the call's answer and errors.
+pub mod prelude {
+    pub use crate::http1::client::ClientLimits;
+    pub use crate::rest::transport::{
+        HttpSettings, InvalidProxy, ProxySettings, Timeouts, TlsVerification, Transport, rustls,
+    };
+    pub use crate::rest::{RequestError, Response, TransportSetupError};
 }
