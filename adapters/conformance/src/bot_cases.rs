@@ -20,7 +20,7 @@ use yuyo_core::rest::bot::{BotBuilder, BotError, LifecycleError};
 use yuyo_core::rest::transport::{HttpSettings, ProxySettings, TlsVerification, rustls};
 use yuyo_core::rest::{
     Backoff, NoContent, Payload, RequestBody, RequestError, RestConfig, RestConfigBuilder,
-    RestError, RestRequest, TokenType,
+    RestError, RestRequest, Route, TokenType,
 };
 
 use crate::bot_harness::{BotHarness, LIMIT, bounded};
@@ -245,10 +245,9 @@ pub fn multipart_upload<H: BotHarness>() {
     let client = client::<H>(&url, |b| b);
     let payload = Payload::raw_json(&br#"{"type":4,"data":{"content":"hi"}}"#[..])
         .with_file(FilePart::memory("cat.txt", "meow meow"));
-    let request = RestRequest::<NoContent>::create_interaction_response(
-        twilight_model::id::Id::new(1),
-        "itoken",
-        payload,
+    let request = RestRequest::<NoContent>::new(
+        Route::interaction_callback(twilight_model::id::Id::new(1), "itoken"),
+        payload.into_body(),
     );
     bounded(move || H::call(&client, request)).unwrap();
     let requests = mock.requests();
