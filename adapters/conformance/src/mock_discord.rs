@@ -749,3 +749,185 @@ fn tunnel(mut client: TcpStream, log: &Mutex<Vec<Recorded>>) {
     let _ = client.shutdown(Shutdown::Write);
     let _ = forward.join();
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn request(method: &str, path: &str, auth: bool, at: Instant) -> Recorded {
+        let headers = if auth {
+            vec![("authorization".to_owned(), "Bot tok".to_owned())]
+        } else {
+            Vec::new()
+        };
+        Recorded {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            headers,
+            body: Vec::new(),
+            at,
+        }
+    }
+
+    fn model(limits: RateLimits) -> Model {
+        Model {
+            limits: Some(limits),
+            ..Model::default()
+        }
+    }
+
+    /// `(remaining, reset_after)` when admitted, `Err(retry_after)` when refused.
+    fn send(
+        model: &mut Model,
+        method: &str,
+        path: &str,
+        at: Instant,
+    ) -> Result<Option<(String, String)>, f64> {
+        match model.admit(&request(method, path, true, at)) {
+            Verdict::Admitted(headers) => {
+                let get = |name: &str| {
+                    headers
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| v.clone())
+                };
+                Ok(get("x-ratelimit-remaining").zip(get("x-ratelimit-reset-after")))
+            }
+            Verdict::Refused(reply) => {
+                assert_eq!(reply.status, 429);
+                let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+                Err(body["retry_after"].as_f64().unwrap())
+            }
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn ok(remaining: &str, reset_after: &str) -> Result<Option<(String, String)>, f64> {
+        Ok(Some((remaining.to_owned(), reset_after.to_owned())))
+    }
+
+    #[test]
+    fn routes_are_named_by_template_and_top_level_resource() {
+        assert_eq!(
+            route_of("/api/v10/webhooks/1/tok?wait=true"),
+            (FOLLOWUP_T.to_owned(), "1/tok".to_owned())
+        );
+        assert_eq!(
+            route_of("/api/v10/webhooks/1/tok/messages/@original"),
+            (
+                "/webhooks/{webhook_id}/{webhook_token}/messages/@original".to_owned(),
+                "1/tok".to_owned()
+            )
+        );
+        assert_eq!(
+            route_of("/api/v10/channels/12/messages/34"),
+            (
+                "/channels/{channel_id}/messages/{id}".to_owned(),
+                "12".to_owned()
+            )
+        );
+        assert_eq!(
+            route_of("/api/v10/applications/@me"),
+            ("/applications/@me".to_owned(), String::new())
+        );
+    }
+
+    const FOLLOWUP_T: &str = "/webhooks/{webhook_id}/{webhook_token}";
+
+    #[test]
+    fn sliding_bucket_counts_the_last_window() {
+        let mut m = model(RateLimits::new().route(
+            "post",
+            FOLLOWUP_T,
+            RouteLimit::sliding("b", 2, Duration::from_secs(1)),
+        ));
+        let t = Instant::now();
+        let path = "/api/v10/webhooks/1/tok";
+        assert_eq!(send(&mut m, "POST", path, t), ok("1", "1.000"));
+        assert_eq!(send(&mut m, "POST", path, t + ms(100)), ok("0", "0.900"));
+        assert_eq!(send(&mut m, "POST", path, t + ms(500)), Err(0.5));
+        // Another token is another bucket; another route is unlimited.
+        assert_eq!(
+            send(&mut m, "POST", "/api/v10/webhooks/1/other", t + ms(500)),
+            ok("1", "1.000")
+        );
+        assert_eq!(
+            send(
+                &mut m,
+                "PATCH",
+                "/api/v10/webhooks/1/tok/messages/@original",
+                t + ms(500)
+            ),
+            Ok(None)
+        );
+        // The first arrival has left the window, the second not.
+        assert_eq!(send(&mut m, "POST", path, t + ms(1000)), ok("0", "0.100"));
+        assert_eq!(send(&mut m, "POST", path, t + ms(1050)), Err(0.05));
+        assert_eq!(
+            m.refusals.iter().map(|r| r.global).collect::<Vec<_>>(),
+            vec![false, false]
+        );
+    }
+
+    #[test]
+    fn fixed_bucket_resets_at_the_end_of_its_window() {
+        let mut m = model(RateLimits::new().route(
+            "POST",
+            FOLLOWUP_T,
+            RouteLimit::fixed("b", 2, Duration::from_secs(1)),
+        ));
+        let t = Instant::now();
+        let path = "/api/v10/webhooks/1/tok";
+        assert_eq!(send(&mut m, "POST", path, t), ok("1", "1.000"));
+        assert_eq!(send(&mut m, "POST", path, t + ms(900)), ok("0", "0.100"));
+        assert_eq!(send(&mut m, "POST", path, t + ms(950)), Err(0.05));
+        // A new window: a sliding one would still count the arrival at 0.9 s.
+        assert_eq!(send(&mut m, "POST", path, t + ms(1000)), ok("1", "1.000"));
+        assert_eq!(send(&mut m, "POST", path, t + ms(1001)), ok("0", "0.999"));
+    }
+
+    #[test]
+    fn global_limit_counts_authenticated_arrivals_in_any_second() {
+        let mut m = model(RateLimits::new().global(2));
+        let t = Instant::now();
+        let path = "/api/v10/channels/1/messages";
+        assert_eq!(send(&mut m, "GET", path, t), Ok(None));
+        assert_eq!(
+            send(&mut m, "GET", "/api/v10/guilds/2", t + ms(100)),
+            Ok(None)
+        );
+        let Verdict::Refused(reply) = m.admit(&request("GET", path, true, t + ms(300))) else {
+            panic!("not refused");
+        };
+        assert!(reply.body.contains(r#""global":true"#), "{}", reply.body);
+        assert!(
+            reply
+                .headers
+                .contains(&("x-ratelimit-global".into(), "true".into()))
+        );
+        assert!(
+            reply
+                .headers
+                .contains(&("x-ratelimit-scope".into(), "global".into()))
+        );
+        // Unauthenticated (webhook token) requests are not counted.
+        assert!(matches!(
+            m.admit(&request(
+                "POST",
+                "/api/v10/webhooks/1/t",
+                false,
+                t + ms(400)
+            )),
+            Verdict::Admitted(_)
+        ));
+        assert_eq!(send(&mut m, "GET", path, t + ms(1000)), Ok(None));
+        assert_eq!(send(&mut m, "GET", path, t + ms(1050)), Err(0.05));
+        assert!(m.refusals.iter().all(|r| r.global));
+        assert_eq!(m.refusals.len(), 2);
+    }
+}
