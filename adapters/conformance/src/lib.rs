@@ -213,8 +213,9 @@ macro_rules! suite {
     };
 }
 
-/// Expands to one `#[test]` per REST client and bot case (see [`bot_cases`]) for the
-/// [`BotHarness`] `$harness`.
+/// Expands to one `#[test]` per REST client and bot case (see [`bot_cases`]) and per
+/// pacing case (see [`pacing_cases`]) for the [`BotHarness`] `$harness`, plus the
+/// ignored `global_limit_is_never_exceeded_stress` (run it with `-- --ignored`).
 #[cfg(feature = "bot-suites")]
 #[macro_export]
 macro_rules! bot_suite {
