@@ -26,6 +26,9 @@
 //! - `bot_harness`: `BotHarness`, what an adapter provides to drive its REST client
 //!   and bot synchronously (`bot_harness_methods!` writes most of it), and `bounded`.
 //! - `bot_cases`: the REST client and bot cases; `bot_suite!` makes a `#[test]` of each.
+//! - `pacing_cases`: the REST client against the mock's model of Discord's rate limits
+//!   (route buckets, the global limit, absurd waits); also in `bot_suite!`, with an
+//!   ignored stress run.
 //! - `reply_routing_cases`: replies through REST (deferrals, late replies, oversized
 //!   files) end to end; `reply_routing_suite!` makes a `#[test]` of each.
 //!
@@ -54,6 +57,8 @@ pub mod demo;
 pub mod fixtures;
 mod gate;
 pub mod mock_discord;
+#[cfg(feature = "bot-suites")]
+pub mod pacing_cases;
 #[cfg(feature = "bot-suites")]
 pub mod reply_routing_cases;
 
@@ -208,8 +213,9 @@ macro_rules! suite {
     };
 }
 
-/// Expands to one `#[test]` per REST client and bot case (see [`bot_cases`]) for the
-/// [`BotHarness`] `$harness`.
+/// Expands to one `#[test]` per REST client and bot case (see [`bot_cases`]) and per
+/// pacing case (see [`pacing_cases`]) for the [`BotHarness`] `$harness`, plus the
+/// ignored `global_limit_is_never_exceeded_stress` (run it with `-- --ignored`).
 #[cfg(feature = "bot-suites")]
 #[macro_export]
 macro_rules! bot_suite {
@@ -235,6 +241,19 @@ macro_rules! bot_suite {
             unmanaged_run_until_closed,
             removing_an_unknown_callback_is_an_error,
         );
+        $crate::__tests!(pacing_cases, $harness;
+            followups_on_a_sliding_bucket_pace_exactly,
+            edits_after_followups_are_not_delayed,
+            followups_on_a_fixed_window_bucket_pace,
+            global_limit_is_never_exceeded,
+            absurd_retry_after_is_a_typed_error_and_the_next_call_works,
+        );
+
+        #[test]
+        #[ignore = "stress: 100 runs of global_limit_is_never_exceeded, about 5 minutes"]
+        fn global_limit_is_never_exceeded_stress() {
+            $crate::pacing_cases::global_limit_is_never_exceeded_stress::<$harness>();
+        }
     };
 }
 
