@@ -2,32 +2,36 @@
 //! retries joined to the transport's [`Exchange`]s, the keep-alive pool and the
 //! limiter every call of a client shares.
 //!
-//! An adapter runs each call with one loop and decides nothing:
+//! Each call is one loop, polled until [`Output::Done`] (the loop is
+//! [`RestClient`](super::RestClient)'s, over an adapter's runtime):
 //!
 //! ```ignore
 //! let mut call = client.call(request);          // client: Arc<Client<Stream>>
 //! let mut file = None;                          // the open request file, if any
 //! loop {
-//!     let input = match call.poll_output(Instant::now()) {
+//!     let input = match call.poll_output(now()) {
 //!         Output::Io(io) => perform(io, &mut file).await,  // connect, write, read, files
 //!         Output::Sleep { until, wake_after } => {
-//!             // sleep until `until`, or until a `Notify` above `wake_after`
+//!             // sleep until `until`, or until `client.changes()` passes `wake_after`
 //!             sleep(until, wake_after).await;
 //!             Input::Woke
 //!         }
-//!         Output::Notify(version) => { notify(version); continue }
+//!         Output::Notify(version) => { client.changes().announce(version); continue }
 //!         Output::Done(result) => return result,
 //!     };
-//!     call.handle_input(Instant::now(), input);
+//!     call.handle_input(now(), input);
 //! }
 //! ```
 //!
 //! Dropping a call while its request is in flight hands its rate-limit permit back as
-//! a request that may have reached Discord.
+//! a request that may have reached Discord, and wakes the calls waiting on it.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
+
+use event_listener::{Event, EventListener};
 
 use super::call::{Call, Response, Rest, Step};
 use super::config::RestConfig;
@@ -46,6 +50,32 @@ pub trait PooledStream {
     fn is_reusable(&self) -> bool;
 }
 
+/// The latest version announced (of a client's rate limiter, of a bot's lifecycle) and
+/// an event fired when it grows: what rate-limit and lifecycle waits wake on.
+#[derive(Debug, Default)]
+pub struct Changes {
+    latest: AtomicU64,
+    event: Event,
+}
+
+impl Changes {
+    /// `version` is current: wake every waiter on an older one. Versions only grow; an
+    /// older one announced late is ignored.
+    pub fn announce(&self, version: u64) {
+        if self.latest.fetch_max(version, Ordering::SeqCst) < version {
+            self.event.notify(usize::MAX);
+        }
+    }
+
+    /// A listener fired by the next announcement of a newer version; `None` when a
+    /// version newer than `version` is already announced (nothing to wait for).
+    #[must_use]
+    pub fn listen_after(&self, version: u64) -> Option<EventListener> {
+        let listener = self.event.listen();
+        (self.latest.load(Ordering::SeqCst) <= version).then_some(listener)
+    }
+}
+
 struct Shared<S> {
     limiter: RateLimiter,
     pool: Pool<Pooled<S>>,
@@ -58,6 +88,8 @@ pub struct Client<S> {
     rest: Rest,
     transport: Transport,
     shared: Mutex<Shared<S>>,
+    /// The limiter's versions announced to waiting calls.
+    changes: Changes,
 }
 
 impl<S> fmt::Debug for Client<S> {
@@ -88,11 +120,19 @@ impl<S> Client<S> {
             }),
             transport: Transport::new(settings, proxy)?,
             rest,
+            changes: Changes::default(),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared<S>> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What wakes the calls waiting on the rate limiter: every call's
+    /// [`Output::Notify`] is announced here.
+    #[must_use]
+    pub fn changes(&self) -> &Changes {
+        &self.changes
     }
 
     /// The sans-IO client (configuration).
@@ -296,8 +336,71 @@ impl<T, S> Drop for ClientCall<T, S> {
             return;
         };
         let error = TransportError::new(TransportErrorKind::Io, "the call was dropped");
-        let mut shared = self.client.lock();
-        self.call
-            .on_transport_error(now, error, &mut shared.limiter);
+        let version = {
+            let mut shared = self.client.lock();
+            self.call
+                .on_transport_error(now, error, &mut shared.limiter);
+            shared.limiter.version()
+        };
+        self.client.changes.announce(version);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use http::Method;
+
+    use super::*;
+    use crate::rest::{NoContent, Route};
+
+    /// A connection never opened (the test performs no IO).
+    struct Unopened;
+
+    impl PooledStream for Unopened {
+        fn is_reusable(&self) -> bool {
+            false
+        }
+    }
+
+    fn get(path: &str) -> RestRequest<NoContent> {
+        RestRequest::new(
+            Route::custom(Method::GET, path).unwrap(),
+            RequestBody::Empty,
+        )
+    }
+
+    #[test]
+    fn a_call_dropped_in_flight_wakes_the_calls_waiting_on_it() {
+        let config = RestConfig::builder()
+            .token("tok")
+            .rest_url("http://127.0.0.1:9/api/v10")
+            .build()
+            .unwrap();
+        let client =
+            Arc::new(Client::<Unopened>::new(config, HttpSettings::default(), None).unwrap());
+        let now = Instant::now();
+        let mut first = client.call(get("/channels/1"));
+        assert!(matches!(
+            first.poll_output(now),
+            Output::Io(Io::Connect { .. })
+        ));
+        let mut second = client.call(get("/channels/1"));
+        let Output::Sleep {
+            wake_after: Some(version),
+            ..
+        } = second.poll_output(now)
+        else {
+            panic!("the second call should wait on the first one's answer");
+        };
+        assert!(client.changes().listen_after(version).is_some());
+        drop(first);
+        // The first call's permit is back and announced: the second one wakes and goes.
+        assert!(client.changes().listen_after(version).is_none());
+        assert!(matches!(
+            second.poll_output(now),
+            Output::Io(Io::Connect { .. })
+        ));
     }
 }

@@ -9,14 +9,13 @@ use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use event_listener::Event;
 pub use event_listener::{EventListener, Listener};
 use http::Method;
 
 use super::bot::Bot;
+pub use super::client::Changes;
 use super::client::{Client, Input, Output, PooledStream};
 use super::transport::{HttpSettings, Input as IoInput, Io, ProxySettings, Transport};
 use super::{
@@ -24,32 +23,6 @@ use super::{
     Route, TransportSetupError,
 };
 use crate::service::Service;
-
-/// The latest version announced (of a client's rate limiter, of a bot's lifecycle) and
-/// an event fired when it grows: what rate-limit and lifecycle waits wake on.
-#[derive(Debug, Default)]
-pub struct Changes {
-    latest: AtomicU64,
-    event: Event,
-}
-
-impl Changes {
-    /// `version` is current: wake every waiter on an older one. Versions only grow; an
-    /// older one announced late is ignored.
-    pub fn announce(&self, version: u64) {
-        if self.latest.fetch_max(version, Ordering::SeqCst) < version {
-            self.event.notify(usize::MAX);
-        }
-    }
-
-    /// A listener fired by the next announcement of a newer version; `None` when a
-    /// version newer than `version` is already announced (nothing to wait for).
-    #[must_use]
-    pub fn listen_after(&self, version: u64) -> Option<EventListener> {
-        let listener = self.event.listen();
-        (self.latest.load(Ordering::SeqCst) <= version).then_some(listener)
-    }
-}
 
 /// How an adapter runs the client path: its connections and files, its clock and
 /// timers, and what its operations return. Every method is one IO step; the loops
@@ -192,8 +165,6 @@ pub(crate) async fn run_call<R: ClientRuntime, T: Send + 'static>(
 
 struct Shared<R: ClientRuntime> {
     client: Arc<Client<R::Stream>>,
-    /// The highest rate-limiter version announced (wakes waits on rate limits).
-    changes: Changes,
 }
 
 /// A rate-limited Discord REST client: rate limits, retries, the keep-alive pool, TLS,
@@ -230,10 +201,7 @@ impl<R: ClientRuntime> RestClient<R> {
     ) -> Result<Self, TransportSetupError> {
         let client = Arc::new(Client::new(config, settings, proxy)?);
         Ok(Self {
-            shared: Arc::new(Shared {
-                client,
-                changes: Changes::default(),
-            }),
+            shared: Arc::new(Shared { client }),
         })
     }
 
@@ -246,7 +214,7 @@ impl<R: ClientRuntime> RestClient<R> {
     /// What wakes this client's rate-limit waits.
     #[must_use]
     pub fn changes(&self) -> &Changes {
-        &self.shared.changes
+        self.shared.client.changes()
     }
 
     /// The configuration.
