@@ -68,11 +68,11 @@ impl ClientRuntime for Tokio {
     }
 
     async fn write(stream: &mut Connection, bytes: &[u8], deadline: Instant) -> io::Result<()> {
-        Ok(timeout_at(deadline.into(), stream.0.write_all(bytes)).await??)
+        timeout_at(deadline.into(), stream.0.write_all(bytes)).await?
     }
 
     async fn read(stream: &mut Connection, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
-        Ok(timeout_at(deadline.into(), stream.0.read(buf)).await??)
+        timeout_at(deadline.into(), stream.0.read(buf)).await?
     }
 
     async fn open(path: &Path) -> io::Result<tokio::fs::File> {
