@@ -19,6 +19,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use super::error::{TransportError, TransportErrorKind, TransportSetupError};
 
 mod exchange;
+#[cfg(test)]
+mod exchange_tests;
 mod link;
 
 use crate::http1::client::{ClientLimits, ResponseError, ResponseReader, encode_connect};
