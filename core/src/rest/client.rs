@@ -26,7 +26,7 @@
 //! a request that may have reached Discord.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
 use super::call::{Call, Response, Rest, Step};
@@ -58,7 +58,11 @@ pub struct Client<S> {
     rest: Rest,
     transport: Transport,
     shared: Mutex<Shared<S>>,
+    /// Told the limiter's version when a call dropped in flight changed it.
+    on_drop_change: OnceLock<DropHook>,
 }
+
+type DropHook = Box<dyn Fn(u64) + Send + Sync>;
 
 impl<S> fmt::Debug for Client<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -88,7 +92,16 @@ impl<S> Client<S> {
             }),
             transport: Transport::new(settings, proxy)?,
             rest,
+            on_drop_change: OnceLock::new(),
         })
+    }
+
+    /// Calls `hook` with the rate limiter's version whenever a call dropped while its
+    /// request was in flight hands its permit back: no call reports an
+    /// [`Output::Notify`] for that change, so this is where the adapter wakes the calls
+    /// waiting on it. Only the first hook set is kept.
+    pub fn on_drop_change(&self, hook: impl Fn(u64) + Send + Sync + 'static) {
+        let _ = self.on_drop_change.set(Box::new(hook));
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared<S>> {
@@ -296,8 +309,14 @@ impl<T, S> Drop for ClientCall<T, S> {
             return;
         };
         let error = TransportError::new(TransportErrorKind::Io, "the call was dropped");
-        let mut shared = self.client.lock();
-        self.call
-            .on_transport_error(now, error, &mut shared.limiter);
+        let version = {
+            let mut shared = self.client.lock();
+            self.call
+                .on_transport_error(now, error, &mut shared.limiter);
+            shared.limiter.version()
+        };
+        if let Some(hook) = self.client.on_drop_change.get() {
+            hook(version);
+        }
     }
 }

@@ -628,7 +628,6 @@ impl super::runtime::ClientRuntime for Recording {
 }
 
 #[test]
-#[ignore = "bug: a ClientCall dropped in flight bumps the limiter's version but nothing announces it; waiters sleep until in_flight_timeout"]
 fn call_dropped_in_flight_wakes_the_calls_waiting_for_its_answer() {
     // An adapter's call future cancelled mid-request drops its `ClientCall`; no call
     // reports an `Output::Notify` for what that drop released, so the client's

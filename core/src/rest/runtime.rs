@@ -102,12 +102,18 @@ impl<R: ClientRuntime> RestClient<R> {
         proxy: Option<ProxySettings>,
     ) -> Result<Self, TransportSetupError> {
         let client = Arc::new(Client::new(config, settings, proxy)?);
-        Ok(Self {
-            shared: Arc::new(Shared {
-                client,
-                changes: R::Announcer::default(),
-            }),
-        })
+        let shared = Arc::new(Shared {
+            client,
+            changes: R::Announcer::default(),
+        });
+        // A call dropped in flight wakes the calls waiting for its answer.
+        let weak: std::sync::Weak<Shared<R>> = Arc::downgrade(&shared);
+        shared.client.on_drop_change(move |version| {
+            if let Some(shared) = weak.upgrade() {
+                shared.changes.announce(version);
+            }
+        });
+        Ok(Self { shared })
     }
 
     /// The sans-IO client an adapter drives.
