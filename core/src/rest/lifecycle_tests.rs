@@ -730,3 +730,45 @@ fn finished_transition_dropped_changes_nothing() {
     assert!(bot.lifecycle.is_alive());
     assert_eq!(bot.last_version(), before);
 }
+
+#[test]
+#[ignore = "bug: polling a transition again before reporting its step ends it without handing the fetch back or leaving the phase; the bot stays Starting/Closing forever"]
+fn transition_polled_again_while_its_fetch_is_out_hands_the_fetch_back() {
+    let bot = Bot::discovering();
+    let mut start = bot.begin(Operation::Start);
+    expect_fetch(start.poll());
+    // A driver that polls again instead of reporting gets an error...
+    assert!(matches!(
+        expect_done(start.poll()),
+        Err(LifecycleError::NotRunning)
+    ));
+    drop(start);
+    // ...and the bot is not left starting and fetching forever.
+    assert!(!bot.lifecycle.is_alive());
+    let mut next = bot.begin(Operation::Start);
+    expect_fetch(next.poll());
+}
+
+#[test]
+#[ignore = "bug: polling a transition again before reporting its step ends it without handing the fetch back or leaving the phase; the bot stays Starting/Closing forever"]
+fn transition_polled_again_while_its_callbacks_run_leaves_the_bot_stopped() {
+    let bot = Bot::unmanaged();
+    let mut start = bot.begin(Operation::Start);
+    let _phase = expect_run(start.poll());
+    assert!(matches!(
+        expect_done(start.poll()),
+        Err(LifecycleError::NotRunning)
+    ));
+    drop(start);
+    bot.run(Operation::Start).unwrap();
+    let mut close = bot.begin(Operation::Close);
+    let _phase = expect_run(close.poll());
+    assert!(matches!(
+        expect_done(close.poll()),
+        Err(LifecycleError::NotRunning)
+    ));
+    drop(close);
+    assert!(!bot.lifecycle.is_alive());
+    assert_eq!(bot.stops(), 1);
+    bot.run(Operation::Start).unwrap();
+}
