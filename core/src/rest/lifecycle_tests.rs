@@ -732,7 +732,6 @@ fn finished_transition_dropped_changes_nothing() {
 }
 
 #[test]
-#[ignore = "bug: polling a transition again before reporting its step ends it without handing the fetch back or leaving the phase; the bot stays Starting/Closing forever"]
 fn transition_polled_again_while_its_fetch_is_out_hands_the_fetch_back() {
     let bot = Bot::discovering();
     let mut start = bot.begin(Operation::Start);
@@ -750,7 +749,6 @@ fn transition_polled_again_while_its_fetch_is_out_hands_the_fetch_back() {
 }
 
 #[test]
-#[ignore = "bug: polling a transition again before reporting its step ends it without handing the fetch back or leaving the phase; the bot stays Starting/Closing forever"]
 fn transition_polled_again_while_its_callbacks_run_leaves_the_bot_stopped() {
     let bot = Bot::unmanaged();
     let mut start = bot.begin(Operation::Start);
