@@ -653,3 +653,63 @@ fn call_dropped_in_flight_wakes_the_calls_waiting_for_its_answer() {
         DEFAULT_IN_FLIGHT_TIMEOUT
     );
 }
+
+// ---------------------------------------------------------------- more of the pool and waits
+
+#[test]
+fn idle_connection_older_than_the_idle_timeout_is_not_reused() {
+    let config = builder().build().unwrap();
+    let settings = HttpSettings {
+        idle_timeout: Duration::from_secs(5),
+        ..HttpSettings::default()
+    };
+    let client: Arc<Client<Conn>> = Arc::new(Client::new(config, settings, None).unwrap());
+    let mut net = Net::with([ok(), ok(), ok()]);
+    expect_ok(net.drive(&mut client.call(get(MESSAGES)), at(0)));
+    expect_ok(net.drive(&mut client.call(get(MESSAGES)), at(4_999)));
+    assert_eq!(net.connects, 1, "reused within the idle timeout");
+    expect_ok(net.drive(&mut client.call(get(MESSAGES)), at(4_999 + 5_000)));
+    assert_eq!(net.connects, 2, "too old: a fresh connection");
+}
+
+#[test]
+fn pool_disabled_connects_for_every_call() {
+    let config = builder().build().unwrap();
+    let settings = HttpSettings {
+        max_idle_per_host: 0,
+        ..HttpSettings::default()
+    };
+    let client: Arc<Client<Conn>> = Arc::new(Client::new(config, settings, None).unwrap());
+    let mut net = Net::with([ok(), ok()]);
+    expect_ok(net.drive(&mut client.call(get(MESSAGES)), at(0)));
+    expect_ok(net.drive(&mut client.call(get(MESSAGES)), at(10)));
+    assert_eq!(net.connects, 2);
+    assert_eq!(client.idle_connections(), 0);
+}
+
+#[test]
+fn call_waiting_for_an_answer_is_woken_by_its_notification() {
+    let client = client(builder());
+    let mut net = Net::default();
+    let mut first = client.call(get(MESSAGES));
+    assert!(matches!(
+        first.poll_output(at(0)),
+        Output::Io(Io::Connect { .. })
+    ));
+    first.handle_input(at(0), Input::Io(IoInput::Connected(Conn(99))));
+    let mut second = client.call(get(MESSAGES));
+    let (_, wake_after) = expect_sleep(net.drive(&mut second, at(10)));
+    let version = wake_after.unwrap();
+
+    net.replies
+        .push_back(answer(200, &limits("b", 5, 4, 1.0), "{}"));
+    expect_ok(net.drive(&mut first, at(20)));
+    assert!(
+        net.notified.iter().any(|&notified| notified > version),
+        "the answer is announced above the waiter's version"
+    );
+    // The bucket is known now and has room: the waiter goes at once.
+    net.replies.push_back(ok());
+    expect_ok(net.drive(&mut second, at(20)));
+    assert_eq!(net.requests.len(), 2);
+}

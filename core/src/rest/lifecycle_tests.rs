@@ -770,3 +770,34 @@ fn transition_polled_again_while_its_callbacks_run_leaves_the_bot_stopped() {
     assert_eq!(bot.stops(), 1);
     bot.run(Operation::Start).unwrap();
 }
+
+#[test]
+fn failed_discovery_lets_a_waiting_start_fetch_itself() {
+    let bot = Bot::new(true, false, Some(TokenType::Bot));
+    let mut first = bot.begin(Operation::FindKey);
+    let mut second = bot.begin(Operation::FindKey);
+    expect_fetch(first.poll());
+    expect_wait(second.poll());
+    first.fetched(Err(RestError::CallFinished));
+    assert!(matches!(
+        expect_done(first.poll()),
+        Err(LifecycleError::KeyDiscovery(_))
+    ));
+    let request = expect_fetch(second.poll());
+    second.fetched(with_key(request));
+    expect_done(second.poll()).unwrap();
+}
+
+#[test]
+fn managed_serve_start_discovers_the_key() {
+    let bot = Bot::new(true, false, Some(TokenType::Bot));
+    let mut fetches = 0;
+    bot.drive(Operation::ServeStart, |request| {
+        fetches += 1;
+        with_key(request)
+    })
+    .unwrap();
+    assert_eq!(fetches, 1);
+    assert!(bot.lifecycle.is_alive());
+    assert_eq!(bot.lifecycle.public_key(), Some(key()));
+}
