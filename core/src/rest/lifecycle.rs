@@ -347,10 +347,12 @@ impl Transition {
             Stage::Key => self.find_key(&mut state),
             Stage::AwaitStop if state.phase == Phase::Stopped => BotStep::Done(Ok(())),
             Stage::AwaitStop => BotStep::Wait(state.version),
-            // Steps handed out and not reported, or over.
-            Stage::Fetching | Stage::Starting | Stage::Closing | Stage::Done => {
+            // Steps handed out and not reported: given up as if dropped.
+            Stage::Fetching | Stage::Starting | Stage::Closing => {
+                self.hand_back(&mut state);
                 BotStep::Done(Err(LifecycleError::NotRunning))
             }
+            Stage::Done => BotStep::Done(Err(LifecycleError::NotRunning)),
         };
         if let BotStep::Done(_) = step {
             self.stage = Stage::Done;
@@ -494,17 +496,26 @@ impl Drop for Transition {
     fn drop(&mut self) {
         let lifecycle = Arc::clone(&self.lifecycle);
         let mut state = lifecycle.lock();
+        self.hand_back(&mut state);
+    }
+}
+
+impl Transition {
+    /// Gives up where the transition is: hands the key fetch back and leaves the bot
+    /// stopped, so nothing waits for it forever.
+    fn hand_back(&mut self, state: &mut State) {
         match self.stage {
             Stage::Fetching => {
                 state.discovery.abandon();
-                lifecycle.announce(&mut state);
-                self.abandon_start(&mut state);
+                self.lifecycle.announce(state);
+                self.abandon_start(state);
             }
             Stage::Key | Stage::Starting if self.operation != Operation::FindKey => {
-                lifecycle.set(&mut state, Phase::Stopped);
+                self.lifecycle.set(state, Phase::Stopped);
             }
-            Stage::Closing => lifecycle.stop(&mut state),
+            Stage::Closing => self.lifecycle.stop(state),
             _ => {}
         }
+        self.stage = Stage::Done;
     }
 }

@@ -27,7 +27,7 @@ use crate::multipart::{FileData, FilePart, FileSource};
 /// # use yuyo_core::rest::Attachment;
 /// let log = Attachment::from_bytes("log.txt", "all good").description("Today's log");
 /// let chart = Attachment::from_path("/tmp/chart.png").content_type("image/png");
-/// assert_eq!(chart.filename(), "chart.png");
+/// assert_eq!(chart.name(), "chart.png");
 /// # let _ = log;
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -144,12 +144,16 @@ mod bot_handle;
 mod call;
 #[cfg(feature = "transport")]
 pub mod client;
+#[cfg(all(test, feature = "transport"))]
+mod client_tests;
 mod commands;
 mod config;
 mod discovery;
 mod error;
 mod interactions;
 mod lifecycle;
+#[cfg(test)]
+mod lifecycle_tests;
 mod message;
 pub mod ratelimit;
 mod request;

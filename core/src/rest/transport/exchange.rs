@@ -234,7 +234,7 @@ impl<S> Exchange<S> {
     /// A failure after the request started: on a stale pooled connection a request
     /// that may be repeated starts again on a fresh one; otherwise the exchange fails.
     fn fail_sending(&mut self, failure: SendFailure, now: Instant) {
-        if !failure.resend_on_fresh(&self.method) {
+        if !failure.resend_on_fresh(&self.method, self.sent_all) {
             self.finish(Err(failure.error));
             return;
         }

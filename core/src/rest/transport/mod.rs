@@ -19,6 +19,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use super::error::{TransportError, TransportErrorKind, TransportSetupError};
 
 mod exchange;
+#[cfg(test)]
+mod exchange_tests;
 mod link;
 
 use crate::http1::client::{ClientLimits, ResponseError, ResponseReader, encode_connect};
@@ -556,12 +558,13 @@ impl SendFailure {
         }
     }
 
-    /// Whether to send the request again on a fresh connection: only a request that may
-    /// be repeated (a POST whose pooled connection died may still have reached Discord;
-    /// the core then decides).
+    /// Whether to send the request again on a fresh connection after a stale pooled one
+    /// failed: a request that may be repeated, or one not written whole (`sent_whole`
+    /// false), which the server cannot have acted on. A POST written whole may have
+    /// reached Discord: the call decides.
     #[must_use]
-    pub fn resend_on_fresh(&self, method: &Method) -> bool {
-        self.stale && method.is_idempotent()
+    pub fn resend_on_fresh(&self, method: &Method, sent_whole: bool) -> bool {
+        self.stale && (method.is_idempotent() || !sent_whole)
     }
 }
 
@@ -708,15 +711,17 @@ mod tests {
             },
             true,
         );
-        assert!(stale.resend_on_fresh(&Method::GET));
-        assert!(!stale.resend_on_fresh(&Method::POST));
+        assert!(stale.resend_on_fresh(&Method::GET, true));
+        assert!(!stale.resend_on_fresh(&Method::POST, true));
+        // A POST cut short cannot have been acted on.
+        assert!(stale.resend_on_fresh(&Method::POST, false));
         let fresh = SendFailure::response(
             ResponseError::IncompleteHead {
                 received_any: false,
             },
             false,
         );
-        assert!(!fresh.resend_on_fresh(&Method::GET));
+        assert!(!fresh.resend_on_fresh(&Method::GET, false));
         let reset = io::Error::from(io::ErrorKind::ConnectionReset);
         assert!(SendFailure::io(&reset, true).stale);
         assert!(!SendFailure::io(&io::Error::other("x"), true).stale);
