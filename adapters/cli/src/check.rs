@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use yuyo_conformance::demo;
+use yuyo_demo as demo;
 
 use crate::client::{self, Response, Target};
 use crate::{CheckArgs, keys, unix_now};

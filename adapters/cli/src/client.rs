@@ -216,7 +216,9 @@ fn send(
     stream
         .set_write_timeout(Some(timeout))
         .map_err(|e| format!("socket setup failed: {e}"))?;
-    stream.write_all(&wire).map_err(|e| describe(&e, bounds))
+    stream
+        .write_all(&wire)
+        .map_err(|e| describe(&e, bounds, deadline))
 }
 
 /// Reads until core's [`ResponseReader`] has a whole response, or fails.
@@ -237,7 +239,7 @@ fn read_response(
         stream
             .set_read_timeout(Some(timeout))
             .map_err(|e| format!("socket setup failed: {e}"))?;
-        read_some(stream, &mut reader).map_err(|e| describe(&e, bounds))?;
+        read_some(stream, &mut reader).map_err(|e| describe(&e, bounds, deadline))?;
     }
 }
 
@@ -262,8 +264,15 @@ fn read_some(stream: &mut TcpStream, reader: &mut ResponseReader) -> std::io::Re
 }
 
 /// A socket error in words; timeouts say how long was waited.
-fn describe(error: &std::io::Error, bounds: &Bounds) -> String {
+fn describe(error: &std::io::Error, bounds: &Bounds, deadline: Instant) -> String {
     match error.kind() {
+        // The socket timeout was the time left when that was less than the I/O timeout:
+        // then the exchange's deadline is what passed.
+        ErrorKind::WouldBlock | ErrorKind::TimedOut
+            if deadline.saturating_duration_since(Instant::now()) < bounds.io_timeout =>
+        {
+            format!("no complete response within {:?}", bounds.exchange)
+        }
         ErrorKind::WouldBlock | ErrorKind::TimedOut => {
             format!("timed out (nothing for {:?})", bounds.io_timeout)
         }

@@ -1,7 +1,7 @@
 //! Key arguments: parsing hex keys, the demo default.
 
-use yuyo_conformance::demo;
 use yuyo_core::endpoint::Verifier;
+use yuyo_demo as demo;
 
 /// A secret key given as hex: a 32-byte seed (64 digits), or a 64-byte keypair
 /// (seed ‖ public key, 128 digits) of which the seed is used. `None`: the demo key.

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! yuyo serve [--bind 127.0.0.1:8080] [--runtime smol|tokio|blocking|tower] [--public-key HEX]
+//!            [--insecure-demo-key]
 //! yuyo check URL [--secret-key HEX] [--public-key HEX]
 //! yuyo sign [--secret-key HEX] [--timestamp T] [--url URL] (--body JSON | --file PATH)
 //! ```
@@ -65,6 +66,10 @@ struct ServeArgs {
     /// Your application's public key (64 hex digits); default: the built-in demo key.
     #[arg(long, value_name = "HEX")]
     public_key: Option<String>,
+    /// Serve the built-in demo key on a non-loopback address anyway (its secret key is
+    /// public: anyone who reaches the endpoint can sign requests it accepts).
+    #[arg(long)]
+    insecure_demo_key: bool,
 }
 
 /// Arguments of `yuyo check`.

@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
-use yuyo_conformance::demo;
 use yuyo_core::service::{ServeError, Service};
+use yuyo_demo as demo;
 
 use crate::{Runtime, ServeArgs, keys, shell_quote, sign, unix_now};
 
 /// Runs `yuyo serve` until Ctrl-C / SIGTERM.
 pub fn run(args: &ServeArgs) -> Result<ExitCode, String> {
+    refuse_public_demo_key(args)?;
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -43,6 +44,22 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode, String> {
         "stopped"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The demo key's secret is public: served beyond loopback, anyone could sign requests
+/// the endpoint accepts. Refused unless the user gave a key or insisted.
+fn refuse_public_demo_key(args: &ServeArgs) -> Result<(), String> {
+    if args.public_key.is_some() || args.insecure_demo_key || args.bind.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to serve on {} with the built-in demo key: its secret key is public, so \
+         anyone who reaches this address could sign requests the endpoint accepts. Pass \
+         --public-key with your application's public key (Developer Portal, General \
+         Information), bind to 127.0.0.1, or pass --insecure-demo-key to serve the demo key \
+         anyway",
+        args.bind
+    ))
 }
 
 /// Why serving failed: binding, or the server.

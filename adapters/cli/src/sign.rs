@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use yuyo_conformance::demo;
+use yuyo_demo as demo;
 
 use crate::{SignArgs, keys, shell_quote, unix_now};
 

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use yuyo_conformance::demo;
+use yuyo_demo as demo;
 
 const YUYO: &str = env!("CARGO_BIN_EXE_yuyo");
 /// Bound on any one process step (start-up, a check, a graceful exit).
@@ -364,6 +364,22 @@ fn serve_with_a_public_key_checks_with_its_secret_key() {
     );
     assert!(
         shown.contains("PASS  PING with a corrupted signature"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn serve_refuses_the_demo_key_on_a_public_address() {
+    // Refused before binding: nothing listens on 0.0.0.0.
+    let output = yuyo(&["serve", "--bind", "0.0.0.0:0"]);
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("refusing to serve on 0.0.0.0:0 with the built-in demo key"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("--public-key") && shown.contains("--insecure-demo-key"),
         "{shown}"
     );
 }

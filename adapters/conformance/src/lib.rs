@@ -1,7 +1,6 @@
 //! Demo handlers and the black-box conformance suite every yuyo adapter passes.
 //!
-//! - [`demo`]: the handlers `yuyo serve` runs (and the suite tests), the demo key pair
-//!   and request signing.
+//! - [`demo`]: the demo endpoint the suite tests (re-exported from `yuyo-demo`).
 //! - [`fixtures`]: the Discord request bodies of `core/fixtures/interactions`.
 //! - [`client`]: a small, bounded HTTP/1.1 client over `std::net` for tests.
 //! - [`mock_discord`]: a scripted mock Discord REST server and a `CONNECT` proxy, for the
@@ -53,7 +52,7 @@ pub mod bot_cases;
 pub mod bot_harness;
 pub mod cases;
 pub mod client;
-pub mod demo;
+pub use yuyo_demo as demo;
 pub mod fixtures;
 mod gate;
 pub mod mock_discord;

@@ -2,7 +2,7 @@
 //!
 //! `cargo run -p yuyo-smol --example smol`, then try it with `yuyo sign` and curl.
 
-use yuyo_conformance::demo;
+use yuyo_demo as demo;
 use yuyo_smol::{Server, Service};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

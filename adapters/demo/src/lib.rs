@@ -1,5 +1,6 @@
-//! The demo endpoint `yuyo serve` runs and the conformance suite tests: its handlers,
-//! the demo key pair (the test identity of `core/fixtures/README.md`) and signing.
+//! The demo endpoint `yuyo serve` runs, the examples serve and the conformance suite
+//! tests: its handlers, the demo key pair (the test identity of `core/fixtures/README.md`)
+//! and signing. Its secret key is public: never serve it where Discord can reach it.
 //!
 //! | interaction | answer |
 //! |---|---|
@@ -13,6 +14,8 @@
 //! | autocomplete | two choices |
 //! | button (component) | update message `clicked <custom_id>` |
 //! | modal submit | message `modal <custom_id>` |
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 use ed25519_dalek::{Signer, SigningKey};
 use twilight_model::application::command::{CommandOptionChoice, CommandOptionChoiceValue};
