@@ -1,7 +1,7 @@
 //! What every adapter's `Bot` (yuyo's `AsgiBot`) shares: its errors, the
 //! [`Lifecycle`] state machine (start, close, join, run, key discovery, callbacks) and
 //! how the interaction endpoint is made once the key is known. Each adapter's `Bot` is
-//! plumbing over these, with the same API on every runtime (async on smol and tokio,
+//! [`Bot`] over its runtime, with the same API everywhere (async on smol and tokio,
 //! blocking on std threads).
 //!
 //! # yuyo's `AsgiBot` → `Bot`
