@@ -7,13 +7,17 @@
 #   bench/load.sh                 # all servers, 5 s per run, 3 runs per cell (round-robin)
 #   DURATION=10 RUNS=3 SERVERS="baseline tokio" bench/load.sh
 #   FILLER=0 bench/load.sh        # without the idle spinner on wrk's core (see below)
+#
+# Configurations: connections, `close` for `Connection: close`, `tls` for HTTPS (yuyo
+# terminating TLS itself vs the baseline behind tokio-rustls, same self-signed certificate;
+# yuyo-tower serves under its host's TLS and is left out of those rows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-5}
 RUNS=${RUNS:-3}
 SERVERS=${SERVERS:-"baseline smol tokio blocking tower"}
-CONFIGS=${CONFIGS:-"1 16 64 16close"}
+CONFIGS=${CONFIGS:-"1 16 64 16close 16tls 16tlsclose"}
 FILLER=${FILLER:-1}
 PORT=${PORT:-18090}
 BODY=core/fixtures/interactions/command_load.json
@@ -21,6 +25,7 @@ BODY=core/fixtures/interactions/command_load.json
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 command -v taskset >/dev/null && command -v chrt >/dev/null \
     || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
+command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
 
 cargo build --release -q -p yuyo-cli -p yuyo-bench-baseline
 cargo bench -q --no-run -p yuyo-core --bench exchange 2>/dev/null
@@ -61,6 +66,12 @@ LUA
 }
 make_lua "" >"$work/keepalive.lua"
 make_lua 'wrk.headers["Connection"] = "close"' >"$work/close.lua"
+# The certificate both servers present in the `tls` rows (P-256, as most public ones).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+TLS_CERT="$work/cert.pem"
+TLS_KEY="$work/key.pem"
 
 
 to_ms() { # wrk latency like 1.23ms / 456.78us / 1.02s
@@ -69,7 +80,7 @@ to_ms() { # wrk latency like 1.23ms / 456.78us / 1.02s
 
 run_wrk() { # $1 = connections, $2 = lua, [$3 = seconds]; prints "rps p50 p99 requests"
     local out
-    if ! out=$(taskset -c 1 wrk -t1 -c"$1" -d"${3:-$DURATION}s" --latency -s "$2" "http://127.0.0.1:$PORT/" 2>&1) \
+    if ! out=$(taskset -c 1 wrk -t1 -c"$1" -d"${3:-$DURATION}s" --latency -s "$2" "$SCHEME://127.0.0.1:$PORT/" 2>&1) \
         || ! grep -q "Requests/sec" <<<"$out"; then
         echo "wrk failed: $out" >&2
         return 1
@@ -110,7 +121,7 @@ memory="$work/memory"
 : >"$memory"
 if [ "${MEMORY:-1}" = 1 ]; then
     for server in $SERVERS; do
-        pid=$(start_server "$server"); pids+=("$pid")
+        pid=$(start_server "$server" http); pids+=("$pid")
         echo "== $server" >>"$memory"
         python3 bench/memory.py "$pid" "$PORT" "$signature" "$timestamp" "$body_path" 1000 >>"$memory" 2>&1 \
             || echo "memory check failed" >>"$memory"
@@ -122,12 +133,15 @@ fi
 for run in $(seq "$RUNS"); do
     for config in $CONFIGS; do
         case "$config" in
-            *close) conns=${config%close}; lua="$work/close.lua" ;;
-            *) conns=$config; lua="$work/keepalive.lua" ;;
+            *close) lua="$work/close.lua" ;;
+            *) lua="$work/keepalive.lua" ;;
         esac
+        conns=${config%%[a-z]*}
+        case "$config" in *tls*) SCHEME=https ;; *) SCHEME=http ;; esac
         echo "$run $config $(verify_ns)" >>"$ceilings"
         for server in $SERVERS; do
-            pid=$(start_server "$server"); pids+=("$pid")
+            if [ "$SCHEME" = https ] && [ "$server" = tower ]; then continue; fi
+            pid=$(start_server "$server" "$SCHEME"); pids+=("$pid")
             # Warm-up (threads, buffers, first connections), not measured.
             run_wrk "$conns" "$lua" 1 >/dev/null || true
             ticks=$(cpu_ticks "$pid")
@@ -177,7 +191,7 @@ for (run, server, config), rps in by_run.items():
         ratios[(server, config)].append(rps / base)
     if (run, config) in verify:
         ceiling_share[(server, config)].append(rps * verify[(run, config)] / 1e9)
-configs = sorted({c for _, c in med}, key=lambda c: (c.endswith("close"), int(c.rstrip("close"))))
+configs = sorted({c for _, c in med}, key=lambda c: ("tls" in c, c.endswith("close"), int(c.rstrip("closet"))))
 servers = list(dict.fromkeys(s for s, _ in med))
 ceilings = sorted(1e9 / ns for ns in verify.values())
 print("\nmedian of runs; × baseline and % ceiling = medians of each round's ratio to the baseline's"

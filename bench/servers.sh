@@ -1,7 +1,10 @@
 # shellcheck shell=bash
 # The scratch directory, the cleanup of everything started (pids) and starting and
 # stopping the servers under test; sourced by load.sh and attack.sh, which set YUYO,
-# BASELINE and PORT.
+# BASELINE and PORT (and TLS_CERT, TLS_KEY for HTTPS).
+
+# The key `yuyo serve` and the baseline check signatures with by default (the fixtures').
+DEMO_PUBLIC_KEY=ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c
 
 work=$(mktemp -d)
 pids=()
@@ -12,10 +15,15 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-start_server() { # $1 = server name; echoes the pid
+start_server() { # $1 = server name, [$2 = https: with TLS_CERT and TLS_KEY]; echoes the pid
+    local tls=()
+    case "$1:${2:-http}" in
+        baseline:https) tls=("$DEMO_PUBLIC_KEY" "$TLS_CERT" "$TLS_KEY") ;;
+        *:https) tls=(--tls-cert "$TLS_CERT" --tls-key "$TLS_KEY") ;;
+    esac
     case "$1" in
-        baseline) taskset -c 0 "$BASELINE" "127.0.0.1:$PORT" >"$work/server.log" 2>&1 & ;;
-        *) RUST_LOG=warn taskset -c 0 "$YUYO" serve --runtime "$1" --bind "127.0.0.1:$PORT" >"$work/server.log" 2>&1 & ;;
+        baseline) taskset -c 0 "$BASELINE" "127.0.0.1:$PORT" "${tls[@]}" >"$work/server.log" 2>&1 & ;;
+        *) RUST_LOG=warn taskset -c 0 "$YUYO" serve --runtime "$1" --bind "127.0.0.1:$PORT" "${tls[@]}" >"$work/server.log" 2>&1 & ;;
     esac
     local pid=$!
     for _ in $(seq 100); do

@@ -2,8 +2,9 @@
 //! POST / only, signature check, PING and a fixed command reply, 401 on a bad signature.
 //! The load benchmark (`bench/load.sh`) measures yuyo against it.
 //!
-//! Usage: `yuyo-bench-baseline [ADDR] [PUBLIC_KEY_HEX]` (defaults: 127.0.0.1:8090 and the
-//! fixtures' test key).
+//! Usage: `yuyo-bench-baseline [ADDR] [PUBLIC_KEY_HEX] [CERT_PEM KEY_PEM]` (defaults:
+//! 127.0.0.1:8090, the fixtures' test key, plain HTTP). With a certificate and key it
+//! serves HTTPS through tokio-rustls, as a user would put TLS in front of hyper.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,7 +18,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
 
 const TEST_PUBLIC_KEY: &str = "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c";
 
@@ -83,6 +88,31 @@ async fn handle(
     )
 }
 
+/// A TLS acceptor for the certificate chain and key in these PEM files (ALPN http/1.1).
+fn acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, Box<dyn std::error::Error>> {
+    let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
+    let mut config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves one connection (after the TLS handshake, with `tls`).
+async fn connection(stream: TcpStream, tls: Option<TlsAcceptor>, key: Arc<VerifyingKey>) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |request| handle(key.clone(), request));
+    let http = http1::Builder::new();
+    let _ = match tls {
+        Some(tls) => match tls.accept(stream).await {
+            Ok(stream) => http.serve_connection(TokioIo::new(stream), service).await,
+            Err(_) => return,
+        },
+        None => http.serve_connection(TokioIo::new(stream), service).await,
+    };
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -92,17 +122,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .try_into()
         .map_err(|_| "public key must be 32 bytes")?;
     let key = Arc::new(VerifyingKey::from_bytes(&key_bytes)?);
+    let tls = match (args.next(), args.next()) {
+        (Some(cert), Some(key)) => Some(acceptor(&cert, &key)?),
+        _ => None,
+    };
     let listener = TcpListener::bind(addr).await?;
-    println!("listening on http://{}", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
-        let key = key.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| handle(key.clone(), request));
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        tokio::spawn(connection(stream, tls.clone(), key.clone()));
     }
 }
