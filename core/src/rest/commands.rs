@@ -155,7 +155,7 @@ impl Commands {
 
 /// The writable fields of a [`Command`].
 #[derive(Serialize)]
-struct CommandBody<'a> {
+pub(super) struct CommandBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<Id<CommandMarker>>,
     name: &'a str,
@@ -181,7 +181,7 @@ struct CommandBody<'a> {
 
 impl<'a> CommandBody<'a> {
     #[allow(deprecated)] // `dm_permission` is still sent when set.
-    fn new(command: &'a Command, with_id: bool) -> Self {
+    pub(super) fn new(command: &'a Command, with_id: bool) -> Self {
         Self {
             id: command.id.filter(|_| with_id),
             name: &command.name,
