@@ -136,8 +136,8 @@ fn parse_one(item: Value) -> Result<Command, (Option<String>, String)> {
     if !object.contains_key("name") {
         return Err(fail("name is missing".to_owned()));
     }
-    let kind = object.entry("type").or_insert(Value::from(1_u8)).clone();
-    if kind == Value::from(1_u8) {
+    let kind = object.entry("type").or_insert(Value::from(1_u8)).as_u64();
+    if kind == Some(1) {
         if !object.contains_key("description") {
             return Err(fail(
                 "description is missing (chat-input commands need 1 to 100 characters)".to_owned(),
@@ -299,6 +299,7 @@ impl fmt::Display for CommandChange {
 
 /// What [`Commands::plan_sync`] decided.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // made once per sync, never stored
 pub enum CommandSync {
     /// Discord's commands already are the desired ones: send nothing.
     UpToDate,
