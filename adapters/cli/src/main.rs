@@ -4,14 +4,20 @@
 //! ```text
 //! yuyo serve [--bind 127.0.0.1:8080] [--runtime smol|tokio|blocking|tower] [--public-key HEX]
 //!            [--insecure-demo-key]
-//! yuyo check URL [--secret-key HEX] [--public-key HEX]
+//! yuyo check URL [--secret-key HEX] [--public-key HEX] [--ca PEM] [--events]
+//! yuyo register URL --token T [--events-url URL]
+//! yuyo commands sync FILE.json --token T [--guild ID]
+//! yuyo commands list --token T [--guild ID]
 //! yuyo sign [--secret-key HEX] [--timestamp T] [--url URL] (--body JSON | --file PATH)
 //! ```
 #![deny(missing_docs)]
 
 mod check;
 mod client;
+mod commands;
+mod discord;
 mod keys;
+mod register;
 mod serve;
 mod sign;
 
@@ -37,8 +43,70 @@ enum Command {
     /// Probe an endpoint like Discord does when its interactions endpoint URL is saved:
     /// a signed PING must get 200 {"type":1}, a corrupted signature must get 401.
     Check(CheckArgs),
+    /// Set the application's interactions endpoint URL (and event webhooks URL): Discord
+    /// verifies it first, as when it is saved in the Developer Portal.
+    Register(RegisterArgs),
+    /// Deploy application commands from a JSON file, or list the deployed ones.
+    #[command(subcommand)]
+    Commands(CommandsCommand),
     /// Print the signature headers for a request body (and a curl command using them).
     Sign(SignArgs),
+}
+
+/// `yuyo commands …`.
+#[derive(Debug, Subcommand)]
+enum CommandsCommand {
+    /// Overwrite the application's commands (global, or a guild's) with those of a JSON
+    /// file (an array of Discord's command objects), checked first; nothing is sent when
+    /// Discord already has exactly these.
+    Sync(CommandsSyncArgs),
+    /// List the application's commands (global, or a guild's).
+    List(CommandsListArgs),
+}
+
+/// How to reach Discord's REST API.
+#[derive(Debug, clap::Args)]
+struct DiscordArgs {
+    /// The bot token (Developer Portal → Bot); also read from `DISCORD_TOKEN`.
+    #[arg(long, env = "DISCORD_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Discord's REST API base URL (for tests against a mock).
+    #[arg(long, value_name = "URL", default_value = discord::DISCORD_API, hide = true)]
+    rest_url: String,
+}
+
+/// Arguments of `yuyo register`.
+#[derive(Debug, clap::Args)]
+struct RegisterArgs {
+    /// The interactions endpoint URL (https://…).
+    url: String,
+    /// Also set (and enable) the event webhooks URL.
+    #[arg(long, value_name = "URL")]
+    events_url: Option<String>,
+    #[command(flatten)]
+    discord: DiscordArgs,
+}
+
+/// Arguments of `yuyo commands sync`.
+#[derive(Debug, clap::Args)]
+struct CommandsSyncArgs {
+    /// A JSON file holding an array of commands.
+    file: PathBuf,
+    /// Sync this guild's commands instead of the global ones.
+    #[arg(long, value_name = "ID")]
+    guild: Option<u64>,
+    #[command(flatten)]
+    discord: DiscordArgs,
+}
+
+/// Arguments of `yuyo commands list`.
+#[derive(Debug, clap::Args)]
+struct CommandsListArgs {
+    /// List this guild's commands instead of the global ones.
+    #[arg(long, value_name = "ID")]
+    guild: Option<u64>,
+    #[command(flatten)]
+    discord: DiscordArgs,
 }
 
 /// Which runtime adapter serves the demo endpoint.
@@ -111,6 +179,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args),
         Command::Check(args) => check::run(&args),
+        Command::Register(args) => register::run(&args),
+        Command::Commands(CommandsCommand::Sync(args)) => commands::sync(&args),
+        Command::Commands(CommandsCommand::List(args)) => commands::list(&args),
         Command::Sign(args) => sign::run(&args),
     };
     match result {
