@@ -90,7 +90,9 @@ pub fn list(args: &CommandsListArgs) -> Result<ExitCode, String> {
             CommandType::Message => "message: ",
             _ => "?: ",
         };
-        let id = command.id.map_or_else(String::new, |id| format!("  (id {id})"));
+        let id = command
+            .id
+            .map_or_else(String::new, |id| format!("  (id {id})"));
         println!("{kind}{}  {}{id}", command.name, command.description);
     }
     Ok(ExitCode::SUCCESS)

@@ -13,9 +13,11 @@ pub fn client(args: &DiscordArgs) -> Result<RestClient, String> {
     let token = args.token.trim();
     let token = token.strip_prefix("Bot ").unwrap_or(token);
     if token.is_empty() {
-        return Err("--token is empty: give the bot token (Developer Portal → Bot → \
+        return Err(
+            "--token is empty: give the bot token (Developer Portal → Bot → \
                     Reset Token)"
-            .to_owned());
+                .to_owned(),
+        );
     }
     let config = RestConfig::builder()
         .token(token)

@@ -2,120 +2,16 @@
 //! runtime, `check` against an endpoint that accepts bad signatures, `sign`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
 
+use common::*;
 use yuyo_demo as demo;
-
-const YUYO: &str = env!("CARGO_BIN_EXE_yuyo");
-/// Bound on any one process step (start-up, a check, a graceful exit).
-const BOUND: Duration = Duration::from_secs(20);
-
-/// A spawned process, killed when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Guard {
-    /// Waits for the process to exit, at most `BOUND`.
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + BOUND;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process did not exit within {BOUND:?}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// `yuyo serve --bind 127.0.0.1:0 --runtime RUNTIME`; returns the guard and the address
-/// from its first stdout line.
-fn serve(runtime: &str) -> (Guard, SocketAddr) {
-    let child = Command::new(YUYO)
-        .args(["serve", "--bind", "127.0.0.1:0", "--runtime", runtime])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn yuyo serve");
-    let mut guard = Guard(child);
-    let stdout = guard.0.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().and_then(Result::ok);
-        let _ = tx.send(first);
-        // Keep draining so the server never blocks on a full pipe.
-        for _ in lines {}
-    });
-    let first = rx
-        .recv_timeout(BOUND)
-        .unwrap_or_else(|_| {
-            panic!("yuyo serve --runtime {runtime} printed nothing within {BOUND:?}")
-        })
-        .unwrap_or_else(|| {
-            panic!("yuyo serve --runtime {runtime} exited without printing its address")
-        });
-    let addr = first
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .parse()
-        .expect("a socket address");
-    (guard, addr)
-}
-
-/// Runs `yuyo ARGS` to completion (bounded) and returns its output.
-fn yuyo(args: &[&str]) -> Output {
-    let mut child = Command::new(YUYO)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn yuyo");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let mut guard = Guard(child);
-    let status = guard.wait();
-    Output {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// `yuyo check` passes against `yuyo serve --runtime RUNTIME`, which then exits
 /// gracefully (status 0) on SIGTERM.
@@ -166,45 +62,6 @@ fn check_passes_against_serve_blocking() {
 #[test]
 fn check_passes_against_serve_tower() {
     check_passes_against("tower");
-}
-
-/// An endpoint that skips signature checks: every request gets 200 `{"type":1}`.
-fn accept_everything() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("address");
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            // Read the head and the Content-Length body, then answer and close.
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let complete = loop {
-                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + length {
-                        break true;
-                    }
-                }
-                match stream.read(&mut chunk) {
-                    Ok(0) | Err(_) => break false,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            };
-            if complete {
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 10\r\n\
-                      connection: close\r\n\r\n{\"type\":1}",
-                );
-            }
-        }
-    });
-    addr
 }
 
 #[test]

@@ -93,14 +93,21 @@ pub fn parse_commands(json: &[u8]) -> Result<Vec<Command>, Vec<CommandProblem>> 
     let mut commands = Vec::with_capacity(items.len());
     let mut problems = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        match parse_one(item) {
-            Ok(command) => commands.push(command),
-            Err((name, problem)) => problems.push(CommandProblem {
-                position: Some(index + 1),
-                name,
-                problem,
-            }),
-        }
+        let (name, found) = match parse_one(item) {
+            Ok(command) => {
+                let mut found = Vec::new();
+                check_command(&command, &mut found);
+                let name = command.name.clone();
+                commands.push(command);
+                (Some(name), found)
+            }
+            Err((name, problem)) => (name, vec![problem]),
+        };
+        problems.extend(found.into_iter().map(|problem| CommandProblem {
+            position: Some(index + 1),
+            name: name.clone(),
+            problem,
+        }));
     }
     if !problems.is_empty() {
         return Err(problems);
