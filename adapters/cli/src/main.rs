@@ -20,6 +20,7 @@ mod keys;
 mod register;
 mod serve;
 mod sign;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,8 +41,9 @@ enum Command {
     /// Serve the demo interactions endpoint (commands echo, ephemeral, defer, file, none,
     /// boom; autocomplete; buttons; modals) until Ctrl-C / SIGTERM.
     Serve(ServeArgs),
-    /// Probe an endpoint like Discord does when its interactions endpoint URL is saved:
-    /// a signed PING must get 200 {"type":1}, a corrupted signature must get 401.
+    /// Probe an endpoint like Discord does when its interactions endpoint URL is saved,
+    /// each probe within 3 s: unsigned and badly signed requests must get 401, a signed
+    /// PING (with --secret-key) 200 {"type":1}; https certificates must be valid.
     Check(CheckArgs),
     /// Set the application's interactions endpoint URL (and event webhooks URL): Discord
     /// verifies it first, as when it is saved in the Developer Portal.
@@ -143,14 +145,27 @@ struct ServeArgs {
 /// Arguments of `yuyo check`.
 #[derive(Debug, clap::Args)]
 struct CheckArgs {
-    /// The interactions endpoint URL (http:// only).
+    /// The interactions endpoint URL (https://…, or http:// for the server behind a TLS
+    /// proxy).
     url: String,
-    /// The secret key (32-byte seed as 64 hex digits) to sign with; default: the demo key.
+    /// A test secret key (32-byte seed as 64 hex digits) the endpoint is configured with
+    /// (its public key): the signed PING is checked only with it.
     #[arg(long, value_name = "HEX")]
     secret_key: Option<String>,
-    /// The public key the endpoint is configured with; checked against the secret key.
+    /// The public key the endpoint is configured with; checked against --secret-key.
     #[arg(long, value_name = "HEX")]
     public_key: Option<String>,
+    /// Trust only the CA certificates of this PEM file (a private CA) instead of the
+    /// public CAs Discord trusts.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
+    /// Check an event webhooks URL (signed PING → 204) instead of an interactions
+    /// endpoint.
+    #[arg(long)]
+    events: bool,
+    /// How long each probe may take, in milliseconds (Discord: 3000; for tests).
+    #[arg(long, value_name = "MS", default_value_t = 3000, hide = true)]
+    deadline_ms: u64,
 }
 
 /// Arguments of `yuyo sign`.

@@ -5,10 +5,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
+use std::time::Duration;
 
 use common::*;
 use yuyo_demo as demo;
@@ -18,14 +20,18 @@ use yuyo_demo as demo;
 fn check_passes_against(runtime: &str) {
     let (mut server, addr) = serve(runtime);
     let url = format!("http://{addr}/");
-    let output = yuyo(&["check", &url]);
+    let output = yuyo(&["check", &url, "--secret-key", DEMO_SEED_HEX]);
     let shown = text(&output);
     assert!(
         output.status.success(),
         "check failed against {runtime}:\n{shown}"
     );
-    assert_eq!(shown.matches("PASS").count(), 2, "{shown}");
+    assert_eq!(shown.matches("PASS").count(), 5, "{shown}");
     assert!(!shown.contains("FAIL"), "{shown}");
+    assert!(
+        shown.contains("all 5 probes passed: Discord would accept this URL"),
+        "{shown}"
+    );
 
     #[cfg(unix)]
     {
@@ -64,20 +70,102 @@ fn check_passes_against_serve_tower() {
     check_passes_against("tower");
 }
 
+/// The demo key's seed as `--secret-key` takes it.
+const DEMO_SEED_HEX: &str = "0707070707070707070707070707070707070707070707070707070707070707";
+
+#[test]
+fn check_without_a_key_passes_a_correct_endpoint_and_says_what_it_did_not_check() {
+    let (_server, addr) = serve("blocking");
+    let output = yuyo(&["check", &format!("http://{addr}/")]);
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    assert!(
+        shown.contains(
+            "SKIP  signed PING answered 200 {\"type\":1}: not checked: needs the key Discord \
+             signs with"
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("use `yuyo register`"), "{shown}");
+    for probe in [
+        "PASS  PING without signature headers answered 401  (",
+        "PASS  PING with a corrupted signature answered 401  (",
+        "PASS  PING sent as text/plain answered 4xx  (",
+        "PASS  GET answered with no 2xx  (",
+    ] {
+        assert!(shown.contains(probe), "{probe}: {shown}");
+    }
+    assert!(shown.contains(" ms)"), "latencies are printed: {shown}");
+    assert!(
+        shown.contains("all 4 probes passed (1 not checked): Discord would accept this URL"),
+        "{shown}"
+    );
+}
+
 #[test]
 fn check_fails_against_an_endpoint_accepting_bad_signatures() {
     let addr = accept_everything();
     let output = yuyo(&["check", &format!("http://{addr}/")]);
     let shown = text(&output);
-    assert!(!output.status.success(), "check passed:\n{shown}");
     assert_eq!(output.status.code(), Some(1), "{shown}");
-    assert!(shown.contains("PASS  signed PING"), "{shown}");
     assert!(
-        shown.contains("FAIL  PING with a corrupted signature answered 401: got 200"),
+        shown.contains(
+            "FAIL  PING with a corrupted signature answered 401: got 200 {\"type\":1}: the \
+             endpoint accepts requests with a bad signature, which anyone can send"
+        ),
         "{shown}"
     );
     assert!(
-        shown.contains("accepts requests Discord did not sign"),
+        shown.contains("FAIL  PING without signature headers answered 401: got 200"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("FAIL  GET answered with no 2xx: got 200"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn check_names_a_wrong_refusal_status() {
+    let addr = fake_endpoint(
+        Duration::ZERO,
+        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 3\r\nconnection: close\r\n\r\nbad",
+    );
+    let output = yuyo(&["check", &format!("http://{addr}/")]);
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(
+            "FAIL  PING with a corrupted signature answered 401: got 400 bad: Discord expects \
+             401 for a bad signature: the endpoint refuses the request but with the wrong status"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("PASS  PING sent as text/plain answered 4xx"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn check_enforces_the_deadline_on_every_probe() {
+    let slow = fake_endpoint(
+        Duration::from_millis(700),
+        b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    );
+    let output = yuyo(&["check", &format!("http://{slow}/"), "--deadline-ms", "200"]);
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(
+            "FAIL  PING without signature headers answered 401: bad or no response: no \
+             complete response within 200ms: Discord gives up after 200ms"
+        ),
+        "{shown}"
+    );
+    assert_eq!(
+        shown.matches("no complete response within 200ms").count(),
+        4,
         "{shown}"
     );
 }
@@ -91,16 +179,133 @@ fn check_fails_when_nothing_listens() {
     let output = yuyo(&["check", &format!("http://{addr}/")]);
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(1), "{shown}");
-    assert_eq!(shown.matches("FAIL").count(), 2, "{shown}");
+    assert_eq!(shown.matches("FAIL").count(), 4, "{shown}");
     assert!(shown.contains("cannot connect"), "{shown}");
 }
 
-#[test]
-fn check_refuses_https_clearly() {
-    let output = yuyo(&["check", "https://example.com/interactions"]);
+/// `yuyo check` of https://localhost:PORT/ where a TLS proxy with `ca`'s certificate
+/// fronts `yuyo serve`.
+fn check_https(ca: &TestCa, extra: &[&str]) -> (Output, String) {
+    let (server, backend) = serve("blocking");
+    let endpoint = tls_proxy(ca.server.clone(), backend);
+    let url = format!("https://localhost:{}/", endpoint.port());
+    let mut args = vec!["check", url.as_str()];
+    args.extend_from_slice(extra);
+    let output = yuyo(&args);
+    drop(server);
     let shown = text(&output);
-    assert!(!output.status.success());
-    assert!(shown.contains("https:// URLs are not supported"), "{shown}");
+    (output, shown)
+}
+
+/// A PEM file holding `ca`'s certificate.
+fn ca_file(ca: &TestCa, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("yuyo-cli-ca-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("ca.pem");
+    std::fs::write(&path, &ca.ca_pem).expect("write CA");
+    path
+}
+
+#[test]
+fn check_https_with_a_private_ca_reports_the_certificate() {
+    let ca = test_ca(false);
+    let pem = ca_file(&ca, "good");
+    let pem = pem.to_str().expect("utf-8 path");
+    let (output, shown) = check_https(&ca, &["--ca", pem, "--secret-key", DEMO_SEED_HEX]);
+    assert!(output.status.success(), "{shown}");
+    assert!(
+        shown.contains(
+            "PASS  TLS certificate: subject CN=yuyo test endpoint, issuer CN=yuyo test CA, \
+             expires "
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("all 6 probes passed"), "{shown}");
+}
+
+#[test]
+fn check_https_fails_on_an_untrusted_certificate() {
+    let ca = test_ca(false);
+    let (output, shown) = check_https(&ca, &[]);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(
+            "FAIL  TLS certificate: the certificate is not trusted: it does not chain to a \
+             public CA"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("[subject CN=yuyo test endpoint, issuer CN=yuyo test CA"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("the probes need a certificate Discord accepts: not run"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn check_https_fails_on_an_expired_certificate() {
+    let ca = test_ca(true);
+    let pem = ca_file(&ca, "expired");
+    let (output, shown) = check_https(&ca, &["--ca", pem.to_str().expect("utf-8 path")]);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("FAIL  TLS certificate: the certificate expired on Jan  1 00:00:00 2020"),
+        "{shown}"
+    );
+}
+
+/// An event webhooks endpoint verifying the demo key: 204 when signed, 401 otherwise.
+fn events_endpoint() -> SocketAddr {
+    let verifier =
+        yuyo_core::endpoint::Verifier::from_hex(demo::DEMO_PUBLIC_KEY_HEX).expect("demo key");
+    endpoint_with(move |head, body| {
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
+        let signature = header("x-signature-ed25519:")
+            .and_then(|s| hex::decode(s).ok())
+            .and_then(|s| <[u8; 64]>::try_from(s).ok());
+        let timestamp = header("x-signature-timestamp:").unwrap_or_default();
+        let valid = head.starts_with("post ")
+            && signature.is_some_and(|s| verifier.verify(timestamp.as_bytes(), body, &s).is_ok());
+        if valid {
+            b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n".to_vec()
+        } else {
+            b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_vec()
+        }
+    })
+}
+
+#[test]
+fn check_events_expects_204_for_a_signed_ping() {
+    let addr = events_endpoint();
+    let url = format!("http://{addr}/events");
+    let output = yuyo(&["check", &url, "--events", "--secret-key", DEMO_SEED_HEX]);
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    assert!(
+        shown.contains("PASS  signed event PING answered 204"),
+        "{shown}"
+    );
+    assert!(shown.contains("all 4 probes passed"), "{shown}");
+
+    // An interactions endpoint is not an events one: it refuses type 0.
+    let (_server, addr) = serve("blocking");
+    let url = format!("http://{addr}/");
+    let output = yuyo(&["check", &url, "--events", "--secret-key", DEMO_SEED_HEX]);
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(
+            "FAIL  signed event PING answered 204: got 501 Unsupported interaction type 0"
+        ),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -211,8 +416,12 @@ fn serve_with_a_public_key_checks_with_its_secret_key() {
     let output = yuyo(&["check", &url, "--secret-key", &"09".repeat(32)]);
     assert!(output.status.success(), "{}", text(&output));
 
-    // Signed with the demo key instead: the endpoint rightly refuses the PING.
+    // Without a key, the signed PING is not checked; the rest passes.
     let output = yuyo(&["check", &url]);
+    assert!(output.status.success(), "{}", text(&output));
+
+    // Signed with the demo key instead: the endpoint rightly refuses the PING.
+    let output = yuyo(&["check", &url, "--secret-key", DEMO_SEED_HEX]);
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(1), "{shown}");
     assert!(

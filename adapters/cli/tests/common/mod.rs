@@ -143,9 +143,18 @@ pub fn fake_endpoint(delay: Duration, response: &'static [u8]) -> SocketAddr {
 
 /// Reads a request head and its Content-Length body, then answers and closes.
 pub fn answer<S: Read + Write>(mut stream: S, delay: Duration, response: &[u8]) {
+    if read_request(&mut stream).is_some() {
+        thread::sleep(delay);
+        let _ = stream.write_all(response);
+        let _ = stream.flush();
+    }
+}
+
+/// A request head (lowercased) and its Content-Length body.
+pub fn read_request<S: Read>(stream: &mut S) -> Option<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    let complete = loop {
+    loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
             let length: usize = head
@@ -154,19 +163,32 @@ pub fn answer<S: Read + Write>(mut stream: S, delay: Duration, response: &[u8]) 
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0);
             if buf.len() >= end + 4 + length {
-                break true;
+                let body = buf[end + 4..end + 4 + length].to_vec();
+                return Some((head, body));
             }
         }
         match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break false,
+            Ok(0) | Err(_) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
-    };
-    if complete {
-        thread::sleep(delay);
-        let _ = stream.write_all(response);
-        let _ = stream.flush();
     }
+}
+
+/// An endpoint answering each request with what `handler` makes of its head
+/// (lowercased) and body.
+pub fn endpoint_with(handler: impl Fn(&str, &[u8]) -> Vec<u8> + Send + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            if let Some((head, body)) = read_request(&mut stream) {
+                let _ = stream.write_all(&handler(&head, &body));
+            }
+        }
+    });
+    addr
 }
 
 /// A test CA and a server certificate it issued for `localhost` and 127.0.0.1.
