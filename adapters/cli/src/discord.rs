@@ -57,9 +57,8 @@ pub fn explain(error: &RestError, args: &DiscordArgs, urls: &[(&str, &str)]) -> 
     let status = http.status.as_u16();
     if http.is_unauthorized() {
         return format!(
-            "Discord refused the token ({status} {}): give the bot token of the application \
-             (Developer Portal → Bot → Reset Token) to --token",
-            http.message().unwrap_or("Unauthorized")
+            "Discord refused the token ({status} Unauthorized): give the bot token of the \
+             application (Developer Portal → Bot → Reset Token) to --token"
         );
     }
     let Some(discord) = &http.discord else {

@@ -87,7 +87,13 @@ impl Tls {
     pub fn explain(&self, error: &io::Error) -> Option<String> {
         let rustls_error = error.get_ref()?.downcast_ref::<rustls::Error>()?;
         let rustls::Error::InvalidCertificate(problem) = rustls_error else {
-            return Some(format!("TLS handshake failed: {rustls_error}"));
+            let hint = match rustls_error {
+                rustls::Error::InvalidMessage(_) => {
+                    ": the server does not speak TLS on this port (plain http?)"
+                }
+                _ => "",
+            };
+            return Some(format!("TLS handshake failed: {rustls_error}{hint}"));
         };
         let certificate = self.last_certificate();
         let expiry = certificate

@@ -139,7 +139,7 @@ fn register_explains_a_refused_token() {
     let (ok, shown) = register("https://bot.example/", &rest);
     assert!(!ok, "{shown}");
     assert!(
-        shown.contains("Discord refused the token (401 401: Unauthorized)"),
+        shown.contains("Discord refused the token (401 Unauthorized)"),
         "{shown}"
     );
 }
@@ -204,7 +204,11 @@ fn commands_sync_sets_then_skips() {
     mock.push(Reply::ok(&stored(
         br#"[{"type": 1, "name": "old", "description": "gone"}]"#,
     )));
-    mock.push(Reply::ok("[]")); // the PUT's answer, replaced below
+    mock.push(Reply::ok(&stored(
+        br#"[{"type": 1, "name": "ping", "description": "Is the bot alive?"},
+             {"type": 1, "name": "echo", "description": "Say it back"},
+             {"type": 3, "name": "Report", "description": ""}]"#,
+    )));
     let (ok, shown) = sync();
     assert!(ok, "{shown}");
     assert!(shown.contains("3 commands, valid"), "{shown}");
@@ -213,7 +217,7 @@ fn commands_sync_sets_then_skips() {
         "+ echo",
         "+ Report",
         "- old",
-        "synced: 0 guild 77 commands",
+        "synced: 3 guild 77 commands now deployed",
     ] {
         assert!(shown.contains(line), "{line}: {shown}");
     }
