@@ -230,7 +230,10 @@ fn commands_sync_sets_then_skips() {
         calls,
         [
             ("GET", "/api/v10/applications/@me"),
-            ("GET", "/api/v10/applications/42/guilds/77/commands"),
+            (
+                "GET",
+                "/api/v10/applications/42/guilds/77/commands?with_localizations=true"
+            ),
             ("PUT", "/api/v10/applications/42/guilds/77/commands"),
         ]
     );

@@ -1,7 +1,8 @@
 //! Deploying application commands: a JSON file checked against Discord's rules
 //! ([`parse_commands`]), and the plan that makes Discord's set equal to it
 //! ([`Commands::plan_sync`]): nothing to do, or one bulk overwrite. Sans-IO: the caller
-//! fetches the current set ([`Commands::list`]) and sends the planned request.
+//! fetches the current set ([`Commands::list_with_localizations`]) and sends the planned
+//! request.
 //!
 //! ```
 //! # use yuyo_core::rest::{CommandSync, Commands, parse_commands};
@@ -9,7 +10,7 @@
 //! let desired = parse_commands(br#"[{"name": "ping", "description": "Is the bot alive?"}]"#)
 //!     .map_err(|problems| problems[0].to_string())?;
 //! let commands = Commands::global(Id::new(1));
-//! // `current` is what `commands.list()` answered.
+//! // `current` is what `commands.list_with_localizations()` answered.
 //! let current = Vec::new();
 //! match commands.plan_sync(&current, &desired).map_err(|e| e.to_string())? {
 //!     CommandSync::UpToDate => {}
@@ -320,7 +321,8 @@ pub enum CommandSync {
 }
 
 impl Commands {
-    /// Compares `current` (what [`Commands::list`] answered) with `desired` on the
+    /// Compares `current` (what [`Commands::list_with_localizations`] answered) with
+    /// `desired` on the
     /// fields that matter (ids, versions and the application are ignored; fields Discord
     /// fills in when they are not sent, such as `contexts`, are compared only when
     /// `desired` sets them) and plans the bulk overwrite, if one is needed.
@@ -550,6 +552,12 @@ mod tests {
         assert_eq!(shown, ["+ ping", "~ echo", "- old"]);
         assert_eq!(request.route().method(), "PUT");
         assert_eq!(request.route().path(), "/applications/1/commands");
+        let list = commands.list_with_localizations();
+        assert_eq!(
+            list.route().path(),
+            "/applications/1/commands?with_localizations=true"
+        );
+        assert_eq!(list.route().key().template(), "/applications/{id}/commands");
         let RequestBody::Json(body) = request.body() else {
             panic!("not JSON");
         };

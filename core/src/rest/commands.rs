@@ -93,6 +93,18 @@ impl Commands {
         RestRequest::new(self.all(Method::GET), RequestBody::Empty)
     }
 
+    /// `GET …/commands?with_localizations=true`: every command with its name and
+    /// description localizations (what [`Commands::plan_sync`] compares).
+    #[must_use]
+    pub fn list_with_localizations(&self) -> RestRequest<Vec<Command>> {
+        let route = self.all(Method::GET);
+        let path = format!("{}?with_localizations=true", route.path());
+        RestRequest::new(
+            Route::custom(Method::GET, path).unwrap_or(route),
+            RequestBody::Empty,
+        )
+    }
+
     /// `GET …/commands/{command_id}`.
     #[must_use]
     pub fn get(&self, command_id: Id<CommandMarker>) -> RestRequest<Command> {

@@ -308,7 +308,9 @@ impl<R: ClientRuntime> RestClient<R> {
     ) -> R::Output<Result<SyncOutcome, RestError>> {
         let client = self.clone();
         R::run(async move {
-            let current = run_call(client.clone(), commands.list()).await?.model()?;
+            let current = run_call(client.clone(), commands.list_with_localizations())
+                .await?
+                .model()?;
             let plan =
                 commands
                     .plan_sync(&current, &desired)
