@@ -358,3 +358,124 @@ impl<S: Read + Write> ReadWrite for Timed<S> {
         self.1.set_write_timeout(Some(timeout))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::net::TcpListener;
+    use std::thread;
+
+    use yuyo_core::endpoint::Verifier;
+
+    use super::*;
+    use crate::mock_discord::read_request;
+
+    /// An endpoint on 127.0.0.1 for `connections` connections: `verify` (check the demo
+    /// signature) or accept everything, after `delay` (the behaviour under test).
+    fn endpoint(verify: bool, delay: Duration, connections: usize) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let verifier = Verifier::from_hex(demo::DEMO_PUBLIC_KEY_HEX).unwrap();
+        thread::spawn(move || {
+            for stream in listener.incoming().take(connections) {
+                let mut stream = stream.unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let Some(request) = read_request(&mut stream, &mut Vec::new()) else {
+                    continue;
+                };
+                let signature = request
+                    .header("x-signature-ed25519")
+                    .and_then(|s| hex::decode(s).ok())
+                    .and_then(|s| <[u8; 64]>::try_from(s).ok());
+                let timestamp = request.header("x-signature-timestamp").unwrap_or("");
+                let valid = signature.is_some_and(|s| {
+                    verifier
+                        .verify(timestamp.as_bytes(), &request.body, &s)
+                        .is_ok()
+                });
+                thread::sleep(delay);
+                let answer: &[u8] = if valid || !verify {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n{\"type\":1}"
+                } else {
+                    b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n"
+                };
+                let _ = stream.write_all(answer);
+            }
+        });
+        format!("http://{addr}/interactions")
+    }
+
+    fn patch(url: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({ "interactions_endpoint_url": url })).unwrap()
+    }
+
+    #[test]
+    fn a_correct_endpoint_is_saved() {
+        let url = endpoint(true, Duration::ZERO, 2);
+        let mut failures = Vec::new();
+        let reply = validate(
+            &Validation::new(demo::DEMO_SECRET_SEED),
+            &patch(&url),
+            &mut failures,
+        );
+        assert_eq!(reply.status, 200, "{failures:?}");
+        let application: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(application["interactions_endpoint_url"], url.as_str());
+        assert_eq!(application["verify_key"], demo::DEMO_PUBLIC_KEY_HEX);
+    }
+
+    #[test]
+    fn an_endpoint_accepting_bad_signatures_gets_discords_error() {
+        let url = endpoint(false, Duration::ZERO, 2);
+        let mut failures = Vec::new();
+        let reply = validate(
+            &Validation::new(demo::DEMO_SECRET_SEED),
+            &patch(&url),
+            &mut failures,
+        );
+        assert_eq!(reply.status, 400);
+        let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"code": 50035, "errors": {"interactions_endpoint_url": {"_errors": [{
+                "code": "APPLICATION_INTERACTIONS_ENDPOINT_URL_INVALID",
+                "message": "The specified interactions endpoint url could not be verified."
+            }]}}, "message": "Invalid Form Body"})
+        );
+        assert_eq!(
+            failures,
+            [format!(
+                "interactions_endpoint_url {url}: the PING with a bad signature got 200; expected 401"
+            )]
+        );
+    }
+
+    #[test]
+    fn a_slow_or_wrongly_keyed_endpoint_fails() {
+        let url = endpoint(true, Duration::from_millis(400), 1);
+        let validation =
+            Validation::new(demo::DEMO_SECRET_SEED).deadline(Duration::from_millis(100));
+        let mut failures = Vec::new();
+        assert_eq!(
+            validate(&validation, &patch(&url), &mut failures).status,
+            400
+        );
+        assert!(
+            failures[0].ends_with("no answer within 100ms"),
+            "{failures:?}"
+        );
+
+        let url = endpoint(true, Duration::ZERO, 1);
+        let mut failures = Vec::new();
+        assert_eq!(
+            validate(&Validation::new([9; 32]), &patch(&url), &mut failures).status,
+            400
+        );
+        assert!(
+            failures[0].contains("the signed PING got 401"),
+            "{failures:?}"
+        );
+    }
+}
