@@ -129,6 +129,65 @@ fn register_over_https_needs_a_certificate_discord_trusts() {
 }
 
 #[test]
+fn register_sets_an_event_webhooks_url_too() {
+    let (mock, rest) = validating_discord(Validation::new(demo::DEMO_SECRET_SEED));
+    let (_server, addr) = serve("blocking");
+    let url = format!("http://{addr}/");
+    let events = format!("http://{}/events", events_endpoint());
+    let output = yuyo(&[
+        "register",
+        &url,
+        "--events-url",
+        &events,
+        "--token",
+        "tok",
+        "--rest-url",
+        &rest,
+    ]);
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    assert!(
+        shown.contains(&format!("OK: event webhooks (enabled) go to {events}")),
+        "{shown}"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&mock.requests()[0].body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "interactions_endpoint_url": url,
+            "event_webhooks_url": events,
+            "event_webhooks_status": 2,
+        })
+    );
+
+    // The interactions endpoint as the events URL: it answers the event PING 501.
+    let output = yuyo(&[
+        "register",
+        &url,
+        "--events-url",
+        &url,
+        "--token",
+        "tok",
+        "--rest-url",
+        &rest,
+    ]);
+    let shown = text(&output);
+    assert!(!output.status.success(), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "Discord could not verify the URL {url}: The specified event webhooks url could \
+             not be verified. (APPLICATION_EVENT_WEBHOOKS_URL_INVALID)"
+        )),
+        "{shown}"
+    );
+    assert!(
+        mock.validation_failures()[0].contains("the signed PING got 501"),
+        "{:?}",
+        mock.validation_failures()
+    );
+}
+
+#[test]
 fn register_explains_a_refused_token() {
     let mock = MockDiscord::new();
     let rest = mock.start().unwrap();

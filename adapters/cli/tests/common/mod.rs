@@ -302,3 +302,27 @@ fn relay(server: Arc<rustls::ServerConfig>, tcp: TcpStream, backend: SocketAddr)
     tls.conn.send_close_notify();
     let _ = tls.flush();
 }
+
+/// An event webhooks endpoint verifying the demo key: 204 when signed, 401 otherwise.
+pub fn events_endpoint() -> SocketAddr {
+    let verifier =
+        yuyo_core::endpoint::Verifier::from_hex(yuyo_demo::DEMO_PUBLIC_KEY_HEX).expect("demo key");
+    endpoint_with(move |head, body| {
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
+        let signature = header("x-signature-ed25519:")
+            .and_then(|s| hex::decode(s).ok())
+            .and_then(|s| <[u8; 64]>::try_from(s).ok());
+        let timestamp = header("x-signature-timestamp:").unwrap_or_default();
+        let valid = head.starts_with("post ")
+            && signature.is_some_and(|s| verifier.verify(timestamp.as_bytes(), body, &s).is_ok());
+        if valid {
+            b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n".to_vec()
+        } else {
+            b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_vec()
+        }
+    })
+}
