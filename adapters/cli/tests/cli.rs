@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
