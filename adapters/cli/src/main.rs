@@ -5,7 +5,7 @@
 //! yuyo serve [--bind 127.0.0.1:8080] [--runtime smol|tokio|blocking|tower] [--public-key HEX]
 //!            [--insecure-demo-key]
 //! yuyo check URL [--secret-key HEX] [--public-key HEX] [--ca PEM] [--events]
-//! yuyo register URL --token T [--events-url URL]
+//! yuyo register URL --token T [--events-url URL [--event-type TYPE]…]
 //! yuyo commands sync FILE.json --token T [--guild ID]
 //! yuyo commands list --token T [--guild ID]
 //! yuyo sign [--secret-key HEX] [--timestamp T] [--url URL] (--body JSON | --file PATH)
@@ -85,6 +85,10 @@ struct RegisterArgs {
     /// Also set (and enable) the event webhooks URL.
     #[arg(long, value_name = "URL")]
     events_url: Option<String>,
+    /// An event type to receive there (repeatable), e.g. APPLICATION_AUTHORIZED,
+    /// ENTITLEMENT_CREATE; none: the types already chosen stay.
+    #[arg(long = "event-type", value_name = "TYPE", requires = "events_url")]
+    event_types: Vec<String>,
     #[command(flatten)]
     discord: DiscordArgs,
 }

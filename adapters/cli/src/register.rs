@@ -27,7 +27,7 @@ pub fn run(args: &RegisterArgs) -> Result<ExitCode, String> {
         interactions_endpoint_url: Some(args.url.clone()),
         event_webhooks_url: args.events_url.clone(),
         event_webhooks_status: args.events_url.as_ref().map(|_| EVENTS_ENABLED),
-        event_webhooks_types: None,
+        event_webhooks_types: (!args.event_types.is_empty()).then(|| args.event_types.clone()),
     };
     println!("asking Discord to verify and save {}", args.url);
     if let Some(events) = &args.events_url {

@@ -139,6 +139,8 @@ fn register_sets_an_event_webhooks_url_too() {
         &url,
         "--events-url",
         &events,
+        "--event-type",
+        "APPLICATION_AUTHORIZED",
         "--token",
         "tok",
         "--rest-url",
@@ -157,6 +159,7 @@ fn register_sets_an_event_webhooks_url_too() {
             "interactions_endpoint_url": url,
             "event_webhooks_url": events,
             "event_webhooks_status": 2,
+            "event_webhooks_types": ["APPLICATION_AUTHORIZED"],
         })
     );
 
