@@ -12,6 +12,8 @@ use crate::client::{self, Request, Response, Target};
 use crate::tls::Tls;
 use crate::{CheckArgs, keys, unix_now};
 
+/// A certificate expiring sooner than this is worth a note.
+const RENEW_WITHIN_DAYS: i64 = 14;
 /// The PING Discord sends to an interactions endpoint.
 const PING: &[u8] = br#"{"type":1}"#;
 /// The PING Discord sends to an event webhooks URL.
@@ -117,6 +119,11 @@ fn certificate(target: &Target, tls: &Tls, deadline: Duration) -> Verdict {
     let verdict = match client::handshake(target, tls, deadline) {
         Ok(Some(cert)) => {
             println!("PASS  {NAME}: {cert}  ({})", millis(started));
+            if cert.days_left.is_some_and(|days| days < RENEW_WITHIN_DAYS) {
+                println!(
+                    "note: the certificate expires in under {RENEW_WITHIN_DAYS} days: renew it"
+                );
+            }
             return Verdict::Pass;
         }
         Ok(None) => Verdict::Fail("the server showed no certificate".to_owned()),

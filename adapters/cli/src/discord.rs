@@ -47,7 +47,9 @@ pub fn application_id(client: &RestClient, args: &DiscordArgs) -> Result<u64, St
 pub fn explain(error: &RestError, args: &DiscordArgs, urls: &[(&str, &str)]) -> String {
     let Some(http) = error.http() else {
         return match error {
-            RestError::Transport { .. } | RestError::Timeout { .. } => format!(
+            RestError::Transport { .. }
+            | RestError::Timeout { .. }
+            | RestError::RetriesExhausted { .. } => format!(
                 "cannot reach Discord at {}: {error}; check the network (and --rest-url)",
                 args.rest_url
             ),

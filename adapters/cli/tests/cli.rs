@@ -182,6 +182,24 @@ fn check_fails_when_nothing_listens() {
     assert!(shown.contains("cannot connect"), "{shown}");
 }
 
+#[test]
+fn check_refuses_a_ca_file_without_certificates() {
+    let dir = std::env::temp_dir().join(format!("yuyo-cli-badca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("ca.pem");
+    std::fs::write(&path, "not a certificate\n").expect("write");
+    let path = path.to_str().expect("utf-8 path");
+    let output = yuyo(&["check", "https://localhost:9/", "--ca", path]);
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(&format!("--ca {path}: no certificate in it")),
+        "{shown}"
+    );
+    let output = yuyo(&["check", "http://localhost:9/", "--ca", path]);
+    assert!(text(&output).contains("--ca is for https:// URLs"));
+}
+
 /// `yuyo check` of https://localhost:PORT/ where a TLS proxy with `ca`'s certificate
 /// fronts `yuyo serve`.
 fn check_https(ca: &TestCa, extra: &[&str]) -> (Output, String) {
