@@ -23,9 +23,10 @@ pub use crate::lifespan::CallbackError;
 pub use crate::multipart::FilePart;
 pub use crate::rest::bot::{BotCallbackId, BotError, LifecycleError};
 pub use crate::rest::{
-    Attachment, Callback, Commands, ConfigError, DiscordError, FieldError, HttpError, Interaction,
-    InteractionCallbackResponse, MessageCreate, MessageEdit, NoContent, Payload, RequestBody,
-    RequestError, Response, RestConfig, RestError, RestRequest, Route, TokenType,
+    ApplicationUpdate, Attachment, Callback, Commands, ConfigError, DiscordError, FieldError,
+    HttpError, Interaction, InteractionCallbackResponse, MessageCreate, MessageEdit, NoContent,
+    Payload, RequestBody, RequestError, Response, RestConfig, RestError, RestRequest, Route,
+    TokenType,
 };
 pub use crate::service::{ServeError, ServeOptions};
 pub use twilight_model;

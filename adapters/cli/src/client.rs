@@ -1,5 +1,6 @@
-//! A tiny HTTP/1.1 client over `std::net` for `yuyo check`: plain http only, one request
-//! per connection, every step bounded by a timeout and a size limit. The bytes on the
+//! A tiny HTTP/1.1 client over `std::net` for `yuyo check`: http, or https through
+//! rustls ([`Tls`]), one request per connection, every step bounded by a deadline (from
+//! connecting to the last byte) and a size limit. The bytes on the
 //! wire are core's HTTP/1.1 client codec ([`encode_request`], [`ResponseReader`]); this
 //! module only moves them over a blocking socket.
 
@@ -9,9 +10,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, header};
+use rustls::{ClientConnection, StreamOwned};
 use yuyo_core::http1::client::{ClientLimits, EncodedRequest, ResponseReader, encode_request};
 use yuyo_core::multipart::Segment;
 use yuyo_core::rest::RequestBody;
+
+use crate::tls::Tls;
 
 /// Connect timeout, and the longest wait for any one read or write.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,9 +30,11 @@ const MAX_BODY: u64 = 1024 * 1024;
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 8 * 1024;
 
-/// Where to send requests, from an `http://` URL.
+/// Where to send requests, from an `http://` or `https://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// `https`: TLS.
+    pub tls: bool,
     /// Host name or address (IPv6 without brackets).
     pub host: String,
     /// TCP port.
@@ -40,20 +46,17 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses `http://host[:port][/path][?query]`.
+    /// Parses `http(s)://host[:port][/path][?query]`.
     pub fn parse(url: &str) -> Result<Self, String> {
         let lower = url.to_ascii_lowercase();
-        if lower.starts_with("https://") {
+        let (tls, rest) = if lower.starts_with("https://") {
+            (true, &url["https://".len()..])
+        } else if lower.starts_with("http://") {
+            (false, &url["http://".len()..])
+        } else {
             return Err(format!(
-                "{url}: https:// URLs are not supported; yuyo check speaks plain http only \
-                 (check the server behind your TLS terminator, e.g. http://127.0.0.1:8080/)"
+                "{url}: expected a URL starting with https:// (or http://)"
             ));
-        }
-        let Some(rest) = lower
-            .starts_with("http://")
-            .then(|| &url["http://".len()..])
-        else {
-            return Err(format!("{url}: expected a URL starting with http://"));
         };
         let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(split);
@@ -64,7 +67,7 @@ impl Target {
             format!("/{tail}")
         };
         if authority.is_empty() || authority.contains('@') {
-            return Err(format!("{url}: expected http://host[:port]/path"));
+            return Err(format!("{url}: expected http(s)://host[:port]/path"));
         }
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (host, after) = v6
@@ -81,9 +84,11 @@ impl Target {
             Some(port) => port
                 .parse()
                 .map_err(|_| format!("{url}: bad port `{port}`"))?,
+            None if tls => 443,
             None => 80,
         };
         Ok(Self {
+            tls,
             host: host.to_owned(),
             port,
             authority: authority.to_owned(),
@@ -126,44 +131,126 @@ impl Default for Bounds {
     }
 }
 
-/// POSTs `body` to `target` with the extra `headers`, on a new connection.
-pub fn post(target: &Target, headers: &[(&str, &str)], body: &[u8]) -> Result<Response, String> {
-    post_bounded(target, headers, body, &Bounds::default())
+/// One request: method, extra header fields, body.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// Extra header fields.
+    pub headers: &'a [(&'a str, &'a str)],
+    /// The body (sent with `Content-Length`; none for an empty `GET`).
+    pub body: &'a [u8],
 }
 
-/// [`post`] under explicit `bounds`.
-fn post_bounded(
+/// Sends `request` to `target` on a new connection (TLS with `tls` for https), the
+/// whole exchange, connecting included, within `within`.
+pub fn send(
     target: &Target,
-    headers: &[(&str, &str)],
-    body: &[u8],
+    tls: Option<&Tls>,
+    request: Request<'_>,
+    within: Duration,
+) -> Result<Response, String> {
+    let bounds = Bounds {
+        io_timeout: TIMEOUT.min(within),
+        exchange: within,
+        ..Bounds::default()
+    };
+    exchange(target, tls, request, &bounds)
+}
+
+/// A TLS handshake with `target` alone, within `within`: the certificate the server
+/// showed, or why the handshake failed.
+pub fn handshake(
+    target: &Target,
+    tls: &Tls,
+    within: Duration,
+) -> Result<Option<crate::tls::Certificate>, String> {
+    let deadline = Instant::now() + within;
+    let bounds = Bounds {
+        io_timeout: within,
+        exchange: within,
+        ..Bounds::default()
+    };
+    let mut tcp = connect(target, time_left(deadline, &bounds)?)?;
+    let mut session = tls.connect(&target.host)?;
+    while session.is_handshaking() {
+        let left = time_left(deadline, &bounds)?;
+        tcp.set_read_timeout(Some(left))
+            .and_then(|()| tcp.set_write_timeout(Some(left)))
+            .map_err(|e| format!("socket setup failed: {e}"))?;
+        session.complete_io(&mut tcp).map_err(|e| {
+            tls.explain(&e)
+                .unwrap_or_else(|| describe(&e, &bounds, deadline))
+        })?;
+    }
+    Ok(tls.last_certificate())
+}
+
+/// A connection: a socket, perhaps under TLS.
+trait Wire: Read + Write {
+    /// The socket, for its timeouts.
+    fn socket(&self) -> &TcpStream;
+}
+
+impl Wire for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Wire for StreamOwned<ClientConnection, TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+/// [`send`] under explicit `bounds`.
+fn exchange(
+    target: &Target,
+    tls: Option<&Tls>,
+    request: Request<'_>,
     bounds: &Bounds,
 ) -> Result<Response, String> {
-    let request = encode(target, headers, body)?;
-    let mut stream = connect(target, bounds.io_timeout)?;
+    let encoded = encode(target, request)?;
     let deadline = Instant::now() + bounds.exchange;
-    send(&mut stream, request, bounds, deadline)
-        .map_err(|e| format!("cannot send the request: {e}"))?;
-    read_response(&mut stream, bounds, deadline).map_err(|e| format!("bad or no response: {e}"))
+    let tcp = connect(target, time_left(deadline, bounds)?)?;
+    let mut stream: Box<dyn Wire> = match (target.tls, tls) {
+        (false, _) => Box::new(tcp),
+        (true, Some(tls)) => Box::new(StreamOwned::new(tls.connect(&target.host)?, tcp)),
+        (true, None) => return Err("https needs a TLS configuration".to_owned()),
+    };
+    let explain = |e: String, io: Option<&std::io::Error>| {
+        io.and_then(|io| tls.and_then(|tls| tls.explain(io)))
+            .unwrap_or(e)
+    };
+    send_request(stream.as_mut(), encoded, bounds, deadline)
+        .map_err(|(e, io)| explain(format!("cannot send the request: {e}"), io.as_ref()))?;
+    read_response(stream.as_mut(), request.method, bounds, deadline)
+        .map_err(|(e, io)| explain(format!("bad or no response: {e}"), io.as_ref()))
 }
 
 /// The request, encoded by core's HTTP/1.1 client codec.
-fn encode(
-    target: &Target,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Result<EncodedRequest, String> {
-    let uri = format!("http://{}{}", target.authority, target.path);
-    let mut builder = http::Request::post(uri.as_str())
+fn encode(target: &Target, request: Request<'_>) -> Result<EncodedRequest, String> {
+    let scheme = if target.tls { "https" } else { "http" };
+    let uri = format!("{scheme}://{}{}", target.authority, target.path);
+    let mut builder = http::Request::builder()
+        .method(request.method.clone())
+        .uri(uri.as_str())
         .header(
             header::USER_AGENT,
             concat!("yuyo-check/", env!("CARGO_PKG_VERSION")),
         )
         .header(header::CONNECTION, "close");
-    for (name, value) in headers {
+    for (name, value) in request.headers {
         builder = builder.header(*name, *value);
     }
+    let body = if request.body.is_empty() && request.method == Method::GET {
+        RequestBody::Empty
+    } else {
+        RequestBody::Json(Bytes::copy_from_slice(request.body))
+    };
     let request = builder
-        .body(RequestBody::Json(Bytes::copy_from_slice(body)))
+        .body(body)
         .map_err(|e| format!("cannot make a request for {uri}: {e}"))?;
     encode_request(request).map_err(|e| format!("cannot make a request for {uri}: {e}"))
 }
@@ -193,17 +280,20 @@ fn time_left(deadline: Instant, bounds: &Bounds) -> Result<Duration, String> {
     Ok(left.min(bounds.io_timeout))
 }
 
+/// A failure: in words, with the socket error when there was one (TLS errors are in it).
+type Failure = (String, Option<std::io::Error>);
+
 /// Writes the encoded request (head, framed body, end of body).
-fn send(
-    stream: &mut TcpStream,
+fn send_request(
+    stream: &mut dyn Wire,
     request: EncodedRequest,
     bounds: &Bounds,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let mut wire = request.head.to_vec();
     for segment in request.body {
         let Segment::Bytes(bytes) = segment else {
-            return Err("file parts are not supported".to_owned());
+            return Err(("file parts are not supported".to_owned(), None));
         };
         for piece in request.framing.frame(bytes) {
             wire.extend_from_slice(&piece);
@@ -212,39 +302,43 @@ fn send(
     if let Some(end) = request.framing.end() {
         wire.extend_from_slice(&end);
     }
-    let timeout = time_left(deadline, bounds)?;
+    let timeout = time_left(deadline, bounds).map_err(|e| (e, None))?;
     stream
+        .socket()
         .set_write_timeout(Some(timeout))
-        .map_err(|e| format!("socket setup failed: {e}"))?;
+        .map_err(|e| (format!("socket setup failed: {e}"), None))?;
     stream
         .write_all(&wire)
-        .map_err(|e| describe(&e, bounds, deadline))
+        .and_then(|()| stream.flush())
+        .map_err(|e| (describe(&e, bounds, deadline), Some(e)))
 }
 
 /// Reads until core's [`ResponseReader`] has a whole response, or fails.
 fn read_response(
-    stream: &mut TcpStream,
+    stream: &mut dyn Wire,
+    method: &Method,
     bounds: &Bounds,
     deadline: Instant,
-) -> Result<Response, String> {
-    let mut reader = ResponseReader::new(bounds.limits.clone(), &Method::POST);
+) -> Result<Response, Failure> {
+    let mut reader = ResponseReader::new(bounds.limits.clone(), method);
     loop {
-        if let Some(response) = reader.poll_response().map_err(|e| e.to_string())? {
+        if let Some(response) = reader.poll_response().map_err(|e| (e.to_string(), None))? {
             return Ok(Response {
                 status: response.status().as_u16(),
                 body: Vec::from(response.into_body()),
             });
         }
-        let timeout = time_left(deadline, bounds)?;
+        let timeout = time_left(deadline, bounds).map_err(|e| (e, None))?;
         stream
+            .socket()
             .set_read_timeout(Some(timeout))
-            .map_err(|e| format!("socket setup failed: {e}"))?;
-        read_some(stream, &mut reader).map_err(|e| describe(&e, bounds, deadline))?;
+            .map_err(|e| (format!("socket setup failed: {e}"), None))?;
+        read_some(stream, &mut reader).map_err(|e| (describe(&e, bounds, deadline), Some(e)))?;
     }
 }
 
 /// One read from `stream` straight into the reader's buffer (end of stream included).
-fn read_some(stream: &mut TcpStream, reader: &mut ResponseReader) -> std::io::Result<()> {
+fn read_some(stream: &mut dyn Wire, reader: &mut ResponseReader) -> std::io::Result<()> {
     let buf = reader.receive_buffer();
     let start = buf.len();
     buf.resize(start + READ_SIZE, 0);
@@ -366,8 +460,12 @@ mod tests {
         let target = Target::parse(&format!("http://{addr}/interactions?x=1")).unwrap();
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
-            let headers = [("Content-Type", "application/json")];
-            let _ = tx.send(post_bounded(&target, &headers, br#"{"type":1}"#, &bounds));
+            let request = Request {
+                method: &Method::POST,
+                headers: &[("Content-Type", "application/json")],
+                body: br#"{"type":1}"#,
+            };
+            let _ = tx.send(super::exchange(&target, None, request, &bounds));
         });
         rx.recv_timeout(BOUND)
             .unwrap_or_else(|_| panic!("no result within {BOUND:?}"))
@@ -549,7 +647,8 @@ mod tests {
             (t.host.as_str(), t.port, t.authority.as_str()),
             ("::1", 9, "[::1]:9")
         );
-        assert!(Target::parse("https://example.com/").is_err_and(|e| e.contains("not supported")));
+        let t = Target::parse("https://example.com/i").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((t.tls, t.port, t.path.as_str()), (true, 443, "/i"));
         assert!(Target::parse("ftp://example.com/").is_err());
         assert!(Target::parse("http://h:x/").is_err());
     }

@@ -4,16 +4,23 @@
 //! ```text
 //! yuyo serve [--bind 127.0.0.1:8080] [--runtime smol|tokio|blocking|tower] [--public-key HEX]
 //!            [--insecure-demo-key]
-//! yuyo check URL [--secret-key HEX] [--public-key HEX]
+//! yuyo check URL [--secret-key HEX] [--public-key HEX] [--ca PEM] [--events]
+//! yuyo register URL --token T [--events-url URL [--event-type TYPE]…]
+//! yuyo commands sync FILE.json --token T [--guild ID]
+//! yuyo commands list --token T [--guild ID]
 //! yuyo sign [--secret-key HEX] [--timestamp T] [--url URL] (--body JSON | --file PATH)
 //! ```
 #![deny(missing_docs)]
 
 mod check;
 mod client;
+mod commands;
+mod discord;
 mod keys;
+mod register;
 mod serve;
 mod sign;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,11 +41,78 @@ enum Command {
     /// Serve the demo interactions endpoint (commands echo, ephemeral, defer, file, none,
     /// boom; autocomplete; buttons; modals) until Ctrl-C / SIGTERM.
     Serve(ServeArgs),
-    /// Probe an endpoint like Discord does when its interactions endpoint URL is saved:
-    /// a signed PING must get 200 {"type":1}, a corrupted signature must get 401.
+    /// Probe an endpoint like Discord does when its interactions endpoint URL is saved,
+    /// each probe within 3 s: unsigned and badly signed requests must get 401, a signed
+    /// PING (with --secret-key) 200 {"type":1}; https certificates must be valid.
     Check(CheckArgs),
+    /// Set the application's interactions endpoint URL (and event webhooks URL): Discord
+    /// verifies it first, as when it is saved in the Developer Portal.
+    Register(RegisterArgs),
+    /// Deploy application commands from a JSON file, or list the deployed ones.
+    #[command(subcommand)]
+    Commands(CommandsCommand),
     /// Print the signature headers for a request body (and a curl command using them).
     Sign(SignArgs),
+}
+
+/// `yuyo commands …`.
+#[derive(Debug, Subcommand)]
+enum CommandsCommand {
+    /// Overwrite the application's commands (global, or a guild's) with those of a JSON
+    /// file (an array of Discord's command objects), checked first; nothing is sent when
+    /// Discord already has exactly these.
+    Sync(CommandsSyncArgs),
+    /// List the application's commands (global, or a guild's).
+    List(CommandsListArgs),
+}
+
+/// How to reach Discord's REST API.
+#[derive(Debug, clap::Args)]
+struct DiscordArgs {
+    /// The bot token (Developer Portal → Bot); also read from `DISCORD_TOKEN`.
+    #[arg(long, env = "DISCORD_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Discord's REST API base URL (for tests against a mock).
+    #[arg(long, value_name = "URL", default_value = discord::DISCORD_API, hide = true)]
+    rest_url: String,
+}
+
+/// Arguments of `yuyo register`.
+#[derive(Debug, clap::Args)]
+struct RegisterArgs {
+    /// The interactions endpoint URL (https://…).
+    url: String,
+    /// Also set (and enable) the event webhooks URL.
+    #[arg(long, value_name = "URL")]
+    events_url: Option<String>,
+    /// An event type to receive there (repeatable), e.g. APPLICATION_AUTHORIZED,
+    /// ENTITLEMENT_CREATE; none: the types already chosen stay.
+    #[arg(long = "event-type", value_name = "TYPE", requires = "events_url")]
+    event_types: Vec<String>,
+    #[command(flatten)]
+    discord: DiscordArgs,
+}
+
+/// Arguments of `yuyo commands sync`.
+#[derive(Debug, clap::Args)]
+struct CommandsSyncArgs {
+    /// A JSON file holding an array of commands.
+    file: PathBuf,
+    /// Sync this guild's commands instead of the global ones.
+    #[arg(long, value_name = "ID")]
+    guild: Option<u64>,
+    #[command(flatten)]
+    discord: DiscordArgs,
+}
+
+/// Arguments of `yuyo commands list`.
+#[derive(Debug, clap::Args)]
+struct CommandsListArgs {
+    /// List this guild's commands instead of the global ones.
+    #[arg(long, value_name = "ID")]
+    guild: Option<u64>,
+    #[command(flatten)]
+    discord: DiscordArgs,
 }
 
 /// Which runtime adapter serves the demo endpoint.
@@ -75,14 +149,27 @@ struct ServeArgs {
 /// Arguments of `yuyo check`.
 #[derive(Debug, clap::Args)]
 struct CheckArgs {
-    /// The interactions endpoint URL (http:// only).
+    /// The interactions endpoint URL (https://…, or http:// for the server behind a TLS
+    /// proxy).
     url: String,
-    /// The secret key (32-byte seed as 64 hex digits) to sign with; default: the demo key.
+    /// A test secret key (32-byte seed as 64 hex digits) the endpoint is configured with
+    /// (its public key): the signed PING is checked only with it.
     #[arg(long, value_name = "HEX")]
     secret_key: Option<String>,
-    /// The public key the endpoint is configured with; checked against the secret key.
+    /// The public key the endpoint is configured with; checked against --secret-key.
     #[arg(long, value_name = "HEX")]
     public_key: Option<String>,
+    /// Trust only the CA certificates of this PEM file (a private CA) instead of the
+    /// public CAs Discord trusts.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
+    /// Check an event webhooks URL (signed PING → 204) instead of an interactions
+    /// endpoint.
+    #[arg(long)]
+    events: bool,
+    /// How long each probe may take, in milliseconds (Discord: 3000; for tests).
+    #[arg(long, value_name = "MS", default_value_t = 3000, hide = true)]
+    deadline_ms: u64,
 }
 
 /// Arguments of `yuyo sign`.
@@ -111,6 +198,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args),
         Command::Check(args) => check::run(&args),
+        Command::Register(args) => register::run(&args),
+        Command::Commands(CommandsCommand::Sync(args)) => commands::sync(&args),
+        Command::Commands(CommandsCommand::List(args)) => commands::list(&args),
         Command::Sign(args) => sign::run(&args),
     };
     match result {

@@ -103,14 +103,16 @@ fn announce(addr: SocketAddr, public_key: &str, demo_key: bool, runtime: Runtime
         let _ = writeln!(
             out,
             "(the built-in demo key pair: never use it for a real application)\n\n\
-             try it:\n  yuyo check {url}\n  yuyo sign --url {url} --body {}\n  {}",
+             try it:\n  yuyo check {url} --secret-key {}\n  yuyo sign --url {url} --body {}\n  {}",
+            hex::encode(demo::DEMO_SECRET_SEED),
             shell_quote(body),
             sign::curl_line(&url, &signature, &timestamp, &shell_quote(body)),
         );
     } else {
         let _ = writeln!(
             out,
-            "\ntry it (with your application's secret key):\n  \
+            "\ntry it (with the secret key of this test key pair; for your application's \
+             key, only Discord can sign: `yuyo check {url}` checks the rest):\n  \
              yuyo check {url} --secret-key SECRET_HEX\n  \
              yuyo sign --secret-key SECRET_HEX --url {url} --body '{{\"type\":1}}'"
         );

@@ -2,134 +2,35 @@
 //! runtime, `check` against an endpoint that accepts bad signatures, `sign`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::*;
 use yuyo_demo as demo;
-
-const YUYO: &str = env!("CARGO_BIN_EXE_yuyo");
-/// Bound on any one process step (start-up, a check, a graceful exit).
-const BOUND: Duration = Duration::from_secs(20);
-
-/// A spawned process, killed when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Guard {
-    /// Waits for the process to exit, at most `BOUND`.
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + BOUND;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process did not exit within {BOUND:?}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// `yuyo serve --bind 127.0.0.1:0 --runtime RUNTIME`; returns the guard and the address
-/// from its first stdout line.
-fn serve(runtime: &str) -> (Guard, SocketAddr) {
-    let child = Command::new(YUYO)
-        .args(["serve", "--bind", "127.0.0.1:0", "--runtime", runtime])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn yuyo serve");
-    let mut guard = Guard(child);
-    let stdout = guard.0.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().and_then(Result::ok);
-        let _ = tx.send(first);
-        // Keep draining so the server never blocks on a full pipe.
-        for _ in lines {}
-    });
-    let first = rx
-        .recv_timeout(BOUND)
-        .unwrap_or_else(|_| {
-            panic!("yuyo serve --runtime {runtime} printed nothing within {BOUND:?}")
-        })
-        .unwrap_or_else(|| {
-            panic!("yuyo serve --runtime {runtime} exited without printing its address")
-        });
-    let addr = first
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .parse()
-        .expect("a socket address");
-    (guard, addr)
-}
-
-/// Runs `yuyo ARGS` to completion (bounded) and returns its output.
-fn yuyo(args: &[&str]) -> Output {
-    let mut child = Command::new(YUYO)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn yuyo");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let mut guard = Guard(child);
-    let status = guard.wait();
-    Output {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// `yuyo check` passes against `yuyo serve --runtime RUNTIME`, which then exits
 /// gracefully (status 0) on SIGTERM.
 fn check_passes_against(runtime: &str) {
     let (mut server, addr) = serve(runtime);
     let url = format!("http://{addr}/");
-    let output = yuyo(&["check", &url]);
+    let output = yuyo(&["check", &url, "--secret-key", DEMO_SEED_HEX]);
     let shown = text(&output);
     assert!(
         output.status.success(),
         "check failed against {runtime}:\n{shown}"
     );
-    assert_eq!(shown.matches("PASS").count(), 2, "{shown}");
+    assert_eq!(shown.matches("PASS").count(), 5, "{shown}");
     assert!(!shown.contains("FAIL"), "{shown}");
+    assert!(
+        shown.contains("all 5 probes passed: Discord would accept this URL"),
+        "{shown}"
+    );
 
     #[cfg(unix)]
     {
@@ -168,43 +69,36 @@ fn check_passes_against_serve_tower() {
     check_passes_against("tower");
 }
 
-/// An endpoint that skips signature checks: every request gets 200 `{"type":1}`.
-fn accept_everything() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("address");
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            // Read the head and the Content-Length body, then answer and close.
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let complete = loop {
-                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + length {
-                        break true;
-                    }
-                }
-                match stream.read(&mut chunk) {
-                    Ok(0) | Err(_) => break false,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            };
-            if complete {
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 10\r\n\
-                      connection: close\r\n\r\n{\"type\":1}",
-                );
-            }
-        }
-    });
-    addr
+/// The demo key's seed as `--secret-key` takes it.
+const DEMO_SEED_HEX: &str = "0707070707070707070707070707070707070707070707070707070707070707";
+
+#[test]
+fn check_without_a_key_passes_a_correct_endpoint_and_says_what_it_did_not_check() {
+    let (_server, addr) = serve("blocking");
+    let output = yuyo(&["check", &format!("http://{addr}/")]);
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    assert!(
+        shown.contains(
+            "SKIP  signed PING answered 200 {\"type\":1}: not checked: needs the key Discord \
+             signs with"
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("use `yuyo register`"), "{shown}");
+    for probe in [
+        "PASS  PING without signature headers answered 401  (",
+        "PASS  PING with a corrupted signature answered 401  (",
+        "PASS  PING sent as text/plain answered 4xx  (",
+        "PASS  GET answered with no 2xx  (",
+    ] {
+        assert!(shown.contains(probe), "{probe}: {shown}");
+    }
+    assert!(shown.contains(" ms)"), "latencies are printed: {shown}");
+    assert!(
+        shown.contains("all 4 probes passed (1 not checked): Discord would accept this URL"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -212,15 +106,65 @@ fn check_fails_against_an_endpoint_accepting_bad_signatures() {
     let addr = accept_everything();
     let output = yuyo(&["check", &format!("http://{addr}/")]);
     let shown = text(&output);
-    assert!(!output.status.success(), "check passed:\n{shown}");
     assert_eq!(output.status.code(), Some(1), "{shown}");
-    assert!(shown.contains("PASS  signed PING"), "{shown}");
     assert!(
-        shown.contains("FAIL  PING with a corrupted signature answered 401: got 200"),
+        shown.contains(
+            "FAIL  PING with a corrupted signature answered 401: got 200 {\"type\":1}: the \
+             endpoint accepts requests with a bad signature, which anyone can send"
+        ),
         "{shown}"
     );
     assert!(
-        shown.contains("accepts requests Discord did not sign"),
+        shown.contains("FAIL  PING without signature headers answered 401: got 200"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("FAIL  GET answered with no 2xx: got 200"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn check_names_a_wrong_refusal_status() {
+    let addr = fake_endpoint(
+        Duration::ZERO,
+        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 3\r\nconnection: close\r\n\r\nbad",
+    );
+    let output = yuyo(&["check", &format!("http://{addr}/")]);
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(
+            "FAIL  PING with a corrupted signature answered 401: got 400 bad: Discord expects \
+             401 for a bad signature: the endpoint refuses the request but with the wrong status"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("PASS  PING sent as text/plain answered 4xx"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn check_enforces_the_deadline_on_every_probe() {
+    let slow = fake_endpoint(
+        Duration::from_millis(700),
+        b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    );
+    let output = yuyo(&["check", &format!("http://{slow}/"), "--deadline-ms", "200"]);
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(
+            "FAIL  PING without signature headers answered 401: bad or no response: no \
+             complete response within 200ms: Discord gives up after 200ms"
+        ),
+        "{shown}"
+    );
+    assert_eq!(
+        shown.matches("no complete response within 200ms").count(),
+        4,
         "{shown}"
     );
 }
@@ -234,16 +178,127 @@ fn check_fails_when_nothing_listens() {
     let output = yuyo(&["check", &format!("http://{addr}/")]);
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(1), "{shown}");
-    assert_eq!(shown.matches("FAIL").count(), 2, "{shown}");
+    assert_eq!(shown.matches("FAIL").count(), 4, "{shown}");
     assert!(shown.contains("cannot connect"), "{shown}");
 }
 
 #[test]
-fn check_refuses_https_clearly() {
-    let output = yuyo(&["check", "https://example.com/interactions"]);
+fn check_refuses_a_ca_file_without_certificates() {
+    let dir = std::env::temp_dir().join(format!("yuyo-cli-badca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("ca.pem");
+    std::fs::write(&path, "not a certificate\n").expect("write");
+    let path = path.to_str().expect("utf-8 path");
+    let output = yuyo(&["check", "https://localhost:9/", "--ca", path]);
     let shown = text(&output);
-    assert!(!output.status.success());
-    assert!(shown.contains("https:// URLs are not supported"), "{shown}");
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(&format!("--ca {path}: no certificate in it")),
+        "{shown}"
+    );
+    let output = yuyo(&["check", "http://localhost:9/", "--ca", path]);
+    assert!(text(&output).contains("--ca is for https:// URLs"));
+}
+
+/// `yuyo check` of https://localhost:PORT/ where a TLS proxy with `ca`'s certificate
+/// fronts `yuyo serve`.
+fn check_https(ca: &TestCa, extra: &[&str]) -> (Output, String) {
+    let (server, backend) = serve("blocking");
+    let endpoint = tls_proxy(ca.server.clone(), backend);
+    let url = format!("https://localhost:{}/", endpoint.port());
+    let mut args = vec!["check", url.as_str()];
+    args.extend_from_slice(extra);
+    let output = yuyo(&args);
+    drop(server);
+    let shown = text(&output);
+    (output, shown)
+}
+
+/// A PEM file holding `ca`'s certificate.
+fn ca_file(ca: &TestCa, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("yuyo-cli-ca-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("ca.pem");
+    std::fs::write(&path, &ca.ca_pem).expect("write CA");
+    path
+}
+
+#[test]
+fn check_https_with_a_private_ca_reports_the_certificate() {
+    let ca = test_ca(false);
+    let pem = ca_file(&ca, "good");
+    let pem = pem.to_str().expect("utf-8 path");
+    let (output, shown) = check_https(&ca, &["--ca", pem, "--secret-key", DEMO_SEED_HEX]);
+    assert!(output.status.success(), "{shown}");
+    assert!(
+        shown.contains(
+            "PASS  TLS certificate: subject CN=yuyo test endpoint, issuer CN=yuyo test CA, \
+             expires "
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("all 6 probes passed"), "{shown}");
+}
+
+#[test]
+fn check_https_fails_on_an_untrusted_certificate() {
+    let ca = test_ca(false);
+    let (output, shown) = check_https(&ca, &[]);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(
+            "FAIL  TLS certificate: the certificate is not trusted: it does not chain to a \
+             public CA"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("[subject CN=yuyo test endpoint, issuer CN=yuyo test CA"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("the probes need a certificate Discord accepts: not run"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn check_https_fails_on_an_expired_certificate() {
+    let ca = test_ca(true);
+    let pem = ca_file(&ca, "expired");
+    let (output, shown) = check_https(&ca, &["--ca", pem.to_str().expect("utf-8 path")]);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("FAIL  TLS certificate: the certificate expired on Jan  1 00:00:00 2020"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn check_events_expects_204_for_a_signed_ping() {
+    let addr = events_endpoint();
+    let url = format!("http://{addr}/events");
+    let output = yuyo(&["check", &url, "--events", "--secret-key", DEMO_SEED_HEX]);
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    assert!(
+        shown.contains("PASS  signed event PING answered 204"),
+        "{shown}"
+    );
+    assert!(shown.contains("all 4 probes passed"), "{shown}");
+
+    // An interactions endpoint is not an events one: it refuses type 0.
+    let (_server, addr) = serve("blocking");
+    let url = format!("http://{addr}/");
+    let output = yuyo(&["check", &url, "--events", "--secret-key", DEMO_SEED_HEX]);
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(
+            "FAIL  signed event PING answered 204: got 501 Unsupported interaction type 0"
+        ),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -354,8 +409,12 @@ fn serve_with_a_public_key_checks_with_its_secret_key() {
     let output = yuyo(&["check", &url, "--secret-key", &"09".repeat(32)]);
     assert!(output.status.success(), "{}", text(&output));
 
-    // Signed with the demo key instead: the endpoint rightly refuses the PING.
+    // Without a key, the signed PING is not checked; the rest passes.
     let output = yuyo(&["check", &url]);
+    assert!(output.status.success(), "{}", text(&output));
+
+    // Signed with the demo key instead: the endpoint rightly refuses the PING.
+    let output = yuyo(&["check", &url, "--secret-key", DEMO_SEED_HEX]);
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(1), "{shown}");
     assert!(

@@ -56,6 +56,7 @@ pub use yuyo_demo as demo;
 pub mod fixtures;
 mod gate;
 pub mod mock_discord;
+mod mock_validation;
 #[cfg(feature = "bot-suites")]
 pub mod pacing_cases;
 #[cfg(feature = "bot-suites")]

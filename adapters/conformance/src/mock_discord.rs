@@ -22,6 +22,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub use crate::mock_validation::Validation;
+use crate::mock_validation::validate;
+
 /// How long a mock connection waits for the client before giving up (threads end).
 const IDLE: Duration = Duration::from_secs(30);
 
@@ -126,6 +129,10 @@ pub struct MockDiscord {
     arrived: Arc<Condvar>,
     /// The rate limits enforced, if any, their state and the 429s sent.
     model: Arc<Mutex<Model>>,
+    /// How `PATCH /applications/@me` URLs are validated, if they are.
+    validation: Arc<Mutex<Option<Validation>>>,
+    /// Why validations failed, in order.
+    validation_failures: Arc<Mutex<Vec<String>>>,
 }
 
 impl MockDiscord {
@@ -144,6 +151,23 @@ impl MockDiscord {
             ..Model::default()
         };
         self
+    }
+
+    /// Validates the URLs set through `PATCH /applications/@me` as Discord does, with
+    /// `validation` (the script is not consumed by those requests): a signed PING and a
+    /// badly signed one to each URL, answered 200 with the application JSON when both
+    /// get the right answer in time, 400 with Discord's error (code 50035, the field's
+    /// `_errors`) otherwise.
+    #[must_use]
+    pub fn with_validation(self, validation: Validation) -> Self {
+        *lock(&self.validation) = Some(validation);
+        self
+    }
+
+    /// What each failed validation saw, in order.
+    #[must_use]
+    pub fn validation_failures(&self) -> Vec<String> {
+        lock(&self.validation_failures).clone()
     }
 
     /// Every 429 the rate-limit model sent, in order.
@@ -233,7 +257,18 @@ impl MockDiscord {
     pub fn serve<S: Read + Write>(&self, mut stream: S) {
         let mut buf = Vec::new();
         while let Some(request) = read_request(&mut stream, &mut buf) {
-            let verdict = lock(&self.model).admit(&request);
+            let validation = lock(&self.validation).clone().filter(|_| {
+                request.method == "PATCH" && request.path.ends_with("/applications/@me")
+            });
+            let verdict = match validation {
+                Some(validation) => {
+                    let mut failures = Vec::new();
+                    let reply = validate(&validation, &request.body, &mut failures);
+                    lock(&self.validation_failures).extend(failures);
+                    Verdict::Refused(reply)
+                }
+                None => lock(&self.model).admit(&request),
+            };
             lock(&self.log).push(request);
             self.arrived.notify_all();
             let reply = match verdict {
@@ -600,7 +635,7 @@ fn fill<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> Option<()> {
 }
 
 /// Reads a chunked body (after the head) and returns it de-chunked.
-fn read_chunked<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+pub(crate) fn read_chunked<S: Read>(stream: &mut S, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let line_end = loop {

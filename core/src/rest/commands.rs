@@ -93,6 +93,18 @@ impl Commands {
         RestRequest::new(self.all(Method::GET), RequestBody::Empty)
     }
 
+    /// `GET …/commands?with_localizations=true`: every command with its name and
+    /// description localizations (what [`Commands::plan_sync`] compares).
+    #[must_use]
+    pub fn list_with_localizations(&self) -> RestRequest<Vec<Command>> {
+        let route = self.all(Method::GET);
+        let path = format!("{}?with_localizations=true", route.path());
+        RestRequest::new(
+            Route::custom(Method::GET, path).unwrap_or(route),
+            RequestBody::Empty,
+        )
+    }
+
     /// `GET …/commands/{command_id}`.
     #[must_use]
     pub fn get(&self, command_id: Id<CommandMarker>) -> RestRequest<Command> {
@@ -155,7 +167,7 @@ impl Commands {
 
 /// The writable fields of a [`Command`].
 #[derive(Serialize)]
-struct CommandBody<'a> {
+pub(super) struct CommandBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<Id<CommandMarker>>,
     name: &'a str,
@@ -181,7 +193,7 @@ struct CommandBody<'a> {
 
 impl<'a> CommandBody<'a> {
     #[allow(deprecated)] // `dm_permission` is still sent when set.
-    fn new(command: &'a Command, with_id: bool) -> Self {
+    pub(super) fn new(command: &'a Command, with_id: bool) -> Self {
         Self {
             id: command.id.filter(|_| with_id),
             name: &command.name,

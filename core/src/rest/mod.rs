@@ -146,6 +146,7 @@ mod call;
 pub mod client;
 #[cfg(all(test, feature = "transport"))]
 mod client_tests;
+mod command_sync;
 mod commands;
 mod config;
 mod discovery;
@@ -171,6 +172,10 @@ mod typed_tests;
 
 pub use auth::{StaticToken, TokenError, TokenStrategy, TokenType};
 pub use call::{Call, Response, Rest, Step};
+pub use command_sync::{
+    CommandChange, CommandProblem, CommandSync, MAX_CHAT_INPUT_COMMANDS, MAX_CONTEXT_MENU_COMMANDS,
+    MAX_DESCRIPTION, MAX_NAME, MAX_OPTIONS, parse_commands, validate_commands,
+};
 pub use commands::Commands;
 pub use config::{
     Backoff, ConfigError, DEFAULT_GLOBAL_LIMIT, DEFAULT_IN_FLIGHT_TIMEOUT, DEFAULT_MAX_RATE_LIMIT,
@@ -189,7 +194,7 @@ pub use message::{Attachment, MessageCreate, MessageEdit};
 pub use ratelimit::{
     Permit, RateLimitHeaders, RateLimited, RateLimiter, Scope, WaitReason, WaitUntil,
 };
-pub use request::{NoContent, Payload, RequestBody, RestRequest};
+pub use request::{ApplicationUpdate, NoContent, Payload, RequestBody, RestRequest};
 pub use route::{InvalidPath, Major, RateLimitKey, Route, RouteKey};
 #[cfg(feature = "transport")]
-pub use runtime::RestClient;
+pub use runtime::{RestClient, SyncOutcome};

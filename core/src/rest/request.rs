@@ -248,6 +248,52 @@ impl RestRequest<Application> {
     }
 }
 
+/// The fields of `PATCH /applications/@me` that serve an HTTP bot: where Discord sends
+/// interactions and event webhooks. Fields left `None` are not sent (unchanged).
+///
+/// Setting `interactions_endpoint_url` (or `event_webhooks_url`) makes Discord validate
+/// the URL first: it sends a signed PING and a request with a bad signature, and saves
+/// the URL only if they are answered `200 {"type":1}` (`204` for event webhooks) and
+/// `401` within 3 seconds. Otherwise it answers 400, code 50035, with the field's error.
+///
+/// ```
+/// # use yuyo_core::rest::{ApplicationUpdate, RestRequest};
+/// let update = ApplicationUpdate {
+///     interactions_endpoint_url: Some("https://bot.example.com/interactions".into()),
+///     ..ApplicationUpdate::default()
+/// };
+/// let request = RestRequest::update_application(&update)?;
+/// assert_eq!(request.route().method(), "PATCH");
+/// assert_eq!(request.route().path(), "/applications/@me");
+/// # Ok::<_, serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ApplicationUpdate {
+    /// The interactions endpoint URL (an empty string removes it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interactions_endpoint_url: Option<String>,
+    /// The event webhooks URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_webhooks_url: Option<String>,
+    /// `1`: event webhooks disabled, `2`: enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_webhooks_status: Option<u8>,
+    /// The event types sent to the event webhooks URL (e.g. `APPLICATION_AUTHORIZED`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_webhooks_types: Option<Vec<String>>,
+}
+
+impl RestRequest<Application> {
+    /// `PATCH /applications/@me` with `update`, answered with the application.
+    ///
+    /// # Errors
+    /// The serialiser's error (strings do not fail).
+    pub fn update_application(update: &ApplicationUpdate) -> Result<Self, serde_json::Error> {
+        let body = Payload::json(update)?;
+        Ok(Self::new(Route::update_application(), body.into_body()))
+    }
+}
+
 impl RestRequest<CurrentAuthorizationInformation> {
     /// `GET /oauth2/@me`: the bearer token's authorization.
     #[must_use]

@@ -255,6 +255,13 @@ impl Route {
         Self::known(Method::GET, "/applications/@me".to_owned())
     }
 
+    /// `PATCH /applications/@me`: edit the bot's application (e.g. its
+    /// interactions endpoint URL, which Discord validates before saving).
+    #[must_use]
+    pub fn update_application() -> Self {
+        Self::known(Method::PATCH, "/applications/@me".to_owned())
+    }
+
     /// `GET /oauth2/@me`: the current OAuth2 authorization (bearer tokens).
     #[must_use]
     pub fn fetch_authorization() -> Self {

@@ -19,8 +19,8 @@ pub use super::client::Changes;
 use super::client::{Client, Input, Output, PooledStream};
 use super::transport::{HttpSettings, Input as IoInput, Io, ProxySettings, Transport};
 use super::{
-    RateLimiter, RequestBody, RequestError, Response, Rest, RestConfig, RestError, RestRequest,
-    Route, TransportSetupError,
+    CommandChange, CommandSync, Commands, RateLimiter, RequestBody, RequestError, Response, Rest,
+    RestConfig, RestError, RestRequest, Route, TransportSetupError,
 };
 use crate::service::Service;
 
@@ -275,6 +275,56 @@ impl<R: ClientRuntime> RestClient<R> {
         R::run(async move {
             let request = RestRequest::new(route.map_err(RequestError::InvalidPath)?, body);
             run_call(client, request).await.map_err(RequestError::Rest)
+        })
+    }
+}
+
+/// What [`RestClient::sync_commands`] did.
+#[derive(Debug)]
+pub enum SyncOutcome {
+    /// Discord's commands already were the desired ones: nothing was sent.
+    UpToDate,
+    /// The commands were overwritten in bulk.
+    Overwritten {
+        /// What differed, by command.
+        changes: Vec<CommandChange>,
+        /// The commands Discord stored (with their ids).
+        stored: Vec<twilight_model::application::command::Command>,
+    },
+}
+
+impl<R: ClientRuntime> RestClient<R> {
+    /// Makes `commands`' set (global or a guild's) equal to `desired`: fetches the
+    /// current set, compares ([`Commands::plan_sync`]) and sends the bulk overwrite only
+    /// when something differs. Check a file first with
+    /// [`parse_commands`](super::parse_commands).
+    ///
+    /// # Errors
+    /// [`RestError`] of the list or the overwrite.
+    pub fn sync_commands(
+        &self,
+        commands: Commands,
+        desired: Vec<twilight_model::application::command::Command>,
+    ) -> R::Output<Result<SyncOutcome, RestError>> {
+        let client = self.clone();
+        R::run(async move {
+            let current = run_call(client.clone(), commands.list_with_localizations())
+                .await?
+                .model()?;
+            let plan =
+                commands
+                    .plan_sync(&current, &desired)
+                    .map_err(|error| RestError::Decode {
+                        route: commands.list().route().key().clone(),
+                        message: format!("cannot encode the commands: {error}"),
+                    })?;
+            match plan {
+                CommandSync::UpToDate => Ok(SyncOutcome::UpToDate),
+                CommandSync::Overwrite { changes, request } => {
+                    let stored = run_call(client, request).await?.model()?;
+                    Ok(SyncOutcome::Overwritten { changes, stored })
+                }
+            }
         })
     }
 }
