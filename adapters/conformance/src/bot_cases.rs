@@ -20,7 +20,7 @@ use yuyo_core::rest::bot::{BotBuilder, BotError, LifecycleError};
 use yuyo_core::rest::transport::{HttpSettings, ProxySettings, TlsVerification, rustls};
 use yuyo_core::rest::{
     Backoff, NoContent, Payload, RequestBody, RequestError, RestConfig, RestConfigBuilder,
-    RestError, RestRequest, Route, TokenType,
+    RestError, RestRequest, Route, SyncOutcome, TokenType, parse_commands,
 };
 
 use crate::bot_harness::{BotHarness, LIMIT, bounded};
@@ -507,4 +507,61 @@ pub fn removing_an_unknown_callback_is_an_error<H: BotHarness>() {
     H::remove_startup_callback(&bot, id).unwrap();
     assert!(H::remove_startup_callback(&bot, id).is_err());
     assert!(H::remove_shutdown_callback(&bot, id).is_err());
+}
+
+/// `Bot::sync_commands` finds the application's id, lists the guild's commands and
+/// overwrites them when they differ; a second sync of the same set sends no overwrite.
+pub fn bot_syncs_commands<H: BotHarness>() {
+    let mock = MockDiscord::new();
+    let url = mock.start().unwrap();
+    let application = format!(
+        r#"{{"id":"42","name":"app","description":"","icon":null,"bot_public":true,"bot_require_code_grant":false,"verify_key":"{KEY_HEX}","flags":0}}"#
+    );
+    let desired =
+        parse_commands(br#"[{"name":"ping","description":"Is the bot alive?"}]"#).unwrap();
+    let stored = serde_json::to_string(&desired).unwrap();
+    for reply in [&application, "[]", &stored, &application, &stored] {
+        mock.push(Reply::ok(reply));
+    }
+    let bot = bot::<H>()
+        .public_key_hex(KEY_HEX)
+        .rest_url(&url)
+        .unmanaged()
+        .build()
+        .unwrap();
+    let guild = Some(twilight_model::id::Id::new(7));
+    let first = {
+        let desired = desired.clone();
+        on_bot::<H, _>(&bot, move |bot| H::sync_commands(bot, guild, desired))
+    };
+    let Ok(SyncOutcome::Overwritten { changes, stored }) = first else {
+        panic!("the first sync overwrites: {first:?}");
+    };
+    assert_eq!((changes.len(), stored.len()), (1, 1));
+    let second = on_bot::<H, _>(&bot, move |bot| H::sync_commands(bot, guild, desired));
+    assert!(matches!(second, Ok(SyncOutcome::UpToDate)), "{second:?}");
+    let seen: Vec<(String, String)> = mock
+        .requests()
+        .into_iter()
+        .map(|r| {
+            (
+                r.method,
+                r.path.split('?').next().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let commands = "/api/v10/applications/42/guilds/7/commands";
+    let app = "/api/v10/applications/@me";
+    let expected = [
+        ("GET", app),
+        ("GET", commands),
+        ("PUT", commands),
+        ("GET", app),
+        ("GET", commands),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    assert_eq!(seen, expected);
 }

@@ -16,10 +16,13 @@ use std::thread;
 use std::time::Duration;
 
 use http::Method;
+use twilight_model::application::command::Command;
+use twilight_model::id::Id;
+use twilight_model::id::marker::GuildMarker;
 use yuyo_core::deferral::ReplyRouting;
 use yuyo_core::rest::bot::{BotCallbackId, BuildBot, LifecycleError, UnknownCallback};
 use yuyo_core::rest::transport::{HttpSettings, ProxySettings};
-use yuyo_core::rest::{RequestBody, RequestError, RestConfig, RestError, RestRequest};
+use yuyo_core::rest::{RequestBody, RequestError, RestConfig, RestError, RestRequest, SyncOutcome};
 use yuyo_core::service::ServeError;
 
 use crate::Running;
@@ -126,6 +129,15 @@ pub trait BotHarness: 'static {
     /// # Errors
     /// What the bot returned.
     fn server(bot: &Self::Bot) -> Result<(), LifecycleError>;
+    /// `Bot::sync_commands`.
+    ///
+    /// # Errors
+    /// What the bot returned.
+    fn sync_commands(
+        bot: &Self::Bot,
+        guild: Option<Id<GuildMarker>>,
+        desired: Vec<Command>,
+    ) -> Result<SyncOutcome, RestError>;
     /// `Bot::server` (on the calling thread), then serves it on `listener` (bound to
     /// `127.0.0.1:0`) in the background and returns at once.
     ///
@@ -248,6 +260,23 @@ macro_rules! bot_harness_methods {
             bot: &Self::Bot,
         ) -> ::std::result::Result<(), $crate::__yuyo_core::rest::bot::LifecycleError> {
             $block_on(bot.server()).map(drop)
+        }
+
+        fn sync_commands(
+            bot: &Self::Bot,
+            guild: ::std::option::Option<
+                $crate::__yuyo_core::twilight_model::id::Id<
+                    $crate::__yuyo_core::twilight_model::id::marker::GuildMarker,
+                >,
+            >,
+            desired: ::std::vec::Vec<
+                $crate::__yuyo_core::twilight_model::application::command::Command,
+            >,
+        ) -> ::std::result::Result<
+            $crate::__yuyo_core::rest::SyncOutcome,
+            $crate::__yuyo_core::rest::RestError,
+        > {
+            $block_on(bot.sync_commands(guild, desired))
         }
 
         fn idle_connections(client: &Self::Client) -> usize {

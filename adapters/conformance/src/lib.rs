@@ -240,6 +240,7 @@ macro_rules! bot_suite {
             unmanaged_close_when_stopped_is_an_error,
             unmanaged_run_until_closed,
             removing_an_unknown_callback_is_an_error,
+            bot_syncs_commands,
         );
         $crate::__tests!(pacing_cases, $harness;
             followups_on_a_sliding_bucket_pace_exactly,

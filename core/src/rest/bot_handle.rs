@@ -6,13 +6,17 @@ use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Weak};
 
+use twilight_model::application::command::Command;
+use twilight_model::id::Id;
+use twilight_model::id::marker::GuildMarker;
+
 use super::bot::{
     BotCallbackId, BotError, BotSettings, BotStep, BuildBot, Hooks, Lifecycle, LifecycleError,
     Operation, UnknownCallback,
 };
-use super::runtime::{Changes, ClientRuntime, RestClient, run_call};
+use super::runtime::{Changes, ClientRuntime, RestClient, SyncOutcome, run_call, run_sync};
 use super::transport::{HttpSettings, ProxySettings};
-use super::{KeyDiscovery, TokenStrategy};
+use super::{Commands, KeyDiscovery, RestError, RestRequest, TokenStrategy};
 use crate::deferral::ReplyRouting;
 use crate::endpoint::Endpoint;
 use crate::lifespan::{Callback, CallbackError};
@@ -253,6 +257,30 @@ impl<R: ClientRuntime> Bot<R> {
     /// As [`Bot::start`].
     pub fn run(&self) -> R::Output<Result<(), LifecycleError>> {
         R::run(run_operation(self.clone(), Operation::Run))
+    }
+
+    /// Makes the application's commands — global, or `guild`'s — equal to `desired`, as
+    /// `yuyo commands sync` does (e.g. in a startup callback): the application is fetched
+    /// for its id, then nothing is sent when Discord's set already matches.
+    ///
+    /// # Errors
+    /// [`RestError`] of fetching the application, listing or overwriting the commands.
+    pub fn sync_commands(
+        &self,
+        guild: Option<Id<GuildMarker>>,
+        desired: Vec<Command>,
+    ) -> R::Output<Result<SyncOutcome, RestError>> {
+        let rest = self.rest().clone();
+        R::run(async move {
+            let application = run_call(rest.clone(), RestRequest::fetch_application())
+                .await?
+                .model()?;
+            let commands = match guild {
+                Some(guild) => Commands::guild(application.id, guild),
+                None => Commands::global(application.id),
+            };
+            run_sync(rest, commands, desired).await
+        })
     }
 
     /// A server for this bot: the key is found first (a failure is returned and nothing

@@ -306,26 +306,31 @@ impl<R: ClientRuntime> RestClient<R> {
         commands: Commands,
         desired: Vec<twilight_model::application::command::Command>,
     ) -> R::Output<Result<SyncOutcome, RestError>> {
-        let client = self.clone();
-        R::run(async move {
-            let current = run_call(client.clone(), commands.list_with_localizations())
-                .await?
-                .model()?;
-            let plan =
-                commands
-                    .plan_sync(&current, &desired)
-                    .map_err(|error| RestError::Decode {
-                        route: commands.list().route().key().clone(),
-                        message: format!("cannot encode the commands: {error}"),
-                    })?;
-            match plan {
-                CommandSync::UpToDate => Ok(SyncOutcome::UpToDate),
-                CommandSync::Overwrite { changes, request } => {
-                    let stored = run_call(client, request).await?.model()?;
-                    Ok(SyncOutcome::Overwritten { changes, stored })
-                }
-            }
-        })
+        R::run(run_sync(self.clone(), commands, desired))
+    }
+}
+
+/// Fetches `commands`' current set and overwrites it with `desired` when they differ.
+pub(crate) async fn run_sync<R: ClientRuntime>(
+    client: RestClient<R>,
+    commands: Commands,
+    desired: Vec<twilight_model::application::command::Command>,
+) -> Result<SyncOutcome, RestError> {
+    let current = run_call(client.clone(), commands.list_with_localizations())
+        .await?
+        .model()?;
+    let plan = commands
+        .plan_sync(&current, &desired)
+        .map_err(|error| RestError::Decode {
+            route: commands.list().route().key().clone(),
+            message: format!("cannot encode the commands: {error}"),
+        })?;
+    match plan {
+        CommandSync::UpToDate => Ok(SyncOutcome::UpToDate),
+        CommandSync::Overwrite { changes, request } => {
+            let stored = run_call(client, request).await?.model()?;
+            Ok(SyncOutcome::Overwritten { changes, stored })
+        }
     }
 }
 
