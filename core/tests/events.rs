@@ -422,3 +422,54 @@ fn events_path_is_normalised_like_the_path() {
     assert_eq!(config.get_events_path(), Some("/hooks/events"));
     assert_eq!(common::config().get_events_path(), None);
 }
+
+/// A request as Discord sends it, to the events path.
+fn event_request(body: &[u8]) -> Vec<u8> {
+    let mut request = common::driver::request(body);
+    request.splice(0..7, b"POST /events ".iter().copied());
+    request
+}
+
+#[test]
+fn a_session_writes_the_204_before_the_handler_runs() {
+    let ran_at = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&ran_at);
+    let mut events = EventHandlers::new();
+    events
+        .on(EventKind::EntitlementCreate, move |ctx| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.lock().unwrap().push(ctx.name().to_owned());
+                Ok(())
+            }
+        })
+        .unwrap()
+        .on(EventKind::ApplicationDeauthorized, |_| async {
+            panic!("a broken handler")
+        })
+        .unwrap();
+    let mut d = common::driver::Driver::new(endpoint_with(events));
+    let mut input = event_request(&event_fixture("entitlement_create"));
+    input.extend(event_request(&event_fixture("application_deauthorized")));
+    input.extend(event_request(&event_fixture("ping")));
+    input.extend(common::driver::request(&common::fixture("ping")));
+    assert!(d.receive(&input).read);
+    let responses = d.responses();
+    let statuses: Vec<u16> = responses.iter().map(|r| r.0).collect();
+    assert_eq!(statuses, [204, 204, 204, 200]);
+    for (_, headers, body) in &responses[..3] {
+        assert!(body.is_empty());
+        assert!(
+            headers
+                .iter()
+                .any(|(name, value)| name == "content-type" && value == "application/json"),
+            "{headers:?}"
+        );
+    }
+    assert_eq!(*ran_at.lock().unwrap(), ["ENTITLEMENT_CREATE"]);
+    // Each handler started only once its 204 had been written.
+    assert_eq!(d.afters.len(), 2);
+    let text = String::from_utf8_lossy(&d.out);
+    let first_end = text.find("\r\n\r\n").unwrap() + 4;
+    assert!(d.afters[0] >= first_end, "{:?} {first_end}", d.afters);
+}
