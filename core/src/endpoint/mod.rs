@@ -124,7 +124,7 @@
 //!
 //! match endpoint.receive(&parts, [Bytes::from_static(body)], 1_700_000_000) {
 //!     Finished::Respond(immediate) => assert_eq!(immediate, Immediate::Pong),
-//!     Finished::Dispatch(_) => unreachable!("a PING never reaches a handler"),
+//!     Finished::Dispatch(_) | Finished::Event(_) => unreachable!("a PING never reaches a handler"),
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
