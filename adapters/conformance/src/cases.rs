@@ -303,7 +303,7 @@ fn wait_event(events: &mpsc::Receiver<&'static str>, expected: &str) {
 
 /// A connection that made one request and is now idle: its closing shows that the
 /// server has begun its graceful shutdown.
-fn watcher(addr: SocketAddr) -> Client {
+pub(crate) fn watcher(addr: SocketAddr) -> Client {
     let mut client = connect(addr);
     let response = client
         .roundtrip(&Request::signed(fixtures::PING))

@@ -12,7 +12,9 @@ use yuyo_core::endpoint::{
 use yuyo_core::service::Service;
 
 use crate::Harness;
-use crate::cases::{TEXT, ask, assert_text, connect, demo_service, service_for, start, stop_ok};
+use crate::cases::{
+    TEXT, ask, assert_text, connect, demo_service, finish, service_for, start, stop_ok, watcher,
+};
 use crate::client::{IO_TIMEOUT, Request, Response};
 use crate::demo::{DEMO_EVENTS_PATH, demo_handlers, demo_verifier};
 use crate::fixtures::{self, events};
@@ -200,4 +202,35 @@ pub fn events_failing_handlers_still_204<H: Harness>() {
     assert_eq!(pong.status, 200);
     drop(client);
     stop_ok(running);
+}
+
+/// A graceful shutdown waits for a running event handler before the shutdown callbacks.
+pub fn events_shutdown_waits_for_the_handler<H: Harness>() {
+    let gate = Gate::new();
+    let (service, reports) = probe_service(&gate);
+    let (tx, callback_ran) = mpsc::channel();
+    let tx = Arc::new(Mutex::new(tx));
+    let service = service.with_shutdown_callback(move || {
+        let tx = Arc::clone(&tx);
+        async move {
+            let _ = tx.lock().unwrap_or_else(PoisonError::into_inner).send(());
+            Ok(())
+        }
+    });
+    let mut running = start::<H>(service);
+    let mut idle = watcher(running.addr);
+    assert_acknowledged(&ask(running.addr, &event(events::ENTITLEMENT_CREATE)));
+    expect_report(&reports, "ENTITLEMENT_CREATE started");
+    running.trigger_shutdown();
+    idle.expect_closed();
+    assert!(
+        callback_ran.try_recv().is_err(),
+        "the shutdown callbacks wait for the event handler"
+    );
+    gate.open();
+    expect_report(&reports, "ENTITLEMENT_CREATE done");
+    if let Err(error) = finish(running, false) {
+        panic!("serve returned an error: {error}");
+    }
+    assert!(callback_ran.try_recv().is_ok(), "the shutdown callback ran");
 }

@@ -212,6 +212,7 @@ macro_rules! suite {
             events_path_off_404,
             events_handler_runs_after_the_response,
             events_failing_handlers_still_204,
+            events_shutdown_waits_for_the_handler,
         );
         $crate::__tests!(attacks, $harness;
             non_reading_pipeliners_do_not_starve,
