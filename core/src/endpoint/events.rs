@@ -140,20 +140,19 @@ impl WebhookEvent {
         }
     }
 
-    /// Types the data of an event of kind `kind` (`None`: an unknown type).
-    fn from_data(kind: Option<EventKind>, data: Value) -> Result<Self, serde_json::Error> {
+    /// Types the data of an event of kind `kind`.
+    fn from_data(kind: EventKind, data: Value) -> Result<Self, serde_json::Error> {
         Ok(match kind {
-            Some(EventKind::ApplicationAuthorized) => {
+            EventKind::ApplicationAuthorized => {
                 Self::ApplicationAuthorized(Box::new(serde_json::from_value(data)?))
             }
-            Some(EventKind::ApplicationDeauthorized) => {
+            EventKind::ApplicationDeauthorized => {
                 Self::ApplicationDeauthorized(Box::new(serde_json::from_value(data)?))
             }
-            Some(EventKind::EntitlementCreate) => {
+            EventKind::EntitlementCreate => {
                 Self::EntitlementCreate(Box::new(serde_json::from_value(data)?))
             }
-            Some(EventKind::QuestUserEnrollment) => Self::QuestUserEnrollment(data),
-            None => Self::Unknown(data),
+            EventKind::QuestUserEnrollment => Self::QuestUserEnrollment(data),
         })
     }
 }
@@ -226,12 +225,17 @@ pub(crate) fn decode(body: Bytes) -> Result<Envelope, Rejection> {
     let Some(Value::String(timestamp)) = event.remove("timestamp") else {
         return Err(Rejection::InvalidEvent(EnvelopeField::EventTimestamp));
     };
-    let kind = EventKind::from_name(&name);
     let data = event.remove("data").unwrap_or(Value::Null);
-    let event = WebhookEvent::from_data(kind, data).map_err(|error| {
-        tracing::error!(event = %name, %error, "could not read an authentic webhook event with the typed model");
-        Rejection::UnreadableEvent(name.clone())
-    })?;
+    let event = match EventKind::from_name(&name) {
+        Some(kind) => WebhookEvent::from_data(kind, data).map_err(|error| {
+            tracing::error!(event = %name, %error, "could not read an authentic webhook event with the typed model");
+            Rejection::UnreadableEvent(kind)
+        })?,
+        None => {
+            tracing::debug!(event = %name, "a webhook event of a type yuyo does not know");
+            WebhookEvent::Unknown(data)
+        }
+    };
     Ok(Envelope::Event(EventContext {
         application_id,
         name,

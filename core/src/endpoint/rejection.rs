@@ -5,7 +5,7 @@ use std::fmt;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use super::events::EnvelopeField;
+use super::events::{EnvelopeField, EventKind};
 use super::handlers::InteractionKind;
 use super::response::{ResponseBody, text_response};
 
@@ -86,9 +86,9 @@ pub enum Rejection {
     /// 501, on the Webhook Events path: the envelope `type` is an integer other than 0
     /// (PING) and 1 (event).
     UnsupportedEventType(i128),
-    /// 500, on the Webhook Events path: an authentic event of a known type (named
-    /// here) whose data the typed model cannot read. Logged with the parse error.
-    UnreadableEvent(String),
+    /// 500, on the Webhook Events path: an authentic event of a known kind whose data
+    /// the typed model cannot read. Logged with the parse error.
+    UnreadableEvent(EventKind),
     /// 400, closing the connection: the transport failed to deliver the body (for
     /// drivers that get the body from a host, e.g. the tower service).
     UnreadableBody,
