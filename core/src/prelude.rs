@@ -16,8 +16,8 @@
 //! ```
 
 pub use crate::endpoint::{
-    Context, Endpoint, EndpointConfig, HandlerError, HandlerResult, Handlers, InteractionKind,
-    Reply, Verifier,
+    Context, Endpoint, EndpointConfig, EventContext, EventHandlers, EventKind, EventResult,
+    HandlerError, HandlerResult, Handlers, InteractionKind, Reply, Verifier, WebhookEvent,
 };
 pub use crate::lifespan::CallbackError;
 pub use crate::multipart::FilePart;

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::endpoint::{Endpoint, Handlers};
+use crate::endpoint::{Endpoint, EventHandlers, Handlers};
 use crate::http1;
 use crate::lifespan::{
     CallbackError, CallbackId, FinishError, Lifespan, TransitionError, UnknownCallback,
@@ -174,6 +174,11 @@ impl Service {
     /// The handler registry.
     pub fn handlers(&self) -> &Handlers {
         self.endpoint.handlers()
+    }
+
+    /// The Webhook Event handler registry (served at the endpoint's events path).
+    pub fn event_handlers(&self) -> &EventHandlers {
+        self.endpoint.event_handlers()
     }
 
     /// The lifespan state machine and its callbacks.

@@ -53,6 +53,11 @@ fn settle(finished: Finished) -> Outcome {
             let has_after = done.after.is_some();
             outcome(done.response, has_after)
         }
+        Finished::Event(event) => {
+            let done = event.acknowledge();
+            let has_after = done.after.is_some();
+            outcome(done.response, has_after)
+        }
     }
 }
 

@@ -38,6 +38,7 @@ fn status_of(endpoint: &Endpoint, head: &http::request::Parts, body: Bytes, now:
             };
             responding.complete(outcome).response.status().as_u16()
         }
+        Finished::Event(event) => event.acknowledge().response.status().as_u16(),
     }
 }
 

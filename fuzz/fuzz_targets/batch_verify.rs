@@ -73,6 +73,8 @@ fn answer(finished: Finished) -> (bool, u16) {
     match finished {
         Finished::Respond(immediate) => (false, immediate.status().as_u16()),
         Finished::Dispatch(dispatch) => (true, u16::from(dispatch.kind().type_number())),
+        // No events path is configured here.
+        Finished::Event(_) => (true, 0),
     }
 }
 

@@ -111,6 +111,7 @@ fuzz_target!(|input: Input<'_>| {
             };
             responding.complete(outcome).response.status()
         }
+        Finished::Event(event) => event.acknowledge().response.status(),
     };
     assert!(STATUSES.contains(&status.as_u16()), "status {status} is not in the table");
 });

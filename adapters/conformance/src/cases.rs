@@ -38,7 +38,7 @@ use crate::{Gate, Harness, Running};
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The grace period of the test services.
 const GRACE: Duration = Duration::from_secs(10);
-const TEXT: &str = "text/plain; charset=utf-8";
+pub(crate) const TEXT: &str = "text/plain; charset=utf-8";
 const HANDLER_FAILED: &str = "Internal Server Error: the interaction handler failed";
 
 // ---------------------------------------------------------------------------------------
@@ -51,22 +51,22 @@ fn options() -> ServeOptions {
     }
 }
 
-fn service_for(endpoint: Endpoint) -> Service {
+pub(crate) fn service_for(endpoint: Endpoint) -> Service {
     Service::new(endpoint).with_options(options())
 }
 
 /// The demo service with the test options.
-fn demo_service() -> Service {
+pub(crate) fn demo_service() -> Service {
     demo::demo_service(demo_verifier()).with_options(options())
 }
 
-fn start<H: Harness>(service: Service) -> Running {
+pub(crate) fn start<H: Harness>(service: Service) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     H::spawn(service, listener)
 }
 
 /// Waits (bounded) for `running` to end, after triggering its shutdown if `trigger`.
-fn finish(running: Running, trigger: bool) -> Result<(), ServeError> {
+pub(crate) fn finish(running: Running, trigger: bool) -> Result<(), ServeError> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let result = if trigger {
@@ -80,24 +80,24 @@ fn finish(running: Running, trigger: bool) -> Result<(), ServeError> {
         .unwrap_or_else(|_| panic!("the server did not stop within {STOP_TIMEOUT:?}"))
 }
 
-fn stop_ok(running: Running) {
+pub(crate) fn stop_ok(running: Running) {
     if let Err(error) = finish(running, true) {
         panic!("serve returned an error: {error}");
     }
 }
 
-fn connect(addr: SocketAddr) -> Client {
+pub(crate) fn connect(addr: SocketAddr) -> Client {
     Client::connect(addr).expect("connect to the server")
 }
 
 /// One request on a fresh connection.
-fn ask(addr: SocketAddr, request: &Request) -> Response {
+pub(crate) fn ask(addr: SocketAddr, request: &Request) -> Response {
     connect(addr)
         .roundtrip(request)
         .unwrap_or_else(|e| panic!("no response to {} {}: {e}", request.method, request.target))
 }
 
-fn content_length_matches(response: &Response) {
+pub(crate) fn content_length_matches(response: &Response) {
     assert_eq!(
         response.header("content-length"),
         Some(response.body.len().to_string().as_str()),
@@ -106,7 +106,7 @@ fn content_length_matches(response: &Response) {
 }
 
 #[track_caller]
-fn assert_text(response: &Response, status: u16, text: &str) {
+pub(crate) fn assert_text(response: &Response, status: u16, text: &str) {
     assert_eq!(response.status, status, "status of {response:?}");
     assert_eq!(response.header("content-type"), Some(TEXT), "{response:?}");
     assert_eq!(response.text(), text, "body of {response:?}");
@@ -303,7 +303,7 @@ fn wait_event(events: &mpsc::Receiver<&'static str>, expected: &str) {
 
 /// A connection that made one request and is now idle: its closing shows that the
 /// server has begun its graceful shutdown.
-fn watcher(addr: SocketAddr) -> Client {
+pub(crate) fn watcher(addr: SocketAddr) -> Client {
     let mut client = connect(addr);
     let response = client
         .roundtrip(&Request::signed(fixtures::PING))

@@ -50,3 +50,37 @@ pub fn command_echo_without_options() -> Vec<u8> {
     let options = format!(r#","options":[{{"name":"text","type":3,"value":"{ECHO_TEXT}"}}]"#);
     text.replacen(&options, "", 1).into_bytes()
 }
+
+/// The Webhook Events bodies of `core/fixtures/webhook_events`.
+pub mod events {
+    /// Type 0 PING.
+    pub const PING: &[u8] = include_bytes!("../../../core/fixtures/webhook_events/ping.json");
+    /// `APPLICATION_AUTHORIZED`, guild install.
+    pub const APPLICATION_AUTHORIZED: &[u8] =
+        include_bytes!("../../../core/fixtures/webhook_events/application_authorized.json");
+    /// `APPLICATION_AUTHORIZED`, user install.
+    pub const APPLICATION_AUTHORIZED_USER_INSTALL: &[u8] = include_bytes!(
+        "../../../core/fixtures/webhook_events/application_authorized_user_install.json"
+    );
+    /// `APPLICATION_DEAUTHORIZED`.
+    pub const APPLICATION_DEAUTHORIZED: &[u8] =
+        include_bytes!("../../../core/fixtures/webhook_events/application_deauthorized.json");
+    /// `ENTITLEMENT_CREATE`.
+    pub const ENTITLEMENT_CREATE: &[u8] =
+        include_bytes!("../../../core/fixtures/webhook_events/entitlement_create.json");
+    /// An event type no library knows (`SOMETHING_NEW`).
+    pub const UNKNOWN_EVENT: &[u8] =
+        include_bytes!("../../../core/fixtures/webhook_events/unknown_event.json");
+
+    /// Every event (not the PING), with the `event.type` it holds.
+    pub const ALL: [(&str, &[u8]); 5] = [
+        ("APPLICATION_AUTHORIZED", APPLICATION_AUTHORIZED),
+        (
+            "APPLICATION_AUTHORIZED",
+            APPLICATION_AUTHORIZED_USER_INSTALL,
+        ),
+        ("APPLICATION_DEAUTHORIZED", APPLICATION_DEAUTHORIZED),
+        ("ENTITLEMENT_CREATE", ENTITLEMENT_CREATE),
+        ("SOMETHING_NEW", UNKNOWN_EVENT),
+    ];
+}

@@ -5,6 +5,7 @@
 //! - [`client`]: a small, bounded HTTP/1.1 client over `std::net` for tests.
 //! - [`mock_discord`]: a scripted mock Discord REST server and a `CONNECT` proxy, for the
 //!   adapters' REST client and bot tests.
+//! - [`events_cases`]: the Webhook Events cases (the `/events` path), in [`suite!`] too.
 //! - [`cases`]: the conformance cases, each generic over a [`Harness`];
 //!   [`suite!`] turns them into one `#[test]` each:
 //!
@@ -53,6 +54,7 @@ pub mod bot_harness;
 pub mod cases;
 pub mod client;
 pub use yuyo_demo as demo;
+pub mod events_cases;
 pub mod fixtures;
 mod gate;
 pub mod mock_discord;
@@ -203,6 +205,15 @@ macro_rules! suite {
             file_from_disk_known_length,
             file_from_disk_unknown_length,
             file_from_disk_missing_closes,
+        );
+        $crate::__tests!(events_cases, $harness;
+            events_ping_204,
+            events_fixtures_204,
+            events_checks,
+            events_path_off_404,
+            events_handler_runs_after_the_response,
+            events_failing_handlers_still_204,
+            events_shutdown_waits_for_the_handler,
         );
         $crate::__tests!(attacks, $harness;
             non_reading_pipeliners_do_not_starve,

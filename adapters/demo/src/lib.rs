@@ -14,6 +14,10 @@
 //! | autocomplete | two choices |
 //! | button (component) | update message `clicked <custom_id>` |
 //! | modal submit | message `modal <custom_id>` |
+//!
+//! [`demo_service`] also serves Discord's Webhook Events at [`DEMO_EVENTS_PATH`]
+//! (`/events`): a PING gets 204, and every event is acknowledged with 204, then logged
+//! at `info` by [`event`].
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -22,8 +26,8 @@ use twilight_model::application::command::{CommandOptionChoice, CommandOptionCho
 use twilight_model::application::interaction::InteractionData;
 use twilight_model::application::interaction::application_command::CommandOptionValue;
 use yuyo_core::endpoint::{
-    Context, Endpoint, EndpointConfig, HandlerError, HandlerResult, Handlers, InteractionKind,
-    OnConflict, Reply, Verifier,
+    Context, Endpoint, EndpointConfig, EventContext, EventHandlers, EventResult, HandlerError,
+    HandlerResult, Handlers, InteractionKind, OnConflict, Reply, Verifier, WebhookEvent,
 };
 use yuyo_core::service::Service;
 
@@ -34,6 +38,9 @@ pub const DEMO_PUBLIC_KEY_HEX: &str =
     "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c";
 /// The `X-Signature-Timestamp` the fixtures are signed with.
 pub const DEMO_TIMESTAMP: &str = "1700000000";
+
+/// The path [`demo_service`] serves Webhook Events at.
+pub const DEMO_EVENTS_PATH: &str = "/events";
 
 /// The content `ephemeral` answers with.
 pub const EPHEMERAL_TEXT: &str = "only you can see this";
@@ -164,14 +171,155 @@ pub fn demo_handlers() -> Handlers {
     handlers
 }
 
-/// The demo endpoint at `/` for `public_key`.
-#[must_use]
-pub fn demo_endpoint(public_key: Verifier) -> Endpoint {
-    Endpoint::new(EndpointConfig::new(public_key), demo_handlers())
+/// The demo Webhook Event handler: logs the event at `info` (its type, application and
+/// the ids it is about).
+#[allow(clippy::unused_async)] // An event handler is async by contract.
+pub async fn event(ctx: EventContext) -> EventResult {
+    let name = ctx.name();
+    let application = ctx.application_id().get();
+    match ctx.event() {
+        WebhookEvent::ApplicationAuthorized(data) => tracing::info!(
+            event = name,
+            application,
+            user = data.user.id.get(),
+            guild = data.guild_id().map(|id| id.get()),
+            integration_type = data.integration_type,
+            "webhook event: the app was authorized"
+        ),
+        WebhookEvent::ApplicationDeauthorized(data) => tracing::info!(
+            event = name,
+            application,
+            user = data.user.id.get(),
+            "webhook event: the app was deauthorized"
+        ),
+        WebhookEvent::EntitlementCreate(entitlement) => tracing::info!(
+            event = name,
+            application,
+            entitlement = entitlement.id.get(),
+            sku = entitlement.sku_id.get(),
+            user = entitlement.user_id.map(|id| id.get()),
+            "webhook event: an entitlement was created"
+        ),
+        _ => tracing::info!(
+            event = name,
+            application,
+            timestamp = ctx.timestamp(),
+            "webhook event"
+        ),
+    }
+    Ok(())
 }
 
-/// A service serving the demo endpoint at `/` for `public_key`, with default options.
+/// The demo event handlers: [`event`] for every event.
+#[must_use]
+pub fn demo_event_handlers() -> EventHandlers {
+    let mut events = EventHandlers::new();
+    // `Replace` cannot fail.
+    let _ = events.set(
+        None,
+        yuyo_core::endpoint::EventHandler::new(event),
+        OnConflict::Replace,
+    );
+    events
+}
+
+/// The demo endpoint for `public_key`: interactions at `/`, and Webhook Events at
+/// [`DEMO_EVENTS_PATH`].
+#[must_use]
+pub fn demo_endpoint(public_key: Verifier) -> Endpoint {
+    demo_endpoint_with_events_at(public_key, Some(DEMO_EVENTS_PATH))
+}
+
+/// The demo endpoint for `public_key`: interactions at `/`, and Webhook Events at
+/// `events_path` (`None`: no events path, so it is 404 like any other path).
+#[must_use]
+pub fn demo_endpoint_with_events_at(public_key: Verifier, events_path: Option<&str>) -> Endpoint {
+    let config = EndpointConfig::new(public_key);
+    match events_path {
+        Some(path) => Endpoint::with_events(
+            config.events_path(path),
+            demo_handlers(),
+            demo_event_handlers(),
+        ),
+        None => Endpoint::new(config, demo_handlers()),
+    }
+}
+
+/// A service serving the demo endpoint for `public_key` (interactions at `/`, Webhook
+/// Events at [`DEMO_EVENTS_PATH`]), with default options.
 #[must_use]
 pub fn demo_service(public_key: Verifier) -> Service {
     Service::new(demo_endpoint(public_key))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use yuyo_core::endpoint::{Finished, Immediate};
+
+    use super::*;
+
+    const PING: &[u8] = include_bytes!("../../../core/fixtures/webhook_events/ping.json");
+    const EVENTS: [&[u8]; 5] = [
+        include_bytes!("../../../core/fixtures/webhook_events/application_authorized.json"),
+        include_bytes!(
+            "../../../core/fixtures/webhook_events/application_authorized_user_install.json"
+        ),
+        include_bytes!("../../../core/fixtures/webhook_events/application_deauthorized.json"),
+        include_bytes!("../../../core/fixtures/webhook_events/entitlement_create.json"),
+        include_bytes!("../../../core/fixtures/webhook_events/unknown_event.json"),
+    ];
+
+    fn receive(endpoint: &Endpoint, path: &str, body: &'static [u8]) -> Finished {
+        let (head, ()) = http::Request::post(path)
+            .header("content-type", "application/json")
+            .header(
+                "x-signature-ed25519",
+                sign(&DEMO_SECRET_SEED, DEMO_TIMESTAMP, body),
+            )
+            .header("x-signature-timestamp", DEMO_TIMESTAMP)
+            .body(())
+            .unwrap()
+            .into_parts();
+        endpoint.receive(&head, [body.into()], 1_700_000_000)
+    }
+
+    #[test]
+    fn the_demo_serves_webhook_events_at_events() {
+        let endpoint = demo_service(demo_verifier()).endpoint().clone();
+        assert_eq!(endpoint.config().get_events_path(), Some(DEMO_EVENTS_PATH));
+        let ping = receive(&endpoint, DEMO_EVENTS_PATH, PING);
+        assert!(
+            matches!(ping, Finished::Respond(Immediate::Acknowledge)),
+            "{ping:?}"
+        );
+        for body in EVENTS {
+            let Finished::Event(event) = receive(&endpoint, DEMO_EVENTS_PATH, body) else {
+                panic!("every event reaches the demo handler")
+            };
+            let done = event.acknowledge();
+            assert_eq!(done.response.status(), 204);
+            let after = done.after.unwrap();
+            // The demo handler never waits: one poll finishes it.
+            let mut after = std::pin::pin!(after);
+            let waker = std::task::Waker::noop();
+            let poll = after
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(waker));
+            assert!(poll.is_ready());
+        }
+    }
+
+    #[test]
+    fn without_an_events_path_the_demo_is_as_before() {
+        let endpoint = demo_endpoint_with_events_at(demo_verifier(), None);
+        let finished = receive(&endpoint, DEMO_EVENTS_PATH, PING);
+        assert!(matches!(
+            finished,
+            Finished::Respond(Immediate::Rejected(
+                yuyo_core::endpoint::Rejection::NotFound
+            ))
+        ));
+    }
 }

@@ -404,23 +404,25 @@ impl Inner {
                 ticket.await
             }
         };
-        match finished {
-            Finished::Respond(immediate) => plain(immediate.into_response()),
+        let completed = match finished {
+            Finished::Respond(immediate) => return plain(immediate.into_response()),
             Finished::Dispatch(dispatch) => {
                 record_dispatch(span, &dispatch);
                 let (responding, handler) = dispatch.start();
-                let completed = responding.complete(handler.await);
-                let guard = Guard {
-                    inner: self,
-                    _token: token,
-                };
-                let mut response = completed
-                    .response
-                    .map(|body| ResponseBody::from_core(body, Some(guard)));
-                response.body_mut().after = completed.after;
-                response
+                responding.complete(handler.await)
             }
-        }
+            // A Webhook Event: a 204 now, its handler as after-response work.
+            Finished::Event(event) => event.acknowledge(),
+        };
+        let guard = Guard {
+            inner: self,
+            _token: token,
+        };
+        let mut response = completed
+            .response
+            .map(|body| ResponseBody::from_core(body, Some(guard)));
+        response.body_mut().after = completed.after;
+        response
     }
 }
 

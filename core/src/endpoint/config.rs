@@ -30,6 +30,7 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
 #[derive(Clone, Debug)]
 pub struct EndpointConfig {
     pub(crate) path: String,
+    pub(crate) events_path: Option<String>,
     pub(crate) max_body_size: usize,
     pub(crate) verifier: Verifier,
     pub(crate) timestamp_window: Option<Duration>,
@@ -42,6 +43,7 @@ impl EndpointConfig {
     pub fn new(verifier: Verifier) -> Self {
         Self {
             path: "/".to_owned(),
+            events_path: None,
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             verifier,
             timestamp_window: None,
@@ -56,14 +58,25 @@ impl EndpointConfig {
     /// the query: such a path could otherwise never match.
     #[must_use]
     pub fn path(mut self, path: impl Into<String>) -> Self {
-        let mut path: String = path.into();
-        if let Some(query) = path.find('?') {
-            path.truncate(query);
-        }
-        if !path.starts_with('/') {
-            path.insert(0, '/');
-        }
-        self.path = path;
+        self.path = normalise_path(path.into());
+        self
+    }
+
+    /// Serve Discord's Webhook Events at `path` too. By default there is no events
+    /// path: every path but [`path`](Self::path) gets 404.
+    ///
+    /// Off by default because a Webhook Events URL is something a bot opts into in the
+    /// developer portal, and an endpoint should not accept signed traffic at a URL its
+    /// owner never configured. The path is normalised like [`path`](Self::path), must
+    /// differ from it (if they are equal, interactions win) and gets exactly the same
+    /// checks and signature verification (same key, body limit and timestamp window).
+    /// Events go to the endpoint's [`EventHandlers`]; a PING (type 0) is answered with
+    /// 204 and every event is acknowledged with 204 before its handler runs.
+    ///
+    /// [`EventHandlers`]: super::EventHandlers
+    #[must_use]
+    pub fn events_path(mut self, path: impl Into<String>) -> Self {
+        self.events_path = Some(normalise_path(path.into()));
         self
     }
 
@@ -102,6 +115,12 @@ impl EndpointConfig {
         &self.path
     }
 
+    /// The path Webhook Events are served at, if any.
+    #[must_use]
+    pub fn get_events_path(&self) -> Option<&str> {
+        self.events_path.as_deref()
+    }
+
     /// The body size limit in bytes.
     #[must_use]
     pub fn get_max_body_size(&self) -> usize {
@@ -119,6 +138,18 @@ impl EndpointConfig {
     pub fn verifier(&self) -> &Verifier {
         &self.verifier
     }
+}
+
+/// A leading `/` is added when missing, and anything from a `?` on is dropped, because
+/// request paths always start with `/` and never contain the query.
+fn normalise_path(mut path: String) -> String {
+    if let Some(query) = path.find('?') {
+        path.truncate(query);
+    }
+    if !path.starts_with('/') {
+        path.insert(0, '/');
+    }
+    path
 }
 
 /// Why a public key could not be turned into a [`Verifier`].

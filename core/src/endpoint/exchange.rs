@@ -14,11 +14,15 @@ use twilight_model::application::interaction::{Interaction, InteractionType};
 use twilight_model::http::attachment::Attachment;
 
 use super::Endpoint;
+use super::event_handlers::EventDispatch;
+use super::events::{self, Envelope};
 use super::handlers::{BoxFuture, Context, Handler, HandlerError, HandlerResult, InteractionKind};
 use super::probe::{TypeField, probe_type};
 use super::rejection::{HeaderProblem, Rejection, SignatureHeader};
 use super::reply::{Reply, ReplyPayload};
-use super::response::{ResponseBody, json_response, multipart_response, no_content, text_response};
+use super::response::{
+    ResponseBody, event_acknowledged, json_response, multipart_response, no_content, text_response,
+};
 use super::window::{log_stale, within_window};
 use crate::multipart::{FilePart, MultipartBody};
 
@@ -47,9 +51,14 @@ impl Endpoint {
 
     fn check_head(&self, head: &Parts) -> Result<Exchange, Rejection> {
         let config = self.config();
-        if head.uri.path() != config.path {
+        let path = head.uri.path();
+        let route = if path == config.path {
+            Route::Interactions
+        } else if config.events_path.as_deref() == Some(path) {
+            Route::Events
+        } else {
             return Err(Rejection::NotFound);
-        }
+        };
         if head.method != Method::POST {
             return Err(Rejection::MethodNotAllowed);
         }
@@ -90,6 +99,7 @@ impl Endpoint {
 
         Ok(Exchange {
             endpoint: self.clone(),
+            route,
             signature,
             timestamp,
             // Bounded by the limit above, so this never over-allocates.
@@ -161,6 +171,15 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
+/// Which of the endpoint's paths a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// The interactions path.
+    Interactions,
+    /// The Webhook Events path.
+    Events,
+}
+
 /// The body received so far.
 enum BodyBuffer {
     /// Nothing yet.
@@ -177,6 +196,7 @@ enum BodyBuffer {
 /// [`finish`](Self::finish) at the end of the body.
 pub struct Exchange {
     endpoint: Endpoint,
+    route: Route,
     signature: [u8; 64],
     timestamp: HeaderValue,
     declared_len: Option<usize>,
@@ -250,6 +270,7 @@ impl Exchange {
     pub fn end(self) -> Result<Signed, Immediate> {
         let Self {
             endpoint,
+            route,
             signature,
             timestamp,
             body,
@@ -262,6 +283,7 @@ impl Exchange {
         };
         Ok(Signed {
             endpoint,
+            route,
             signature,
             timestamp,
             body,
@@ -277,6 +299,7 @@ impl Exchange {
 /// as one batch (about half the CPU per signature).
 pub struct Signed {
     endpoint: Endpoint,
+    route: Route,
     signature: [u8; 64],
     /// The signed message is `timestamp ‖ body`.
     timestamp: HeaderValue,
@@ -343,7 +366,10 @@ impl Signed {
                 return Finished::Respond(Immediate::Rejected(rejection));
             }
         }
-        self.endpoint.dispatch(self.body)
+        match self.route {
+            Route::Interactions => self.endpoint.dispatch(self.body),
+            Route::Events => self.endpoint.dispatch_event(self.body),
+        }
     }
 }
 
@@ -402,6 +428,25 @@ impl Endpoint {
         }
     }
 
+    /// Decode a verified Webhook Events body and pick its handler.
+    fn dispatch_event(&self, body: Bytes) -> Finished {
+        let context = match events::decode(body) {
+            Ok(Envelope::Ping) => return Finished::Respond(Immediate::Acknowledge),
+            Ok(Envelope::Event(context)) => context,
+            Err(rejection) => return reject_authentic(rejection),
+        };
+        match self.event_handlers().handler_for(context.kind()) {
+            Some(handler) => Finished::Event(EventDispatch::new(handler.clone(), context)),
+            None => {
+                tracing::debug!(
+                    event = context.name(),
+                    "no handler for a webhook event; acknowledged"
+                );
+                Finished::Respond(Immediate::Acknowledge)
+            }
+        }
+    }
+
     fn to_handler(
         &self,
         kind: InteractionKind,
@@ -427,6 +472,9 @@ pub enum Finished {
     Respond(Immediate),
     /// A verified interaction with a handler to run (the **Dispatch** state).
     Dispatch(Dispatch),
+    /// A verified Webhook Event with a handler: [`EventDispatch::acknowledge`] gives
+    /// the 204 to write and the handler to run after it.
+    Event(EventDispatch),
 }
 
 impl std::fmt::Debug for Finished {
@@ -436,6 +484,7 @@ impl std::fmt::Debug for Finished {
         match self {
             Self::Respond(immediate) => f.debug_tuple("Respond").field(immediate).finish(),
             Self::Dispatch(dispatch) => f.debug_tuple("Dispatch").field(dispatch).finish(),
+            Self::Event(event) => f.debug_tuple("Event").field(event).finish(),
         }
     }
 }
@@ -445,6 +494,9 @@ impl std::fmt::Debug for Finished {
 pub enum Immediate {
     /// Answer a PING with 200 `{"type":1}`.
     Pong,
+    /// On the Webhook Events path: 204 with `Content-Type: application/json` and no
+    /// body, for a PING (type 0) and for an event no handler takes.
+    Acknowledge,
     /// Refuse the request.
     Rejected(Rejection),
 }
@@ -455,6 +507,7 @@ impl Immediate {
     pub fn status(&self) -> http::StatusCode {
         match self {
             Self::Pong => http::StatusCode::OK,
+            Self::Acknowledge => http::StatusCode::NO_CONTENT,
             Self::Rejected(rejection) => rejection.status(),
         }
     }
@@ -464,6 +517,7 @@ impl Immediate {
     pub fn into_response(self) -> Response<ResponseBody> {
         match self {
             Self::Pong => json_response(Bytes::from_static(PONG)),
+            Self::Acknowledge => event_acknowledged(),
             Self::Rejected(rejection) => rejection.into_response(),
         }
     }

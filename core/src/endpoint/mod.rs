@@ -13,6 +13,7 @@
 //! | Signed | [`Signed`] | [`Signed::verify`]`(now)` → [`Finished`], or [`Signed::enqueue`]`(now)` → a [`Ticket`] that resolves to it, verified in a batch with other requests |
 //! | Respond now | [`Finished::Respond`]`(`[`Immediate`]`)` | [`Immediate::into_response`] (rejections and PONG) |
 //! | Dispatch | [`Finished::Dispatch`]`(`[`Dispatch`]`)` | [`Dispatch::start`] → ([`Responding`], [`HandlerFuture`]) |
+//! | Event | [`Finished::Event`]`(`[`EventDispatch`]`)` | [`EventDispatch::acknowledge`] → [`Completed`] (a 204; the event handler is its `after`) |
 //! | Responding | [`Responding`] | await the `HandlerFuture`, then [`Responding::complete`]`(outcome)` → [`Completed`] |
 //! | Done | [`Completed`] | write `response`; then run `after`, if any |
 //!
@@ -37,6 +38,11 @@
 //!     Finished::Dispatch(dispatch) => {
 //!         let (responding, handler) = dispatch.start();
 //!         let done = responding.complete(handler.await);
+//!         write(done.response).await?;
+//!         if let Some(after) = done.after { spawn(after) }
+//!     }
+//!     Finished::Event(event) => {
+//!         let done = event.acknowledge();
 //!         write(done.response).await?;
 //!         if let Some(after) = done.after { spawn(after) }
 //!     }
@@ -78,6 +84,21 @@
 //! 14. handler: no reply → 204; reply → 200 JSON or multipart with files;
 //!     failure or panic → 500
 //!
+//! # Webhook Events
+//! With [`EndpointConfig::events_path`] set, requests for that path go through checks
+//! 2–8 exactly as above (same key, limits and batch verifier); then:
+//!
+//! 9. body not a JSON object → 400; envelope `type` missing or not an integer → 400
+//! 10. `type` 0 (PING) → 204 with `Content-Type: application/json`, no body
+//! 11. `type` not 0 or 1 → 501
+//! 12. `application_id` not a snowflake string, `event` not an object, `event.type` or
+//!     `event.timestamp` not a string → 400 (the message names the field)
+//! 13. data of a known [`EventKind`] the typed model cannot read → 500 (logged)
+//! 14. otherwise 204 with `Content-Type: application/json` at once; the event's handler
+//!     ([`EventHandlers`]: its kind's, else the catch-all) runs after the response is
+//!     written, and its failure or panic is only logged. Unknown event types and
+//!     events without a handler are acknowledged the same way (a debug line).
+//!
 //! Requests that fail before the signature verifies cost at most a
 //! `tracing::debug!` line, since anyone can send them.
 //!
@@ -103,13 +124,15 @@
 //!
 //! match endpoint.receive(&parts, [Bytes::from_static(body)], 1_700_000_000) {
 //!     Finished::Respond(immediate) => assert_eq!(immediate, Immediate::Pong),
-//!     Finished::Dispatch(_) => unreachable!("a PING never reaches a handler"),
+//!     Finished::Dispatch(_) | Finished::Event(_) => unreachable!("a PING never reaches a handler"),
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod batch;
 mod config;
+mod event_handlers;
+mod events;
 mod exchange;
 mod handlers;
 mod parse;
@@ -124,6 +147,13 @@ use std::sync::Arc;
 
 pub use batch::{BatchStats, FALLBACK_SIGNATURES, MAX_BATCH, Ticket, VerifyQueue};
 pub use config::{DEFAULT_MAX_BODY_SIZE, EndpointConfig, InvalidSignature, KeyError, Verifier};
+pub use event_handlers::{
+    EventAlreadySet, EventDispatch, EventHandler, EventHandlers, EventResult,
+};
+pub use events::{
+    ApplicationAuthorized, ApplicationDeauthorized, EnvelopeField, EventContext, EventKind,
+    WebhookEvent,
+};
 pub use exchange::{
     Completed, Dispatch, Exchange, Finished, HandlerFuture, Immediate, Responding, Signed,
 };
@@ -149,19 +179,40 @@ pub struct Endpoint {
 struct Shared {
     config: EndpointConfig,
     handlers: Handlers,
+    event_handlers: EventHandlers,
     verify_queue: VerifyQueue,
     /// Rate-limits the warning about authentic requests outside the timestamp window.
     stale_warnings: window::StaleWarnings,
 }
 
 impl Endpoint {
-    /// An endpoint serving `handlers` under `config`.
+    /// An endpoint serving `handlers` under `config` (no Webhook Event handlers: see
+    /// [`Endpoint::with_events`]).
     #[must_use]
     pub fn new(config: EndpointConfig, handlers: Handlers) -> Self {
+        Self::with_events(config, handlers, EventHandlers::new())
+    }
+
+    /// An endpoint serving interactions to `handlers` and, at
+    /// [`EndpointConfig::events_path`], Webhook Events to `event_handlers`.
+    ///
+    /// Event handlers without an events path are never called (logged as a warning).
+    #[must_use]
+    pub fn with_events(
+        config: EndpointConfig,
+        handlers: Handlers,
+        event_handlers: EventHandlers,
+    ) -> Self {
+        if config.events_path.is_none() && !event_handlers.is_empty() {
+            tracing::warn!(
+                "webhook event handlers are set but no events path is configured: they will never run"
+            );
+        }
         Self {
             shared: Arc::new(Shared {
                 config,
                 handlers,
+                event_handlers,
                 verify_queue: VerifyQueue::default(),
                 stale_warnings: window::StaleWarnings::default(),
             }),
@@ -178,6 +229,12 @@ impl Endpoint {
     #[must_use]
     pub fn handlers(&self) -> &Handlers {
         &self.shared.handlers
+    }
+
+    /// The Webhook Event handlers.
+    #[must_use]
+    pub fn event_handlers(&self) -> &EventHandlers {
+        &self.shared.event_handlers
     }
 
     /// The requests awaiting batch verification (shared by every clone).

@@ -5,6 +5,7 @@ use std::fmt;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
+use super::events::{EnvelopeField, EventKind};
 use super::handlers::InteractionKind;
 use super::response::{ResponseBody, text_response};
 
@@ -79,6 +80,15 @@ pub enum Rejection {
     UnreadableInteraction,
     /// 501: no handler is registered for this kind of interaction.
     NoHandler(InteractionKind),
+    /// 400, on the Webhook Events path: an envelope field is missing or has the wrong
+    /// type.
+    InvalidEvent(EnvelopeField),
+    /// 501, on the Webhook Events path: the envelope `type` is an integer other than 0
+    /// (PING) and 1 (event).
+    UnsupportedEventType(i128),
+    /// 500, on the Webhook Events path: an authentic event of a known kind whose data
+    /// the typed model cannot read. Logged with the parse error.
+    UnreadableEvent(EventKind),
     /// 400, closing the connection: the transport failed to deliver the body (for
     /// drivers that get the body from a host, e.g. the tower service).
     UnreadableBody,
@@ -106,10 +116,15 @@ impl Rejection {
             Self::InvalidContentLength
             | Self::EmptyBody
             | Self::NotJsonObject
-            | Self::InvalidType => StatusCode::BAD_REQUEST,
+            | Self::InvalidType
+            | Self::InvalidEvent(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedType(_) | Self::NoHandler(_) => StatusCode::NOT_IMPLEMENTED,
-            Self::UnreadableInteraction => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::UnsupportedType(_) | Self::NoHandler(_) | Self::UnsupportedEventType(_) => {
+                StatusCode::NOT_IMPLEMENTED
+            }
+            Self::UnreadableInteraction | Self::UnreadableEvent(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             Self::UnreadableBody => StatusCode::BAD_REQUEST,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -178,6 +193,9 @@ impl fmt::Display for Rejection {
             Self::UnsupportedType(kind) => write!(f, "Unsupported interaction type {kind}"),
             Self::UnreadableInteraction => f.write_str("Could not read the interaction"),
             Self::NoHandler(kind) => write!(f, "No handler for {} interactions", kind.name()),
+            Self::InvalidEvent(field) => write!(f, "Invalid webhook event: {}", field.describe()),
+            Self::UnsupportedEventType(kind) => write!(f, "Unsupported webhook event type {kind}"),
+            Self::UnreadableEvent(name) => write!(f, "Could not read the {name} event"),
             Self::UnreadableBody => f.write_str("Bad Request: unreadable body"),
             Self::BodyTimeout => f.write_str("Request Timeout: the body did not arrive in time"),
             Self::Unavailable { .. } => {

@@ -74,6 +74,18 @@ pub(crate) fn no_content() -> Response<ResponseBody> {
     response
 }
 
+/// 204 No Content with `Content-Type: application/json`: the answer to a Webhook
+/// Events PING and the acknowledgement of an event (Discord's docs ask for a
+/// `Content-Type` on it).
+pub(crate) fn event_acknowledged() -> Response<ResponseBody> {
+    let mut response = no_content();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(APPLICATION_JSON),
+    );
+    response
+}
+
 /// A 200 `multipart/form-data` response.
 pub(crate) fn multipart_response(body: MultipartBody) -> Response<ResponseBody> {
     let content_type = body.content_type();

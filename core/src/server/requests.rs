@@ -280,6 +280,12 @@ impl Requests {
                 self.respond(now, immediate.into_response(), None);
             }
             Finished::Dispatch(dispatch) => self.stage = Stage::Dispatching(dispatch),
+            // A Webhook Event: 204 now, its handler as after-response work.
+            Finished::Event(event) => {
+                self.stage = Stage::Idle;
+                let done = event.acknowledge();
+                self.respond(now, done.response, done.after);
+            }
         }
         Ok(())
     }

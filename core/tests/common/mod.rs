@@ -250,6 +250,11 @@ pub fn drive(endpoint: &Endpoint, head: &Parts, chunks: Vec<Bytes>, now: u64) ->
             let has_after = done.after.is_some();
             outcome(done.response, has_after)
         }
+        Finished::Event(event) => {
+            let done = event.acknowledge();
+            let has_after = done.after.is_some();
+            outcome(done.response, has_after)
+        }
     }
 }
 
