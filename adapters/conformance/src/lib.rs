@@ -282,6 +282,7 @@ macro_rules! reply_routing_suite {
             handler_error_after_deferral_deletes_the_deferred_message,
             oversized_file_goes_through_the_callback_endpoint,
             streamed_upload_from_disk_arrives_intact,
+            bot_serves_webhook_events,
         );
     };
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use twilight_model::application::command::{CommandOptionChoice, CommandOptionChoiceValue};
 use twilight_model::application::interaction::InteractionData;
-use yuyo_core::endpoint::{HandlerError, Handlers, Reply};
+use yuyo_core::endpoint::{EventHandlers, HandlerError, Handlers, Reply};
 use yuyo_core::multipart::{FilePart, FileSource};
 use yuyo_core::rest::bot::BotBuilder;
 use yuyo_core::rest::transport::HttpSettings;
@@ -394,4 +394,34 @@ pub fn streamed_upload_from_disk_arrives_intact<H: BotHarness>() {
 fn followup(payload: Payload) -> RestRequest<twilight_model::channel::Message> {
     let route = Route::create_followup(twilight_model::id::Id::new(1), "itoken");
     RestRequest::new(route, payload.into_body())
+}
+
+/// A bot built with `BotBuilder::events` serves Webhook Events beside its interactions:
+/// an event is acknowledged `204` and reaches the bot's handler.
+pub fn bot_serves_webhook_events<H: BotHarness>() {
+    let (_mock, url) = mock_discord();
+    let (seen, names) = std::sync::mpsc::channel();
+    let mut events = EventHandlers::new();
+    events
+        .on_any(move |ctx| {
+            let _ = seen.send(ctx.name().to_owned());
+            async { Ok(()) }
+        })
+        .unwrap();
+    let bot = BotBuilder::<H::Bot>::new("tok")
+        .public_key_hex(DEMO_PUBLIC_KEY_HEX)
+        .rest_url(&url)
+        .events("/events", events)
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let running = bounded(move || H::serve(&bot, listener)).unwrap().running;
+    let mut client = Client::connect(running.addr).unwrap();
+    let request = Request::signed(fixtures::events::APPLICATION_AUTHORIZED).target("/events");
+    let answer = client.roundtrip(&request).unwrap();
+    assert_eq!(answer.status, 204, "{answer:?}");
+    assert_eq!(names.recv_timeout(LIMIT).unwrap(), "APPLICATION_AUTHORIZED");
+    assert_eq!(post(&mut client, fixtures::PING).body, br#"{"type":1}"#);
+    drop(client);
+    stop(running);
 }

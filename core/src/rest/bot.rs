@@ -21,6 +21,7 @@
 //! | `max_rate_limit=300.0` / `inf` | `BotBuilder::max_rate_limit` (`Some` / `None`) |
 //! | `max_retries=3` | `BotBuilder::max_retries` |
 //! | `rest_url` | `BotBuilder::rest_url` |
+//! | (Webhook Events) | `BotBuilder::events` (a path and its `EventHandlers`) |
 //! | `__call__` (ASGI app) | `Bot::server` (a `Server` whose lifespan runs the bot) |
 //! | `rest` | `Bot::rest` |
 //! | `interaction_server` / `server` | `Bot::interaction_server` (once the key is known) |
@@ -42,7 +43,7 @@ pub use super::bot_handle::Bot;
 use super::discovery::KeyDiscoveryError;
 use super::error::TransportSetupError;
 pub use super::lifecycle::{BotStep, Hooks, Lifecycle, Operation, Transition};
-use crate::endpoint::{Endpoint, EndpointConfig, Handlers, KeyError, Verifier};
+use crate::endpoint::{Endpoint, EndpointConfig, EventHandlers, Handlers, KeyError, Verifier};
 
 /// Why a bot could not be built or served.
 #[derive(Debug)]
@@ -244,6 +245,10 @@ pub struct BotEndpoint {
     pub path: Option<String>,
     /// Largest request body accepted.
     pub max_body_size: usize,
+    /// The Webhook Events path (`None`: no events endpoint).
+    pub events_path: Option<String>,
+    /// The Webhook Events handlers.
+    pub event_handlers: EventHandlers,
 }
 
 impl Default for BotEndpoint {
@@ -252,6 +257,8 @@ impl Default for BotEndpoint {
             handlers: Handlers::new(),
             path: None,
             max_body_size: 1024 * 1024,
+            events_path: None,
+            event_handlers: EventHandlers::new(),
         }
     }
 }
@@ -264,7 +271,10 @@ impl BotEndpoint {
         if let Some(path) = &self.path {
             config = config.path(path.clone());
         }
-        Endpoint::new(config, self.handlers.clone())
+        if let Some(path) = &self.events_path {
+            config = config.events_path(path.clone());
+        }
+        Endpoint::with_events(config, self.handlers.clone(), self.event_handlers.clone())
     }
 }
 

@@ -10,7 +10,7 @@ use super::bot::{BotEndpoint, BotError};
 use super::transport::{HttpSettings, ProxySettings};
 use super::{RestConfig, RestConfigBuilder, TokenStrategy, TokenType};
 use crate::deferral::ReplyRouting;
-use crate::endpoint::{Handlers, KeyError, Verifier};
+use crate::endpoint::{EventHandlers, Handlers, KeyError, Verifier};
 
 /// A runtime's bot, made from the checked settings of a [`BotBuilder`].
 pub trait BuildBot: Sized {
@@ -161,6 +161,15 @@ impl<B: BuildBot> BotBuilder<B> {
     #[must_use]
     pub fn endpoint_path(mut self, path: impl Into<String>) -> Self {
         self.endpoint.path = Some(path.into());
+        self
+    }
+
+    /// Serves Discord's Webhook Events at `path` (e.g. `/events`) with `handlers`, beside
+    /// the interactions (default: no events endpoint).
+    #[must_use]
+    pub fn events(mut self, path: impl Into<String>, handlers: EventHandlers) -> Self {
+        self.endpoint.events_path = Some(path.into());
+        self.endpoint.event_handlers = handlers;
         self
     }
 
