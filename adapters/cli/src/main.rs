@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! yuyo serve [--bind 127.0.0.1:8080] [--runtime smol|tokio|blocking|tower] [--public-key HEX]
-//!            [--insecure-demo-key]
+//!            [--events-path /events] [--insecure-demo-key]
 //! yuyo check URL [--secret-key HEX] [--public-key HEX] [--ca PEM] [--events]
 //! yuyo register URL --token T [--events-url URL [--event-type TYPE]…]
 //! yuyo commands sync FILE.json --token T [--guild ID]
@@ -140,6 +140,10 @@ struct ServeArgs {
     /// Your application's public key (64 hex digits); default: the built-in demo key.
     #[arg(long, value_name = "HEX")]
     public_key: Option<String>,
+    /// Path of the Webhook Events endpoint (the demo handler logs each event);
+    /// `--events-path none` turns it off.
+    #[arg(long, value_name = "PATH", default_value = "/events")]
+    events_path: String,
     /// Serve the built-in demo key on a non-loopback address anyway (its secret key is
     /// public: anyone who reaches the endpoint can sign requests it accepts).
     #[arg(long)]

@@ -21,12 +21,18 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode, String> {
         .init();
     let (verifier, public_key) = keys::verifier(args.public_key.as_deref())?;
     let demo_key = args.public_key.is_none();
-    let mut service = demo::demo_service(verifier);
+    let events_path = Some(args.events_path.as_str()).filter(|path| *path != "none");
+    let mut service = Service::new(demo::demo_endpoint_with_events_at(verifier, events_path));
     service.options_mut().handle_signals = true;
 
     let endpoint = service.endpoint().clone();
     let slots = service.slots().clone();
-    let announce = |addr: SocketAddr| announce(addr, &public_key, demo_key, args.runtime);
+    let announce = |addr: SocketAddr| {
+        announce(addr, &public_key, demo_key, args.runtime);
+        if let Some(path) = events_path {
+            println!("webhook events: http://{addr}{path}");
+        }
+    };
     let served = match args.runtime {
         Runtime::Smol => smol(service, args.bind, announce),
         Runtime::Tokio => tokio(service, args.bind, announce),

@@ -442,3 +442,13 @@ fn serve_refuses_the_demo_key_on_a_public_address() {
         "{shown}"
     );
 }
+
+#[test]
+fn serve_answers_webhook_events_at_its_events_path() {
+    let (_server, addr) = serve("smol");
+    let url = format!("http://{addr}/events");
+    let output = yuyo(&["check", &url, "--events", "--secret-key", DEMO_SEED_HEX]);
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    assert!(!shown.contains("FAIL"), "{shown}");
+}
