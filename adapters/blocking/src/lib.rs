@@ -205,6 +205,7 @@ impl Server {
         self.shared.cores.store(cores, Ordering::Relaxed);
         let ctx = Arc::new(Ctx {
             endpoint: self.service.endpoint().clone(),
+            tls: self.service.tls().cloned(),
             options,
             slots: self.service.slots().clone(),
             rest: self.rest.clone(),
@@ -245,6 +246,8 @@ impl Server {
 /// What the reactor and the workers need of the server.
 pub(crate) struct Ctx {
     endpoint: Endpoint,
+    /// HTTPS, served by the sessions themselves.
+    tls: Option<yuyo_core::server::tls::ServerTls>,
     options: ServeOptions,
     /// The connection cap (the service's slots).
     slots: Slots,

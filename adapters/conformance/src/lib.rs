@@ -32,6 +32,10 @@
 //! - `reply_routing_cases`: replies through REST (deferrals, late replies, oversized
 //!   files) end to end; `reply_routing_suite!` makes a `#[test]` of each.
 //!
+//! With the `tls-suites` feature, `tls` holds a test CA, a TLS client and the HTTPS
+//! cases; `tls_suite!` runs them against a [`Harness`] (the core session serves TLS, so
+//! every adapter's harness works unchanged).
+//!
 //! ```ignore
 //! // adapters/<name>/tests/bot.rs
 //! struct MyBotHarness;
@@ -61,6 +65,8 @@ pub mod mock_discord;
 pub mod pacing_cases;
 #[cfg(feature = "bot-suites")]
 pub mod reply_routing_cases;
+#[cfg(feature = "tls-suites")]
+pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
 
@@ -270,6 +276,26 @@ macro_rules! reply_routing_suite {
             handler_error_after_deferral_deletes_the_deferred_message,
             oversized_file_goes_through_the_callback_endpoint,
             streamed_upload_from_disk_arrives_intact,
+        );
+    };
+}
+
+/// Expands to one `#[test]` per HTTPS case (see [`tls`]) for the [`Harness`] `$harness`:
+/// the core session's TLS layer over the adapter's sockets.
+#[cfg(feature = "tls-suites")]
+#[macro_export]
+macro_rules! tls_suite {
+    ($harness:ty) => {
+        $crate::__tests!(tls, $harness;
+            ping_over_tls,
+            command_over_tls,
+            keep_alive_over_tls,
+            alpn_is_http11,
+            close_sends_close_notify,
+            stalled_handshake_is_cut_at_the_head_deadline,
+            plaintext_on_a_tls_port_is_closed,
+            untrusted_client_fails_without_harm,
+            reload_keeps_open_connections_and_serves_the_new_certificate,
         );
     };
 }

@@ -556,8 +556,9 @@ async fn accept_loop(
             tracing::debug!(%error, "cannot set SO_SNDBUF");
         }
         let config = options.connection_config(admitted.others);
-        let session =
-            Session::new(service.endpoint().clone(), config, now()).with_slot(admitted.slot);
+        let session = Session::new(service.endpoint().clone(), config, now())
+            .with_slot(admitted.slot)
+            .with_tls(service.tls());
         let conn_shared = shared.clone();
         // Boxed once, here: each async layer around a moved-in value keeps a slot of its
         // own, and the session is the largest part of a connection's memory.

@@ -94,6 +94,7 @@ use tracing::instrument::Instrumented;
 use yuyo_core::deferral::{ReplyRouting, RestReply};
 use yuyo_core::endpoint::{Endpoint, HandlerFuture};
 use yuyo_core::multipart::FileSource;
+use yuyo_core::server::tls::ServerTls;
 use yuyo_core::server::{Admitted, Eviction, Input, Now, Output, Session, Slots, Wait};
 
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
@@ -210,6 +211,7 @@ impl Server {
         });
         let shared = Arc::new(Shared {
             endpoint: service.endpoint().clone(),
+            tls: service.tls().cloned(),
             options: options.clone(),
             shutdown,
             force: CancellationToken::new(),
@@ -243,6 +245,8 @@ impl Server {
 /// What every connection task of one server shares.
 struct Shared {
     endpoint: Endpoint,
+    /// HTTPS, served by the sessions themselves.
+    tls: Option<ServerTls>,
     options: ServeOptions,
     /// Graceful shutdown: stop accepting, close connections after their request.
     shutdown: CancellationToken,
@@ -274,8 +278,9 @@ impl Shared {
     /// The session of a connection accepted now into its slot.
     fn session(&self, admitted: Admitted) -> Session {
         let config = self.options.connection_config(admitted.others);
-        let mut session =
-            Session::new(self.endpoint.clone(), config, now()).with_slot(admitted.slot);
+        let mut session = Session::new(self.endpoint.clone(), config, now())
+            .with_slot(admitted.slot)
+            .with_tls(self.tls.as_ref());
         if let Some((_, routing)) = &self.rest {
             session.set_reply_routing(*routing);
         }

@@ -161,7 +161,11 @@ impl ServerTls {
     /// The configuration new connections are served with.
     #[must_use]
     pub fn config(&self) -> Arc<ServerConfig> {
-        let config = self.inner.config.read().unwrap_or_else(PoisonError::into_inner);
+        let config = self
+            .inner
+            .config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         Arc::clone(&config)
     }
 
