@@ -85,6 +85,12 @@ impl TestPki {
         }
     }
 
+    /// The CA certificate, PEM (for clients outside the process).
+    #[must_use]
+    pub fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
     /// A client configuration trusting only this CA, offering ALPN `http/1.1`.
     #[must_use]
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
