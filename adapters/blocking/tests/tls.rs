@@ -29,3 +29,8 @@ impl Harness for BlockingHarness {
 }
 
 yuyo_conformance::tls_suite!(BlockingHarness);
+
+/// The plain conformance cases, unchanged, over TLS.
+mod over_tls {
+    yuyo_conformance::suite_over_tls!(super::BlockingHarness);
+}

@@ -3,6 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use yuyo_core::rest::transport::rustls;
@@ -183,6 +184,27 @@ impl Response {
     }
 }
 
+/// The servers that serve HTTPS, and how to reach them: [`Client::connect`] speaks TLS to
+/// them (so the plain-HTTP cases also run over TLS).
+static TLS_SERVERS: Mutex<Vec<(SocketAddr, Arc<rustls::ClientConfig>)>> = Mutex::new(Vec::new());
+
+/// Makes [`Client::connect`] to `addr` speak TLS with `config` (`None`: plain again).
+pub fn serve_tls_at(addr: SocketAddr, config: Option<Arc<rustls::ClientConfig>>) {
+    let mut servers = TLS_SERVERS.lock().unwrap_or_else(PoisonError::into_inner);
+    servers.retain(|(at, _)| *at != addr);
+    if let Some(config) = config {
+        servers.push((addr, config));
+    }
+}
+
+fn tls_server(addr: SocketAddr) -> Option<Arc<rustls::ClientConfig>> {
+    let servers = TLS_SERVERS.lock().unwrap_or_else(PoisonError::into_inner);
+    servers
+        .iter()
+        .find(|(at, _)| *at == addr)
+        .map(|(_, config)| Arc::clone(config))
+}
+
 /// One client connection with a read-ahead buffer (so pipelined responses can be read
 /// one by one).
 #[derive(Debug)]
@@ -238,8 +260,18 @@ fn protocol_error(message: impl Into<String>) -> io::Error {
 }
 
 impl Client {
-    /// Connects to `addr` with [`IO_TIMEOUT`] on every read and write.
+    /// Connects to `addr` with [`IO_TIMEOUT`] on every read and write: over TLS, its
+    /// handshake done, when `addr` serves HTTPS for the suite ([`serve_tls_at`]).
     pub fn connect(addr: SocketAddr) -> io::Result<Self> {
+        if let Some(config) = tls_server(addr) {
+            let tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+            let name =
+                rustls::pki_types::ServerName::try_from("localhost").map_err(io::Error::other)?;
+            let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+            let mut client = Self::over_tls(tcp, conn)?;
+            client.complete_handshake()?;
+            return Ok(client);
+        }
         let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;

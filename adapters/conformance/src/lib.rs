@@ -300,6 +300,61 @@ macro_rules! tls_suite {
     };
 }
 
+/// Expands to one `#[test]` per conformance case that runs unchanged over TLS, for the
+/// [`Harness`] `$harness` serving HTTPS (`tls::OverTls`): every case whose clients
+/// connect with `client::Client::connect`.
+#[cfg(feature = "tls-suites")]
+#[macro_export]
+macro_rules! suite_over_tls {
+    ($harness:ty) => {
+        $crate::__tests!(cases, $crate::tls::OverTls<$harness>;
+            status_404_not_found,
+            status_405_method_not_allowed,
+            status_415_unsupported_media_type,
+            status_401_signature_headers,
+            status_400_content_length,
+            status_413_declared_length_without_body,
+            status_413_streamed_chunked_body,
+            status_400_empty_body,
+            status_401_bad_signature,
+            status_400_not_json,
+            status_400_bad_type,
+            status_200_ping,
+            status_501_unknown_type,
+            status_501_no_handler,
+            status_500_unreadable_interaction,
+            demo_none_204,
+            demo_echo_200,
+            demo_echo_default_text,
+            demo_ephemeral,
+            demo_defer,
+            demo_file_multipart,
+            demo_boom_500,
+            demo_autocomplete,
+            demo_button,
+            demo_modal,
+            unknown_command,
+            pipelined_requests_in_order,
+            concurrent_mixed_signatures,
+            expect_100_continue,
+            chunked_request_body,
+            body_timeout_408,
+            idle_connections_do_not_starve,
+            silent_flood_at_the_cap_does_not_starve,
+            startup_failure,
+            lifespan_order,
+            shutdown_callback_failure,
+            graceful_shutdown_finishes_in_flight,
+            panicking_handler_500_then_next_request,
+            after_work_runs_after_response,
+            shutdown_waits_for_after_work,
+            file_from_disk_known_length,
+            file_from_disk_unknown_length,
+            file_from_disk_missing_closes,
+        );
+    };
+}
+
 /// One `#[test]` per case `$case` of module `$module`, for `$harness` (the suites'
 /// expansion).
 #[doc(hidden)]

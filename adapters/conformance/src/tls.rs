@@ -5,10 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 use std::io::{Read, Write};
+use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -115,6 +116,38 @@ impl TestPki {
         let mut client = Client::over_tls(tcp, conn)?;
         client.complete_handshake()?;
         Ok(client)
+    }
+}
+
+/// The [`Harness`] `H` serving HTTPS (a fresh test CA's certificate) for the plain cases:
+/// [`Client::connect`] to its address speaks TLS, so the cases of
+/// [`suite_over_tls!`](crate::suite_over_tls) run unchanged over TLS.
+#[derive(Debug)]
+pub struct OverTls<H>(PhantomData<H>);
+
+impl<H: Harness> Harness for OverTls<H> {
+    fn spawn(service: Service, listener: TcpListener) -> Running {
+        let pki = TestPki::new();
+        let cert = pki.server_cert(1);
+        let tls = ServerTls::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        crate::client::serve_tls_at(addr, Some(pki.client_config()));
+        let inner = Arc::new(Mutex::new(Some(H::spawn(service.with_tls(tls), listener))));
+        let trigger = Arc::clone(&inner);
+        Running::new(
+            addr,
+            move || {
+                if let Some(running) = trigger.lock().unwrap().as_mut() {
+                    running.trigger_shutdown();
+                }
+            },
+            move || {
+                let running = inner.lock().unwrap().take();
+                let result = running.map_or(Ok(()), Running::join);
+                crate::client::serve_tls_at(addr, None);
+                result
+            },
+        )
     }
 }
 

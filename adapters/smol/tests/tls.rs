@@ -28,3 +28,8 @@ impl Harness for SmolHarness {
 }
 
 yuyo_conformance::tls_suite!(SmolHarness);
+
+/// The plain conformance cases, unchanged, over TLS.
+mod over_tls {
+    yuyo_conformance::suite_over_tls!(super::SmolHarness);
+}

@@ -38,3 +38,8 @@ impl Harness for TokioHarness {
 }
 
 yuyo_conformance::tls_suite!(TokioHarness);
+
+/// The plain conformance cases, unchanged, over TLS.
+mod over_tls {
+    yuyo_conformance::suite_over_tls!(super::TokioHarness);
+}

@@ -252,6 +252,7 @@ pub struct Session {
     /// What the connection waits for (as published to the slot).
     waiting: Waiting,
     /// The head deadline, which a TLS handshake must also meet.
+    #[cfg(feature = "tls")]
     head_timeout: Duration,
     /// HTTPS: the TLS layer between the socket bytes and the requests.
     #[cfg(feature = "tls")]
@@ -274,6 +275,7 @@ impl Session {
     /// endpoint's `max_body_size`, so both layers refuse at the same size.
     pub fn new(endpoint: Endpoint, config: http1::Config, now: Now) -> Self {
         let write_timeout = config.write_timeout;
+        #[cfg(feature = "tls")]
         let head_timeout = config.head_timeout;
         Self {
             requests: Requests::new(endpoint, config, now.instant),
@@ -289,6 +291,7 @@ impl Session {
             write_timeout,
             slot: None,
             waiting: Waiting::Busy,
+            #[cfg(feature = "tls")]
             head_timeout,
             #[cfg(feature = "tls")]
             tls: None,
