@@ -49,11 +49,18 @@ impl Pki {
     }
 
     fn client(&self) -> rustls::ClientConnection {
+        self.client_with(rustls::DEFAULT_VERSIONS)
+    }
+
+    fn client_with(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> rustls::ClientConnection {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.der().clone()).unwrap();
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
@@ -164,6 +171,22 @@ fn handshake_then_ping_with_alpn_http11() {
     assert_eq!(t.responses(), [(200, br#"{"type":1}"#.to_vec())]);
     // Ciphertext on the wire, not the response.
     assert!(!t.d.out.windows(8).any(|w| w == b"HTTP/1.1"));
+}
+
+#[test]
+fn both_tls_versions_are_served() {
+    let pki = Pki::new();
+    let tls = server_tls(&pki.cert(1));
+    for (version, expected) in [
+        (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
+        (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
+    ] {
+        let mut t = Tls::new(&tls, pki.client_with(&[version]), http1::Config::default());
+        t.send(&request(&fixture("ping")));
+        assert_eq!(t.client.protocol_version(), Some(expected));
+        assert_eq!(t.client.alpn_protocol(), Some(&b"http/1.1"[..]));
+        assert_eq!(t.responses(), [(200, br#"{"type":1}"#.to_vec())]);
+    }
 }
 
 #[test]

@@ -112,6 +112,8 @@ use yuyo_core::server::Slots;
 
 use connection::Conn;
 
+/// HTTPS, served by the core session itself: `Service::with_tls(ServerTls::from_pem_files(..)?)`.
+pub use yuyo_core::server::tls::{ServerTls, TlsError};
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
 
 /// How long a connection thread waits for a connection to serve before it exits.

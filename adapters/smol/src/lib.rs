@@ -68,6 +68,8 @@ use tracing::Instrument;
 use yuyo_core::deferral::{ReplyRouting, RestReply};
 use yuyo_core::server::{Full, Now, Session};
 
+/// HTTPS, served by the core session itself: `Service::with_tls(ServerTls::from_pem_files(..)?)`.
+pub use yuyo_core::server::tls::{ServerTls, TlsError};
 use yuyo_core::service::{ACCEPT_BACKOFF, AcceptError};
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
 

@@ -94,9 +94,10 @@ use tracing::instrument::Instrumented;
 use yuyo_core::deferral::{ReplyRouting, RestReply};
 use yuyo_core::endpoint::{Endpoint, HandlerFuture};
 use yuyo_core::multipart::FileSource;
-use yuyo_core::server::tls::ServerTls;
 use yuyo_core::server::{Admitted, Eviction, Input, Now, Output, Session, Slots, Wait};
 
+/// HTTPS, served by the core session itself: `Service::with_tls(ServerTls::from_pem_files(..)?)`.
+pub use yuyo_core::server::tls::{ServerTls, TlsError};
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
 
 /// A server for one [`Service`] on tokio.

@@ -362,7 +362,9 @@ impl Session {
 
     /// The receive buffer, with room for one read reserved, for drivers that read
     /// straight into it; pass [`Input::Received`] after every read attempt. Between
-    /// requests it is released, so an idle connection holds no receive memory.
+    /// requests it is released, so an idle connection holds no receive memory. Over TLS
+    /// it takes the ciphertext, which the session decrypts (rustls itself keeps a 4 KiB
+    /// read buffer per connection).
     pub fn receive_buffer(&mut self) -> &mut bytes::BytesMut {
         #[cfg(feature = "tls")]
         if let Some(tls) = &mut self.tls {
