@@ -296,6 +296,7 @@ macro_rules! tls_suite {
             plaintext_on_a_tls_port_is_closed,
             untrusted_client_fails_without_harm,
             reload_keeps_open_connections_and_serves_the_new_certificate,
+            stalled_handshakes_at_the_cap_do_not_starve,
         );
     };
 }

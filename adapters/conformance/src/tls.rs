@@ -356,3 +356,56 @@ pub fn reload_keeps_open_connections_and_serves_the_new_certificate<H: Harness>(
     running.stop().unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Peers that stall mid-handshake and fill the connection cap do not stop fresh TLS
+/// clients: at the cap they are evicted (and cut by the pressure deadline), so each
+/// fresh client gets its PONG promptly, handshake included.
+pub fn stalled_handshakes_at_the_cap_do_not_starve<H: Harness>() {
+    const CAP: usize = 16;
+    const ATTACKERS: usize = 24;
+    const FRESH_DEADLINE: Duration = Duration::from_secs(2);
+    let pki = TestPki::new();
+    let cert = pki.server_cert(1);
+    let tls = ServerTls::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes()).unwrap();
+    let mut options = ServeOptions {
+        max_connections: CAP,
+        grace_period: Duration::from_secs(10),
+        ..ServeOptions::default()
+    };
+    // A long usual head deadline: only the pressure rule and eviction can save the day.
+    options.http.head_timeout = Duration::from_secs(30);
+    let service = demo::demo_service(demo_verifier())
+        .with_options(options)
+        .with_tls(tls);
+    let slots = service.slots().clone();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let running = H::spawn(service, listener);
+    let attackers: Vec<TcpStream> = (0..ATTACKERS)
+        .filter_map(|_| {
+            let mut stream = TcpStream::connect_timeout(&running.addr, IO_TIMEOUT).ok()?;
+            stream
+                .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+                .ok()?;
+            Some(stream)
+        })
+        .collect();
+    assert_eq!(attackers.len(), ATTACKERS);
+    for attempt in 0..5 {
+        let started = Instant::now();
+        let mut client = pki.connect(running.addr).unwrap();
+        assert_pong(&client.roundtrip(&Request::signed(fixtures::PING)).unwrap());
+        assert!(
+            started.elapsed() < FRESH_DEADLINE,
+            "fresh TLS PING {attempt} took {:?}",
+            started.elapsed()
+        );
+    }
+    let stats = slots.stats();
+    assert!(stats.open <= CAP, "{stats:?}");
+    assert!(
+        stats.evictions > 0,
+        "no stalled handshake was evicted: {stats:?}"
+    );
+    drop(attackers);
+    running.stop().unwrap();
+}
