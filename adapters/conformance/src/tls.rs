@@ -253,9 +253,10 @@ pub fn close_sends_close_notify<H: Harness>() {
 /// TLS client is served meanwhile.
 pub fn stalled_handshake_is_cut_at_the_head_deadline<H: Harness>() {
     let (pki, _, _, running) = start::<H>();
+    // Taken before connecting: the server's head deadline runs from its accept, later.
+    let began = Instant::now();
     let mut stalled = TcpStream::connect_timeout(&running.addr, IO_TIMEOUT).unwrap();
     stalled.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let began = Instant::now();
     // A handshake record header announcing 512 bytes, then 3 of them: never completed.
     stalled
         .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01])
