@@ -153,6 +153,8 @@ pub struct Service {
     lifespan: Lifespan,
     options: ServeOptions,
     slots: Slots,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::server::tls::ServerTls>,
 }
 
 impl Service {
@@ -163,7 +165,31 @@ impl Service {
             lifespan: Lifespan::new(),
             options: ServeOptions::default(),
             slots: Slots::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// Serves HTTPS with `tls` (builder form): every adapter's connections run the TLS
+    /// layer of their [`Session`](crate::server::Session). Keep a clone of `tls` to
+    /// reload it while serving.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn with_tls(mut self, tls: crate::server::tls::ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Serves HTTPS with `tls`, or plain HTTP with `None`.
+    #[cfg(feature = "tls")]
+    pub fn set_tls(&mut self, tls: Option<crate::server::tls::ServerTls>) {
+        self.tls = tls;
+    }
+
+    /// The TLS configuration served, if HTTPS (a shared handle: reload it through it).
+    #[cfg(feature = "tls")]
+    pub fn tls(&self) -> Option<&crate::server::tls::ServerTls> {
+        self.tls.as_ref()
     }
 
     /// The endpoint (yuyo's `server` property: config and handler registry).

@@ -97,7 +97,9 @@ impl Conn {
         // Until its session first says what it waits for: the first request, by a
         // deadline no later than this (waking it early is harmless).
         let first = now.instant + http.head_timeout.min(http.idle_timeout);
-        let mut session = Session::new(ctx.endpoint.clone(), http, now).with_slot(admitted.slot);
+        let mut session = Session::new(ctx.endpoint.clone(), http, now)
+            .with_slot(admitted.slot)
+            .with_tls(ctx.tls.as_ref());
         if let Some((_, routing)) = &ctx.rest {
             session.set_reply_routing(*routing);
         }

@@ -112,6 +112,8 @@ use yuyo_core::server::Slots;
 
 use connection::Conn;
 
+/// HTTPS, served by the core session itself: `Service::with_tls(ServerTls::from_pem_files(..)?)`.
+pub use yuyo_core::server::tls::{ServerTls, TlsError};
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
 
 /// How long a connection thread waits for a connection to serve before it exits.
@@ -205,6 +207,7 @@ impl Server {
         self.shared.cores.store(cores, Ordering::Relaxed);
         let ctx = Arc::new(Ctx {
             endpoint: self.service.endpoint().clone(),
+            tls: self.service.tls().cloned(),
             options,
             slots: self.service.slots().clone(),
             rest: self.rest.clone(),
@@ -245,6 +248,8 @@ impl Server {
 /// What the reactor and the workers need of the server.
 pub(crate) struct Ctx {
     endpoint: Endpoint,
+    /// HTTPS, served by the sessions themselves.
+    tls: Option<yuyo_core::server::tls::ServerTls>,
     options: ServeOptions,
     /// The connection cap (the service's slots).
     slots: Slots,

@@ -3,7 +3,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use yuyo_core::rest::transport::rustls;
 
 use crate::demo::{DEMO_SECRET_SEED, DEMO_TIMESTAMP, sign};
 
@@ -181,13 +184,75 @@ impl Response {
     }
 }
 
+/// The servers that serve HTTPS, and how to reach them: [`Client::connect`] speaks TLS to
+/// them (so the plain-HTTP cases also run over TLS).
+static TLS_SERVERS: Mutex<Vec<(SocketAddr, Arc<rustls::ClientConfig>)>> = Mutex::new(Vec::new());
+
+/// Makes [`Client::connect`] to `addr` speak TLS with `config` (`None`: plain again).
+pub fn serve_tls_at(addr: SocketAddr, config: Option<Arc<rustls::ClientConfig>>) {
+    let mut servers = TLS_SERVERS.lock().unwrap_or_else(PoisonError::into_inner);
+    servers.retain(|(at, _)| *at != addr);
+    if let Some(config) = config {
+        servers.push((addr, config));
+    }
+}
+
+fn tls_server(addr: SocketAddr) -> Option<Arc<rustls::ClientConfig>> {
+    let servers = TLS_SERVERS.lock().unwrap_or_else(PoisonError::into_inner);
+    servers
+        .iter()
+        .find(|(at, _)| *at == addr)
+        .map(|(_, config)| Arc::clone(config))
+}
+
 /// One client connection with a read-ahead buffer (so pipelined responses can be read
 /// one by one).
 #[derive(Debug)]
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     eof: bool,
+}
+
+/// The connection of a [`Client`]: plain TCP, or TLS over TCP.
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(tcp) => tcp,
+            Self::Tls(tls) => &tls.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(tcp) => tcp.read(buf),
+            Self::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(tcp) => tcp.write(buf),
+            Self::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(tcp) => tcp.flush(),
+            Self::Tls(tls) => tls.flush(),
+        }
+    }
 }
 
 fn protocol_error(message: impl Into<String>) -> io::Error {
@@ -195,14 +260,24 @@ fn protocol_error(message: impl Into<String>) -> io::Error {
 }
 
 impl Client {
-    /// Connects to `addr` with [`IO_TIMEOUT`] on every read and write.
+    /// Connects to `addr` with [`IO_TIMEOUT`] on every read and write: over TLS, its
+    /// handshake done, when `addr` serves HTTPS for the suite ([`serve_tls_at`]).
     pub fn connect(addr: SocketAddr) -> io::Result<Self> {
+        if let Some(config) = tls_server(addr) {
+            let tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+            let name =
+                rustls::pki_types::ServerName::try_from("localhost").map_err(io::Error::other)?;
+            let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+            let mut client = Self::over_tls(tcp, conn)?;
+            client.complete_handshake()?;
+            return Ok(client);
+        }
         let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
         Ok(Self {
-            stream,
+            stream: Stream::Plain(stream),
             buf: Vec::new(),
             eof: false,
         })
@@ -214,10 +289,44 @@ impl Client {
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
         Ok(Self {
-            stream,
+            stream: Stream::Plain(stream),
             buf: Vec::new(),
             eof: false,
         })
+    }
+
+    /// A client speaking TLS with `tls` over an already connected `stream`, with
+    /// [`IO_TIMEOUT`] on every read and write. The handshake runs with the first write
+    /// or read (see [`Client::complete_handshake`]).
+    pub fn over_tls(stream: TcpStream, tls: rustls::ClientConnection) -> io::Result<Self> {
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream: Stream::Tls(Box::new(rustls::StreamOwned::new(tls, stream))),
+            buf: Vec::new(),
+            eof: false,
+        })
+    }
+
+    /// Runs the TLS handshake to its end (nothing for a plain client).
+    pub fn complete_handshake(&mut self) -> io::Result<()> {
+        if let Stream::Tls(tls) = &mut self.stream {
+            let (conn, sock) = (&mut tls.conn, &mut tls.sock);
+            while conn.is_handshaking() {
+                conn.complete_io(sock)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The TLS connection's state (negotiated ALPN, the server's certificates), if TLS.
+    #[must_use]
+    pub fn tls(&self) -> Option<&rustls::ClientConnection> {
+        match &self.stream {
+            Stream::Plain(_) => None,
+            Stream::Tls(tls) => Some(&tls.conn),
+        }
     }
 
     /// Writes all of `bytes`.
@@ -228,12 +337,22 @@ impl Client {
 
     /// A second handle on the socket, to write from another thread while this one reads.
     pub fn writer(&self) -> io::Result<TcpStream> {
-        self.stream.try_clone()
+        match &self.stream {
+            Stream::Plain(tcp) => tcp.try_clone(),
+            Stream::Tls(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a TLS client has no second writer",
+            )),
+        }
     }
 
-    /// Closes the sending side (the server reads EOF).
-    pub fn shutdown_write(&self) -> io::Result<()> {
-        self.stream.shutdown(Shutdown::Write)
+    /// Closes the sending side (the server reads EOF); over TLS, after close_notify.
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
+        if let Stream::Tls(tls) = &mut self.stream {
+            tls.conn.send_close_notify();
+            tls.flush()?;
+        }
+        self.stream.tcp().shutdown(Shutdown::Write)
     }
 
     /// Sends `request` and reads the (final) response.

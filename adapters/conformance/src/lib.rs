@@ -32,6 +32,10 @@
 //! - `reply_routing_cases`: replies through REST (deferrals, late replies, oversized
 //!   files) end to end; `reply_routing_suite!` makes a `#[test]` of each.
 //!
+//! With the `tls-suites` feature, `tls` holds a test CA, a TLS client and the HTTPS
+//! cases; `tls_suite!` runs them against a [`Harness`] (the core session serves TLS, so
+//! every adapter's harness works unchanged).
+//!
 //! ```ignore
 //! // adapters/<name>/tests/bot.rs
 //! struct MyBotHarness;
@@ -63,6 +67,8 @@ mod mock_validation;
 pub mod pacing_cases;
 #[cfg(feature = "bot-suites")]
 pub mod reply_routing_cases;
+#[cfg(feature = "tls-suites")]
+pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
 
@@ -283,6 +289,82 @@ macro_rules! reply_routing_suite {
             oversized_file_goes_through_the_callback_endpoint,
             streamed_upload_from_disk_arrives_intact,
             bot_serves_webhook_events,
+        );
+    };
+}
+
+/// Expands to one `#[test]` per HTTPS case (see [`tls`]) for the [`Harness`] `$harness`:
+/// the core session's TLS layer over the adapter's sockets.
+#[cfg(feature = "tls-suites")]
+#[macro_export]
+macro_rules! tls_suite {
+    ($harness:ty) => {
+        $crate::__tests!(tls, $harness;
+            ping_over_tls,
+            command_over_tls,
+            keep_alive_over_tls,
+            alpn_is_http11,
+            close_sends_close_notify,
+            stalled_handshake_is_cut_at_the_head_deadline,
+            plaintext_on_a_tls_port_is_closed,
+            untrusted_client_fails_without_harm,
+            reload_keeps_open_connections_and_serves_the_new_certificate,
+            stalled_handshakes_at_the_cap_do_not_starve,
+        );
+    };
+}
+
+/// Expands to one `#[test]` per conformance case that runs unchanged over TLS, for the
+/// [`Harness`] `$harness` serving HTTPS (`tls::OverTls`): every case whose clients
+/// connect with `client::Client::connect`.
+#[cfg(feature = "tls-suites")]
+#[macro_export]
+macro_rules! suite_over_tls {
+    ($harness:ty) => {
+        $crate::__tests!(cases, $crate::tls::OverTls<$harness>;
+            status_404_not_found,
+            status_405_method_not_allowed,
+            status_415_unsupported_media_type,
+            status_401_signature_headers,
+            status_400_content_length,
+            status_413_declared_length_without_body,
+            status_413_streamed_chunked_body,
+            status_400_empty_body,
+            status_401_bad_signature,
+            status_400_not_json,
+            status_400_bad_type,
+            status_200_ping,
+            status_501_unknown_type,
+            status_501_no_handler,
+            status_500_unreadable_interaction,
+            demo_none_204,
+            demo_echo_200,
+            demo_echo_default_text,
+            demo_ephemeral,
+            demo_defer,
+            demo_file_multipart,
+            demo_boom_500,
+            demo_autocomplete,
+            demo_button,
+            demo_modal,
+            unknown_command,
+            pipelined_requests_in_order,
+            concurrent_mixed_signatures,
+            expect_100_continue,
+            chunked_request_body,
+            body_timeout_408,
+            idle_connections_do_not_starve,
+            silent_flood_at_the_cap_does_not_starve,
+            startup_failure,
+            lifespan_order,
+            shutdown_callback_failure,
+            graceful_shutdown_finishes_in_flight,
+            panicking_handler_500_then_next_request,
+            after_work_runs_after_response,
+            shutdown_waits_for_after_work,
+            file_from_disk_known_length,
+            file_from_disk_unknown_length,
+            file_from_disk_missing_closes,
         );
     };
 }

@@ -68,6 +68,8 @@ use tracing::Instrument;
 use yuyo_core::deferral::{ReplyRouting, RestReply};
 use yuyo_core::server::{Full, Now, Session};
 
+/// HTTPS, served by the core session itself: `Service::with_tls(ServerTls::from_pem_files(..)?)`.
+pub use yuyo_core::server::tls::{ServerTls, TlsError};
 use yuyo_core::service::{ACCEPT_BACKOFF, AcceptError};
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
 
@@ -556,8 +558,9 @@ async fn accept_loop(
             tracing::debug!(%error, "cannot set SO_SNDBUF");
         }
         let config = options.connection_config(admitted.others);
-        let session =
-            Session::new(service.endpoint().clone(), config, now()).with_slot(admitted.slot);
+        let session = Session::new(service.endpoint().clone(), config, now())
+            .with_slot(admitted.slot)
+            .with_tls(service.tls());
         let conn_shared = shared.clone();
         // Boxed once, here: each async layer around a moved-in value keeps a slot of its
         // own, and the session is the largest part of a connection's memory.

@@ -96,6 +96,8 @@ use yuyo_core::endpoint::{Endpoint, HandlerFuture};
 use yuyo_core::multipart::FileSource;
 use yuyo_core::server::{Admitted, Eviction, Input, Now, Output, Session, Slots, Wait};
 
+/// HTTPS, served by the core session itself: `Service::with_tls(ServerTls::from_pem_files(..)?)`.
+pub use yuyo_core::server::tls::{ServerTls, TlsError};
 pub use yuyo_core::service::{ServeError, ServeOptions, Service};
 
 /// A server for one [`Service`] on tokio.
@@ -210,6 +212,7 @@ impl Server {
         });
         let shared = Arc::new(Shared {
             endpoint: service.endpoint().clone(),
+            tls: service.tls().cloned(),
             options: options.clone(),
             shutdown,
             force: CancellationToken::new(),
@@ -243,6 +246,8 @@ impl Server {
 /// What every connection task of one server shares.
 struct Shared {
     endpoint: Endpoint,
+    /// HTTPS, served by the sessions themselves.
+    tls: Option<ServerTls>,
     options: ServeOptions,
     /// Graceful shutdown: stop accepting, close connections after their request.
     shutdown: CancellationToken,
@@ -274,8 +279,9 @@ impl Shared {
     /// The session of a connection accepted now into its slot.
     fn session(&self, admitted: Admitted) -> Session {
         let config = self.options.connection_config(admitted.others);
-        let mut session =
-            Session::new(self.endpoint.clone(), config, now()).with_slot(admitted.slot);
+        let mut session = Session::new(self.endpoint.clone(), config, now())
+            .with_slot(admitted.slot)
+            .with_tls(self.tls.as_ref());
         if let Some((_, routing)) = &self.rest {
             session.set_reply_routing(*routing);
         }

@@ -35,12 +35,17 @@
 //! a `tracing` span per request (method, path, interaction id and kind, status, duration);
 //! drivers instrument handler futures with [`Session::span`].
 //!
+//! With the `tls` feature a session can serve HTTPS itself (`Session::with_tls`): the
+//! driver still moves raw socket bytes; see the `tls` module.
+//!
 //! [`Slots`] caps the connections of a server and reclaims, at the cap, the slot of the
 //! connection stalled longest on its peer (idle keep-alive ones last, busy ones never).
 
 mod requests;
 mod session;
 mod slots;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 

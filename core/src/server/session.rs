@@ -251,6 +251,12 @@ pub struct Session {
     slot: Option<Slot>,
     /// What the connection waits for (as published to the slot).
     waiting: Waiting,
+    /// The head deadline, which a TLS handshake must also meet.
+    #[cfg(feature = "tls")]
+    head_timeout: Duration,
+    /// HTTPS: the TLS layer between the socket bytes and the requests.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<super::tls::Layer>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -269,6 +275,8 @@ impl Session {
     /// endpoint's `max_body_size`, so both layers refuse at the same size.
     pub fn new(endpoint: Endpoint, config: http1::Config, now: Now) -> Self {
         let write_timeout = config.write_timeout;
+        #[cfg(feature = "tls")]
+        let head_timeout = config.head_timeout;
         Self {
             requests: Requests::new(endpoint, config, now.instant),
             now,
@@ -283,7 +291,46 @@ impl Session {
             write_timeout,
             slot: None,
             waiting: Waiting::Busy,
+            #[cfg(feature = "tls")]
+            head_timeout,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// Serves this connection over TLS with the configuration `tls` gives new connections
+    /// now, if any (builder form; call it before the first input). The handshake must end
+    /// by the head deadline. A configuration rustls refuses closes the connection.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn with_tls(mut self, tls: Option<&super::tls::ServerTls>) -> Self {
+        let Some(tls) = tls else { return self };
+        let until = self.now.instant + self.head_timeout;
+        match super::tls::Layer::new(tls.config(), until) {
+            Ok(layer) => self.tls = Some(Box::new(layer)),
+            Err(error) => {
+                tracing::error!(%error, "TLS configuration refused; closing the connection");
+                self.abandon("TLS configuration refused");
+            }
+        }
+        self
+    }
+
+    /// Whether the connection is served over TLS.
+    #[must_use]
+    pub fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
+    /// The ALPN protocol the TLS handshake negotiated (`None` before the handshake ends,
+    /// without ALPN, or without TLS).
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.tls.as_ref()?.alpn_protocol()
     }
 
     /// Gives the session its place in the server's [`Slots`](super::Slots): it publishes
@@ -315,8 +362,14 @@ impl Session {
 
     /// The receive buffer, with room for one read reserved, for drivers that read
     /// straight into it; pass [`Input::Received`] after every read attempt. Between
-    /// requests it is released, so an idle connection holds no receive memory.
+    /// requests it is released, so an idle connection holds no receive memory. Over TLS
+    /// it takes the ciphertext, which the session decrypts (rustls itself keeps a 4 KiB
+    /// read buffer per connection).
     pub fn receive_buffer(&mut self) -> &mut bytes::BytesMut {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls.receive_buffer();
+        }
         self.requests.receive_buffer()
     }
 
@@ -417,9 +470,7 @@ impl Session {
     pub fn poll_output(&mut self) -> Output {
         loop {
             if self.phase != Phase::Done {
-                while let Some(bytes) = self.requests.poll_transmit() {
-                    self.outbox.push(bytes);
-                }
+                self.gather_transmit();
             }
             // Answers to pipelined requests already buffered are gathered (up to the
             // bound) into one transmit: one write for a burst, not one per request.
@@ -451,6 +502,13 @@ impl Session {
             Phase::Lingering { .. } => return Some(self.wait()),
             Phase::Flushing if !self.outbox.is_empty() => return Some(self.wait()),
             Phase::Flushing => {
+                #[cfg(feature = "tls")]
+                if let Some(tls) = &mut self.tls
+                    && tls.close_notify()
+                {
+                    // close_notify goes out before the sending side is shut down.
+                    return None;
+                }
                 let linger = self.requests.linger().filter(|_| !self.peer_eof);
                 return Some(match linger {
                     Some(linger) => {
@@ -546,6 +604,8 @@ impl Session {
         let read = match self.phase {
             Phase::Serving => {
                 merge(self.requests.poll_timeout());
+                #[cfg(feature = "tls")]
+                merge(self.tls.as_ref().and_then(|tls| tls.handshake_deadline()));
                 if self.owed == Owed::Outcome {
                     merge(self.requests.defer_deadline());
                 }
@@ -592,6 +652,11 @@ impl Session {
     }
 
     fn received(&mut self) {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            self.received_tls();
+            return;
+        }
         match &mut self.phase {
             Phase::Serving => self.requests.received(self.now.instant),
             Phase::Lingering { left, .. } => {
@@ -615,6 +680,16 @@ impl Session {
             .is_some_and(|at| now >= at)
         {
             self.abandon("a write made no progress within the write timeout");
+            return;
+        }
+        #[cfg(feature = "tls")]
+        if self
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.handshake_deadline())
+            .is_some_and(|at| now >= at)
+        {
+            self.abandon("the TLS handshake did not end by the head deadline");
             return;
         }
         match self.phase {
@@ -667,6 +742,59 @@ impl Session {
         }
         self.owed = Owed::Nothing;
         Ok(())
+    }
+
+    /// Moves the request side's answers to the outbox (through TLS, if served over TLS).
+    fn gather_transmit(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            while let Some(bytes) = self.requests.poll_transmit() {
+                tls.encrypt(&bytes);
+            }
+            while let Some(bytes) = tls.poll_transmit() {
+                self.outbox.push(bytes);
+            }
+            return;
+        }
+        while let Some(bytes) = self.requests.poll_transmit() {
+            self.outbox.push(bytes);
+        }
+    }
+
+    /// A read into the TLS receive buffer finished: decrypt it into the request side's
+    /// buffer while serving, else discard it.
+    #[cfg(feature = "tls")]
+    fn received_tls(&mut self) {
+        use super::tls::Decrypted;
+        let Some(tls) = &mut self.tls else { return };
+        match &mut self.phase {
+            Phase::Serving => {
+                let found = tls.decrypt(self.requests.receive_buffer());
+                self.requests.received(self.now.instant);
+                match found {
+                    Decrypted::Open => {}
+                    Decrypted::Closed => {
+                        self.peer_eof = true;
+                        self.requests.receive_eof();
+                    }
+                    Decrypted::Failed => {
+                        // The alert goes out, then a lingering close.
+                        self.requests.abort();
+                        self.phase = Phase::Flushing;
+                    }
+                }
+            }
+            Phase::Lingering { left, .. } => {
+                let discarded = tls.discard_received() as u64;
+                *left = left.saturating_sub(discarded);
+                if *left == 0 {
+                    self.phase = Phase::Done;
+                }
+            }
+            Phase::Flushing | Phase::Done => {
+                tls.discard_received();
+            }
+        }
     }
 
     /// Stops reading and writing at once: what is unsent is dropped.
