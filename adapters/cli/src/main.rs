@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! yuyo serve [--bind 127.0.0.1:8080] [--runtime smol|tokio|blocking|tower] [--public-key HEX]
-//!            [--events-path /events] [--insecure-demo-key]
+//!            [--tls-cert PEM --tls-key PEM] [--events-path /events] [--insecure-demo-key]
 //! yuyo check URL [--secret-key HEX] [--public-key HEX] [--ca PEM] [--events]
 //! yuyo register URL --token T [--events-url URL [--event-type TYPE]…]
 //! yuyo commands sync FILE.json --token T [--guild ID]
@@ -140,6 +140,13 @@ struct ServeArgs {
     /// Your application's public key (64 hex digits); default: the built-in demo key.
     #[arg(long, value_name = "HEX")]
     public_key: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs `--tls-key`.
+    /// `SIGHUP` re-reads both files (a renewed certificate) without dropping connections.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Path of the Webhook Events endpoint (the demo handler logs each event);
     /// `--events-path none` turns it off.
     #[arg(long, value_name = "PATH", default_value = "/events")]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
+use yuyo_core::server::tls::ServerTls;
 use yuyo_core::service::{ServeError, Service};
 use yuyo_demo as demo;
 
@@ -23,14 +24,22 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode, String> {
     let demo_key = args.public_key.is_none();
     let events_path = Some(args.events_path.as_str()).filter(|path| *path != "none");
     let mut service = Service::new(demo::demo_endpoint_with_events_at(verifier, events_path));
+    let scheme = match tls(args)? {
+        Some(tls) => {
+            reload_on_sighup(tls.clone());
+            service.set_tls(Some(tls));
+            "https"
+        }
+        None => "http",
+    };
     service.options_mut().handle_signals = true;
 
     let endpoint = service.endpoint().clone();
     let slots = service.slots().clone();
     let announce = |addr: SocketAddr| {
-        announce(addr, &public_key, demo_key, args.runtime);
+        announce(addr, scheme, &public_key, demo_key, args.runtime);
         if let Some(path) = events_path {
-            println!("webhook events: http://{addr}{path}");
+            println!("webhook events: {scheme}://{addr}{path}");
         }
     };
     let served = match args.runtime {
@@ -68,6 +77,53 @@ fn refuse_public_demo_key(args: &ServeArgs) -> Result<(), String> {
     ))
 }
 
+/// The certificate and key of `--tls-cert`/`--tls-key`, when given.
+fn tls(args: &ServeArgs) -> Result<Option<ServerTls>, String> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    if args.runtime == Runtime::Tower {
+        return Err(
+            "--tls-cert: yuyo-tower serves under its host's TLS (hyper, axum, a \
+                    proxy); choose --runtime smol, tokio or blocking to serve HTTPS"
+                .to_owned(),
+        );
+    }
+    ServerTls::from_pem_files(cert, key)
+        .map(Some)
+        .map_err(|e| format!("cannot serve HTTPS: {e}"))
+}
+
+/// On `SIGHUP`, re-reads the certificate and key for new connections (open ones keep
+/// theirs); a failed reload keeps the old ones and says why.
+#[cfg(unix)]
+fn reload_on_sighup(tls: ServerTls) {
+    let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]);
+    let mut signals = match signals {
+        Ok(signals) => signals,
+        Err(error) => {
+            tracing::warn!(%error, "SIGHUP cannot reload the certificate");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("yuyo-sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                match tls.reload_from_files() {
+                    Ok(()) => tracing::info!("SIGHUP: certificate reloaded for new connections"),
+                    Err(error) => tracing::error!(%error, "SIGHUP: reload failed; serving the old certificate"),
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "SIGHUP cannot reload the certificate");
+    }
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(_tls: ServerTls) {}
+
 /// Why serving failed: binding, or the server.
 #[derive(Debug)]
 enum Failed {
@@ -93,11 +149,11 @@ impl From<ServeError> for Failed {
 }
 
 /// Prints the bound address (first stdout line), the key and how to try the endpoint.
-fn announce(addr: SocketAddr, public_key: &str, demo_key: bool, runtime: Runtime) {
-    let url = format!("http://{addr}/");
+fn announce(addr: SocketAddr, scheme: &str, public_key: &str, demo_key: bool, runtime: Runtime) {
+    let url = format!("{scheme}://{addr}/");
     let mut out = std::io::stdout().lock();
     // Nothing sensible to do if stdout is gone; serving goes on.
-    let _ = writeln!(out, "listening on http://{addr}");
+    let _ = writeln!(out, "listening on {scheme}://{addr}");
     let runtime = clap::ValueEnum::to_possible_value(&runtime)
         .map_or_else(|| format!("{runtime:?}"), |v| v.get_name().to_owned());
     let _ = writeln!(out, "runtime: {runtime}");

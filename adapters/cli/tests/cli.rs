@@ -452,3 +452,89 @@ fn serve_answers_webhook_events_at_its_events_path() {
     assert!(output.status.success(), "{shown}");
     assert!(!shown.contains("FAIL"), "{shown}");
 }
+
+/// A CA (PEM) and a leaf for 127.0.0.1 it signed, written as `cert.pem`/`key.pem` in `dir`.
+#[cfg(unix)]
+fn write_leaf(dir: &std::path::Path, name: &str) -> String {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    let ca_path = dir.join(format!("{name}.pem"));
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    ca_path.to_str().unwrap().to_owned()
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_over_https_passes_check_and_reloads_its_certificate_on_sighup() {
+    let dir = std::env::temp_dir().join(format!("yuyo-serve-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let first_ca = write_leaf(&dir, "first-ca");
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let (server, addr) = serve_with(
+        "smol",
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let url = format!("https://{addr}/");
+    let check = |ca: &str| yuyo(&["check", &url, "--ca", ca, "--secret-key", DEMO_SEED_HEX]);
+    let output = check(&first_ca);
+    assert!(output.status.success(), "{}", text(&output));
+    // A renewed certificate (another CA), then SIGHUP: new connections get it.
+    let second_ca = write_leaf(&dir, "second-ca");
+    let hup = Command::new("kill")
+        .args(["-HUP", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = std::time::Instant::now() + BOUND;
+    let reloaded = loop {
+        // The reload is asynchronous to the signal: poll (bounded) until it shows.
+        let output = check(&second_ca);
+        if output.status.success() || std::time::Instant::now() > deadline {
+            break output;
+        }
+    };
+    assert!(reloaded.status.success(), "{}", text(&reloaded));
+    assert!(
+        !check(&first_ca).status.success(),
+        "the old certificate is gone"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serve_refuses_tls_on_tower() {
+    let output = yuyo(&[
+        "serve",
+        "--runtime",
+        "tower",
+        "--tls-cert",
+        "c.pem",
+        "--tls-key",
+        "k.pem",
+    ]);
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("yuyo-tower serves under its host's TLS"),
+        "{shown}"
+    );
+}

@@ -45,8 +45,14 @@ impl Guard {
 /// `yuyo serve --bind 127.0.0.1:0 --runtime RUNTIME`; returns the guard and the address
 /// from its first stdout line.
 pub fn serve(runtime: &str) -> (Guard, SocketAddr) {
+    serve_with(runtime, &[])
+}
+
+/// `yuyo serve --bind 127.0.0.1:0 --runtime RUNTIME EXTRA…`, as [`serve`] (http or https).
+pub fn serve_with(runtime: &str, extra: &[&str]) -> (Guard, SocketAddr) {
     let child = Command::new(YUYO)
         .args(["serve", "--bind", "127.0.0.1:0", "--runtime", runtime])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -73,6 +79,7 @@ pub fn serve(runtime: &str) -> (Guard, SocketAddr) {
         });
     let addr = first
         .strip_prefix("listening on http://")
+        .or_else(|| first.strip_prefix("listening on https://"))
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
         .parse()
         .expect("a socket address");
