@@ -538,3 +538,30 @@ fn serve_refuses_tls_on_tower() {
         "{shown}"
     );
 }
+
+#[test]
+fn check_fails_an_endpoint_answering_in_3_5_seconds() {
+    // The first probe's answer comes after 3.5 s (the slow peer is the behaviour under
+    // test); the others at once: Discord's own 3-second deadline fails just that one.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let unauthorized: &[u8] =
+            b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { continue };
+            let delay = if n == 0 {
+                Duration::from_millis(3_500)
+            } else {
+                Duration::ZERO
+            };
+            thread::spawn(move || answer(stream, delay, unauthorized));
+        }
+    });
+    let output = yuyo(&["check", &format!("http://{addr}/")]);
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert_eq!(shown.matches("FAIL").count(), 1, "{shown}");
+    assert!(shown.contains("Discord gives up after 3s"), "{shown}");
+    assert_eq!(shown.matches("PASS").count(), 3, "{shown}");
+}
