@@ -22,11 +22,15 @@ pub use crate::endpoint::{
 pub use crate::lifespan::CallbackError;
 pub use crate::multipart::FilePart;
 pub use crate::rest::bot::{BotCallbackId, BotError, LifecycleError};
+#[cfg(feature = "transport")]
+pub use crate::rest::transport::{HttpSettings, ProxySettings};
 pub use crate::rest::{
     ApplicationUpdate, Attachment, Callback, Commands, ConfigError, DiscordError, FieldError,
     HttpError, Interaction, InteractionCallbackResponse, MessageCreate, MessageEdit, NoContent,
     Payload, RequestBody, RequestError, Response, RestConfig, RestError, RestRequest, Route,
     TokenType,
 };
+#[cfg(feature = "tls")]
+pub use crate::server::tls::{ServerTls, TlsError};
 pub use crate::service::{ServeError, ServeOptions};
 pub use twilight_model;

@@ -28,3 +28,13 @@ impl Harness for BlockingHarness {
 }
 
 yuyo_conformance::suite!(BlockingHarness);
+
+/// HTTPS served by the core session's TLS layer over the same sockets (the adapter moves
+/// raw bytes; see `yuyo_conformance::tls`), and the plain cases again over TLS.
+mod tls {
+    yuyo_conformance::tls_suite!(super::BlockingHarness);
+
+    mod over_tls {
+        yuyo_conformance::suite_over_tls!(super::super::BlockingHarness);
+    }
+}

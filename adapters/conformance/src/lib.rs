@@ -166,51 +166,9 @@ impl Drop for Running {
 #[macro_export]
 macro_rules! suite {
     ($harness:ty) => {
+        $crate::__transport_cases!($harness);
         $crate::__tests!(cases, $harness;
-            status_404_not_found,
-            status_405_method_not_allowed,
-            status_415_unsupported_media_type,
-            status_401_signature_headers,
-            status_400_content_length,
-            status_413_declared_length_without_body,
             status_413_declared_length_with_body_in_flight,
-            status_413_streamed_chunked_body,
-            status_400_empty_body,
-            status_401_bad_signature,
-            status_400_not_json,
-            status_400_bad_type,
-            status_200_ping,
-            status_501_unknown_type,
-            status_501_no_handler,
-            status_500_unreadable_interaction,
-            demo_none_204,
-            demo_echo_200,
-            demo_echo_default_text,
-            demo_ephemeral,
-            demo_defer,
-            demo_file_multipart,
-            demo_boom_500,
-            demo_autocomplete,
-            demo_button,
-            demo_modal,
-            unknown_command,
-            pipelined_requests_in_order,
-            concurrent_mixed_signatures,
-            expect_100_continue,
-            chunked_request_body,
-            body_timeout_408,
-            idle_connections_do_not_starve,
-            silent_flood_at_the_cap_does_not_starve,
-            startup_failure,
-            lifespan_order,
-            shutdown_callback_failure,
-            graceful_shutdown_finishes_in_flight,
-            panicking_handler_500_then_next_request,
-            after_work_runs_after_response,
-            shutdown_waits_for_after_work,
-            file_from_disk_known_length,
-            file_from_disk_unknown_length,
-            file_from_disk_missing_closes,
         );
         $crate::__tests!(events_cases, $harness;
             events_ping_204,
@@ -321,7 +279,18 @@ macro_rules! tls_suite {
 #[macro_export]
 macro_rules! suite_over_tls {
     ($harness:ty) => {
-        $crate::__tests!(cases, $crate::tls::OverTls<$harness>;
+        $crate::__transport_cases!($crate::tls::OverTls<$harness>);
+    };
+}
+
+/// One `#[test]` per [`cases`] case that holds over any transport, for `$harness`:
+/// [`suite!`] runs them in plain HTTP and `suite_over_tls!` over TLS, so a case added
+/// here runs on both.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __transport_cases {
+    ($harness:ty) => {
+        $crate::__tests!(cases, $harness;
             status_404_not_found,
             status_405_method_not_allowed,
             status_415_unsupported_media_type,

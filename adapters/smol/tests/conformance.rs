@@ -56,3 +56,13 @@ impl Harness for UserExecutorHarness {
 mod user_executor {
     yuyo_conformance::suite!(super::UserExecutorHarness);
 }
+
+/// HTTPS served by the core session's TLS layer over the same sockets (the adapter moves
+/// raw bytes; see `yuyo_conformance::tls`), and the plain cases again over TLS.
+mod tls {
+    yuyo_conformance::tls_suite!(super::SmolHarness);
+
+    mod over_tls {
+        yuyo_conformance::suite_over_tls!(super::super::SmolHarness);
+    }
+}

@@ -67,10 +67,11 @@ pub mod rest;
 struct ReadmeDoctests;
 
 /// What a bot needs in one `use`: [`yuyo_core::prelude`] (handlers, replies, the typed
-/// REST requests, errors, twilight's models) plus this runtime's client, bot and server.
+/// REST requests and their settings, errors, TLS, twilight's models) and yuyo-tokio's `Bot`,
+/// `RestClient` and `Server`.
 pub mod prelude {
     pub use crate::bot::{Bot, BotBuilder};
-    pub use crate::rest::{HttpSettings, ProxySettings, RestClient};
+    pub use crate::rest::RestClient;
     pub use crate::{Server, Service};
     pub use yuyo_core::prelude::*;
 }

@@ -103,3 +103,13 @@ mod other_runtime {
     use super::OtherRuntime;
     yuyo_conformance::suite!(OtherRuntime);
 }
+
+/// HTTPS served by the core session's TLS layer over the same sockets (the adapter moves
+/// raw bytes; see `yuyo_conformance::tls`), and the plain cases again over TLS.
+mod tls {
+    yuyo_conformance::tls_suite!(super::MultiThread);
+
+    mod over_tls {
+        yuyo_conformance::suite_over_tls!(super::super::MultiThread);
+    }
+}
