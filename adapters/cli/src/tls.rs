@@ -118,7 +118,12 @@ impl Tls {
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
                 "the certificate is not valid for this host name: get one that names it".to_owned()
             }
-            other => format!("the certificate is refused: {other:?}"),
+            _ if certificate.as_ref().is_some_and(|c| c.subject == c.issuer) => format!(
+                "the certificate is self-signed: Discord only accepts one that chains to \
+                 {where_from}; get one (e.g. from Let's Encrypt), or pass it as a private \
+                 CA with --ca PEM to test"
+            ),
+            other => format!("the certificate is refused: {other}"),
         };
         let shown = certificate.map_or_else(String::new, |c| format!(" [{c}]"));
         Some(format!("{why}{shown}"))

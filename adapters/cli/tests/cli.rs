@@ -565,3 +565,33 @@ fn check_fails_an_endpoint_answering_in_3_5_seconds() {
     assert!(shown.contains("Discord gives up after 3s"), "{shown}");
     assert_eq!(shown.matches("PASS").count(), 3, "{shown}");
 }
+
+#[test]
+fn check_https_names_a_self_signed_certificate() {
+    // What `openssl req -x509` makes: a CA certificate serving as its own leaf.
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "127.0.0.1");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        )
+        .unwrap();
+    let addr = tls_proxy(std::sync::Arc::new(server), accept_everything());
+    let output = yuyo(&["check", &format!("https://{addr}/")]);
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("FAIL  TLS certificate: the certificate is self-signed"),
+        "{shown}"
+    );
+}
