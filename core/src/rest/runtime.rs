@@ -7,6 +7,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::marker::PhantomData;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -163,29 +164,27 @@ pub(crate) async fn run_call<R: ClientRuntime, T: Send + 'static>(
     }
 }
 
-struct Shared<R: ClientRuntime> {
-    client: Arc<Client<R::Stream>>,
-}
-
 /// A rate-limited Discord REST client: rate limits, retries, the keep-alive pool, TLS,
 /// the proxy and every deadline are decided by the core's [`Client`]; the runtime `R`
 /// runs them. Cheap to clone; clones share the rate limiter and the pool. Each
 /// adapter names it `rest::RestClient`.
 pub struct RestClient<R: ClientRuntime> {
-    shared: Arc<Shared<R>>,
+    client: Arc<Client<R::Stream>>,
+    runtime: PhantomData<fn() -> R>,
 }
 
 impl<R: ClientRuntime> Clone for RestClient<R> {
     fn clone(&self) -> Self {
         Self {
-            shared: Arc::clone(&self.shared),
+            client: Arc::clone(&self.client),
+            runtime: PhantomData,
         }
     }
 }
 
 impl<R: ClientRuntime> fmt::Debug for RestClient<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.shared.client.fmt(f)
+        self.client.fmt(f)
     }
 }
 
@@ -201,48 +200,49 @@ impl<R: ClientRuntime> RestClient<R> {
     ) -> Result<Self, TransportSetupError> {
         let client = Arc::new(Client::new(config, settings, proxy)?);
         Ok(Self {
-            shared: Arc::new(Shared { client }),
+            client,
+            runtime: PhantomData,
         })
     }
 
     /// The sans-IO client (rate limiter, pool, calls).
     #[must_use]
     pub fn client(&self) -> &Arc<Client<R::Stream>> {
-        &self.shared.client
+        &self.client
     }
 
     /// What wakes this client's rate-limit waits.
     #[must_use]
     pub fn changes(&self) -> &Changes {
-        self.shared.client.changes()
+        self.client.changes()
     }
 
     /// The configuration.
     #[must_use]
     pub fn rest(&self) -> &Rest {
-        self.shared.client.rest()
+        self.client.rest()
     }
 
     /// The transport's settings and proxy.
     #[must_use]
     pub fn transport(&self) -> &Transport {
-        self.shared.client.transport()
+        self.client.transport()
     }
 
     /// Idle connections currently pooled (all hosts).
     #[must_use]
     pub fn idle_connections(&self) -> usize {
-        self.shared.client.idle_connections()
+        self.client.idle_connections()
     }
 
     /// Closes every idle connection.
     pub fn clear_idle(&self) {
-        self.shared.client.clear_idle();
+        self.client.clear_idle();
     }
 
     /// Runs `f` with the rate limiter locked (never across an await).
     pub fn with_limiter<T>(&self, f: impl FnOnce(&mut RateLimiter) -> T) -> T {
-        self.shared.client.with_limiter(f)
+        self.client.with_limiter(f)
     }
 
     /// Sends `request`, waiting out rate limits and retrying as the core decides; a
