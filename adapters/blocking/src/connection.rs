@@ -100,9 +100,7 @@ impl Conn {
         let mut session = Session::new(ctx.endpoint.clone(), http, now)
             .with_slot(admitted.slot)
             .with_tls(ctx.tls.as_ref());
-        if let Some((_, routing)) = &ctx.rest {
-            session.set_reply_routing(*routing);
-        }
+        session.set_reply_routing(ctx.rest.routing());
         let eviction = EvictionWaker::watch(&session, key, guard.shared());
         Box::new(Self {
             stream,
@@ -909,9 +907,8 @@ fn read_file(file: &mut Option<File>) -> Input {
 /// Delivers a reply through the REST client, on a thread of its own.
 fn rest_reply(reply: RestReply, session: &Session, ctx: &Ctx, shared: &Arc<Shared>) {
     let _span = session.span().clone().entered();
-    match &ctx.rest {
-        Some((client, _)) => shared.spawn_rest_reply(client.clone(), reply),
-        None => tracing::error!("a reply went to REST without a REST client"),
+    if let Some(send) = ctx.rest.deliver(reply) {
+        shared.spawn_rest_reply(send);
     }
 }
 

@@ -48,8 +48,8 @@
 //! [`ServeOptions::grace_period`] to finish before the shutdown callbacks run.
 //!
 //! The [`bot`] module adds yuyo's `AsgiBot` on top: a [`bot::Bot`] holds a
-//! rate-limited Discord REST client ([`rest::RestClient`], `rustls` over
-//! `std::net::TcpStream`, keep-alive pool, timeouts, proxies) and is started and stopped
+//! rate-limited Discord REST client ([`rest::RestClient`]: the core's client, TLS,
+//! keep-alive pool, timeouts and proxies, over `std::net::TcpStream`) and is started and stopped
 //! by the server's lifespan (managed) or by hand with blocking `start`/`close`/`join`/`run`.
 //!
 //! ```no_run
@@ -86,9 +86,9 @@ mod connection;
 mod reactor;
 pub mod rest;
 
-/// What a bot needs in one `use`: [`yuyo_core::prelude`] (handlers, replies, the typed
-/// REST requests and their settings, errors, TLS, twilight's models) and yuyo-blocking's `Bot`,
-/// `RestClient` and `Server`.
+/// What a bot needs in one `use`: [`yuyo_core::prelude`] (handlers, replies, the
+/// typed REST requests and their settings, errors, TLS, twilight's models) and
+/// yuyo-blocking's `Bot`, `RestClient` and `Server`.
 pub mod prelude {
     pub use crate::bot::{Bot, BotBuilder};
     pub use crate::rest::RestClient;
@@ -107,8 +107,9 @@ use std::time::{Duration, Instant};
 use futures_lite::future::block_on;
 use mio::Waker;
 use tracing::Instrument;
-use yuyo_core::deferral::{ReplyRouting, RestReply};
+use yuyo_core::deferral::ReplyRouting;
 use yuyo_core::endpoint::Endpoint;
+use yuyo_core::rest::RestReplies;
 use yuyo_core::server::Slots;
 
 use connection::Conn;
@@ -127,7 +128,7 @@ const SPAWN_BURST: usize = 4;
 pub struct Server {
     service: Service,
     shared: Arc<Shared>,
-    rest: Option<(rest::RestClient, ReplyRouting)>,
+    rest: RestReplies<rest::Blocking>,
 }
 
 /// Requests a graceful shutdown of a [`Server`]; cheap to clone, usable from any thread.
@@ -152,7 +153,7 @@ impl Server {
         Self {
             service,
             shared: Arc::new(Shared::default()),
-            rest: None,
+            rest: RestReplies::default(),
         }
     }
 
@@ -161,16 +162,14 @@ impl Server {
     /// default) every reply is the HTTP answer.
     #[must_use]
     pub fn with_rest_replies(mut self, rest: rest::RestClient, routing: ReplyRouting) -> Self {
-        self.rest = Some((rest, routing));
+        self.rest = RestReplies::new(rest, routing);
         self
     }
 
     /// The reply routing in force ([`ReplyRouting::disabled`] without a REST client).
     #[must_use]
     pub fn reply_routing(&self) -> ReplyRouting {
-        self.rest
-            .as_ref()
-            .map_or(ReplyRouting::disabled(), |(_, routing)| *routing)
+        self.rest.routing()
     }
 
     /// The service: endpoint (handler registry and config), lifespan and options.
@@ -254,7 +253,7 @@ pub(crate) struct Ctx {
     options: ServeOptions,
     /// The connection cap (the service's slots).
     slots: Slots,
-    rest: Option<(rest::RestClient, ReplyRouting)>,
+    rest: RestReplies<rest::Blocking>,
 }
 
 fn is_transient(e: &io::Error) -> bool {
@@ -585,15 +584,12 @@ impl Shared {
     }
 
     /// Delivers a reply through REST on a thread of its own, tracked for shutdown like
-    /// after-response work (see [`RestReply::deliver`]).
-    pub(crate) fn spawn_rest_reply(self: &Arc<Self>, client: rest::RestClient, reply: RestReply) {
+    /// after-response work (see [`yuyo_core::deferral::RestReply::deliver`]).
+    pub(crate) fn spawn_rest_reply(
+        self: &Arc<Self>,
+        send: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
         let span = tracing::Span::current();
-        let send = async move {
-            let client = &client;
-            reply
-                .deliver(|request| std::future::ready(client.call(request).map(drop)))
-                .await;
-        };
         self.spawn_tracked("yuyo-rest-reply", Box::pin(send.instrument(span)));
     }
 

@@ -27,9 +27,7 @@ type Chunk = blocking::Task<(File, io::Result<Vec<u8>>)>;
 
 /// Serves one connection until its session closes.
 pub(crate) async fn serve(stream: TcpStream, mut session: Session, shared: Arc<Shared>) {
-    if let Some((_, routing)) = &shared.rest {
-        session.set_reply_routing(*routing);
-    }
+    session.set_reply_routing(shared.rest.routing());
     let mut io = Io::new(stream.into(), session.eviction());
     loop {
         let input = match session.poll_output() {

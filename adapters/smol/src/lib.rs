@@ -13,8 +13,8 @@
 //! caller runs instead.
 //!
 //! The [`bot`] module adds yuyo's `AsgiBot` on top: a [`bot::Bot`] holds a rate-limited
-//! Discord REST client ([`rest::RestClient`], `futures-rustls` over `async-net`,
-//! keep-alive pool, [`Timer`] timeouts, proxies) and is started and stopped by the
+//! Discord REST client ([`rest::RestClient`]: the core's client, TLS, keep-alive pool,
+//! timeouts and proxies, over `async-net` and [`Timer`]s) and is started and stopped by the
 //! server's lifespan (managed) or by hand with async `start`/`close`/`join`/`run`.
 //!
 //! ```no_run
@@ -66,6 +66,7 @@ use event_listener::Event;
 use futures_lite::future;
 use tracing::Instrument;
 use yuyo_core::deferral::{ReplyRouting, RestReply};
+use yuyo_core::rest::RestReplies;
 use yuyo_core::server::{Full, Now, Session};
 
 /// HTTPS, served by the core session itself: `Service::with_tls(ServerTls::from_pem_files(..)?)`.
@@ -77,9 +78,9 @@ pub mod bot;
 mod connection;
 pub mod rest;
 
-/// What a bot needs in one `use`: [`yuyo_core::prelude`] (handlers, replies, the typed
-/// REST requests and their settings, errors, TLS, twilight's models) and yuyo-smol's `Bot`,
-/// `RestClient` and `Server`.
+/// What a bot needs in one `use`: [`yuyo_core::prelude`] (handlers, replies, the
+/// typed REST requests and their settings, errors, TLS, twilight's models) and
+/// yuyo-smol's `Bot`, `RestClient` and `Server`.
 pub mod prelude {
     pub use crate::bot::{Bot, BotBuilder};
     pub use crate::rest::RestClient;
@@ -151,7 +152,7 @@ pub struct Server {
     threads: NonZeroUsize,
     shutdown: ShutdownHandle,
     executor: Option<Arc<Executor<'static>>>,
-    rest: Option<(rest::RestClient, ReplyRouting)>,
+    rest: RestReplies<rest::Smol>,
 }
 
 impl Server {
@@ -163,7 +164,7 @@ impl Server {
             threads,
             shutdown: ShutdownHandle::default(),
             executor: None,
-            rest: None,
+            rest: RestReplies::default(),
         }
     }
 
@@ -172,16 +173,14 @@ impl Server {
     /// default) every reply is the HTTP answer.
     #[must_use]
     pub fn with_rest_replies(mut self, rest: rest::RestClient, routing: ReplyRouting) -> Self {
-        self.rest = Some((rest, routing));
+        self.rest = RestReplies::new(rest, routing);
         self
     }
 
     /// The reply routing in force ([`ReplyRouting::disabled`] without a REST client).
     #[must_use]
     pub fn reply_routing(&self) -> ReplyRouting {
-        self.rest
-            .as_ref()
-            .map_or(ReplyRouting::disabled(), |(_, routing)| *routing)
+        self.rest.routing()
     }
 
     /// Sets how many threads run the server's own executor in [`Server::serve`]
@@ -262,7 +261,7 @@ impl Server {
             cancel: Flag::default(),
             active: AtomicUsize::new(0),
             drained: Event::new(),
-            rest: self.rest.take(),
+            rest: std::mem::take(&mut self.rest),
         });
         let signals = Signals::new(options.handle_signals);
 
@@ -432,7 +431,7 @@ struct Shared {
     active: AtomicUsize,
     drained: Event,
     /// The REST client replies go through, and how.
-    rest: Option<(rest::RestClient, ReplyRouting)>,
+    rest: RestReplies<rest::Smol>,
 }
 
 /// Counts one task as active until dropped.
@@ -461,18 +460,8 @@ impl Shared {
 
     /// Delivers a reply the session routed through REST, in its own tracked task.
     fn send_rest_reply(self: &Arc<Self>, reply: RestReply, span: tracing::Span) {
-        match &self.rest {
-            Some((client, _)) => {
-                let client = client.clone();
-                let send = async move {
-                    let client = &client;
-                    reply
-                        .deliver(|request| async move { client.call(request).await.map(drop) })
-                        .await;
-                };
-                self.spawn(send.instrument(span));
-            }
-            None => tracing::error!("a reply went to REST without a REST client"),
+        if let Some(send) = self.rest.deliver(reply) {
+            self.spawn(send.instrument(span));
         }
     }
 

@@ -11,8 +11,8 @@
 //! both the current-thread and the multi-thread runtime.
 //!
 //! The [`bot`] module adds yuyo's `AsgiBot` on top: a [`bot::Bot`] holds a rate-limited
-//! Discord REST client ([`rest::RestClient`], `tokio-rustls`, keep-alive pool, timeouts,
-//! proxies) and is started and stopped by the server's lifespan (managed) or by hand
+//! Discord REST client ([`rest::RestClient`]: the core's client, TLS, keep-alive pool,
+//! timeouts and proxies, over tokio's sockets) and is started and stopped by the server's lifespan (managed) or by hand
 //! with async `start`/`close`/`join`/`run`.
 //!
 //! ```no_run
@@ -66,9 +66,9 @@ pub mod rest;
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
-/// What a bot needs in one `use`: [`yuyo_core::prelude`] (handlers, replies, the typed
-/// REST requests and their settings, errors, TLS, twilight's models) and yuyo-tokio's `Bot`,
-/// `RestClient` and `Server`.
+/// What a bot needs in one `use`: [`yuyo_core::prelude`] (handlers, replies, the
+/// typed REST requests and their settings, errors, TLS, twilight's models) and
+/// yuyo-tokio's `Bot`, `RestClient` and `Server`.
 pub mod prelude {
     pub use crate::bot::{Bot, BotBuilder};
     pub use crate::rest::RestClient;
@@ -95,6 +95,7 @@ use tracing::instrument::Instrumented;
 use yuyo_core::deferral::{ReplyRouting, RestReply};
 use yuyo_core::endpoint::{Endpoint, HandlerFuture};
 use yuyo_core::multipart::FileSource;
+use yuyo_core::rest::RestReplies;
 use yuyo_core::server::{Admitted, Eviction, Input, Now, Output, Session, Slots, Wait};
 
 /// HTTPS, served by the core session itself: `Service::with_tls(ServerTls::from_pem_files(..)?)`.
@@ -107,7 +108,7 @@ pub struct Server {
     service: Service,
     shutdown: CancellationToken,
     runtime: Option<Handle>,
-    rest: Option<(rest::RestClient, ReplyRouting)>,
+    rest: RestReplies<rest::Tokio>,
 }
 
 /// Requests a graceful shutdown of a [`Server`]; cheap to clone and usable from any thread.
@@ -138,7 +139,7 @@ impl Server {
             service,
             shutdown: CancellationToken::new(),
             runtime: None,
-            rest: None,
+            rest: RestReplies::default(),
         }
     }
 
@@ -174,16 +175,14 @@ impl Server {
     /// default) every reply is the HTTP answer.
     #[must_use]
     pub fn with_rest_replies(mut self, rest: rest::RestClient, routing: ReplyRouting) -> Self {
-        self.rest = Some((rest, routing));
+        self.rest = RestReplies::new(rest, routing);
         self
     }
 
     /// The reply routing in force ([`ReplyRouting::disabled`] without a REST client).
     #[must_use]
     pub fn reply_routing(&self) -> ReplyRouting {
-        self.rest
-            .as_ref()
-            .map_or(ReplyRouting::disabled(), |(_, routing)| *routing)
+        self.rest.routing()
     }
 
     /// Serves `listener` until shutdown; see the [crate docs](crate#serving).
@@ -258,7 +257,7 @@ struct Shared {
     tracker: TaskTracker,
     runtime: Option<Handle>,
     /// The REST client replies go through, and how.
-    rest: Option<(rest::RestClient, ReplyRouting)>,
+    rest: RestReplies<rest::Tokio>,
 }
 
 impl Shared {
@@ -283,19 +282,14 @@ impl Shared {
         let mut session = Session::new(self.endpoint.clone(), config, now())
             .with_slot(admitted.slot)
             .with_tls(self.tls.as_ref());
-        if let Some((_, routing)) = &self.rest {
-            session.set_reply_routing(*routing);
-        }
+        session.set_reply_routing(self.rest.routing());
         session
     }
 
     /// Spawns the delivery of `reply` through the REST client, in `span`.
     fn send_rest_reply(&self, reply: RestReply, span: &tracing::Span) {
-        match &self.rest {
-            Some((client, _)) => {
-                self.spawn(send_rest_reply(client.clone(), reply).instrument(span.clone()));
-            }
-            None => tracing::error!("a reply went to REST without a REST client"),
+        if let Some(send) = self.rest.deliver(reply) {
+            self.spawn(send.instrument(span.clone()));
         }
     }
 }
@@ -573,13 +567,4 @@ fn file_input(chunk: io::Result<Bytes>, file: &mut Option<FileReader>) -> Input 
             Input::FileFailed
         }
     }
-}
-
-/// Sends a reply's requests in order through `client`, then runs its `after` work
-/// (see [`RestReply::deliver`]).
-async fn send_rest_reply(client: rest::RestClient, reply: RestReply) {
-    let client = &client;
-    reply
-        .deliver(|request| async move { client.call(request).await.map(drop) })
-        .await;
 }

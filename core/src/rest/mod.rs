@@ -197,4 +197,4 @@ pub use ratelimit::{
 pub use request::{ApplicationUpdate, NoContent, Payload, RequestBody, RestRequest};
 pub use route::{InvalidPath, Major, RateLimitKey, Route, RouteKey};
 #[cfg(feature = "transport")]
-pub use runtime::{RestClient, SyncOutcome};
+pub use runtime::{RestClient, RestReplies, SyncOutcome};

@@ -23,6 +23,7 @@ use super::{
     CommandChange, CommandSync, Commands, RateLimiter, RequestBody, RequestError, Response, Rest,
     RestConfig, RestError, RestRequest, Route, TransportSetupError,
 };
+use crate::deferral::{ReplyRouting, RestReply};
 use crate::service::Service;
 
 /// How an adapter runs the client path: its connections and files, its clock and
@@ -331,6 +332,70 @@ pub(crate) async fn run_sync<R: ClientRuntime>(
             let stored = run_call(client, request).await?.model()?;
             Ok(SyncOutcome::Overwritten { changes, stored })
         }
+    }
+}
+
+/// A server's REST client for replies and how it routes them (see
+/// [`crate::deferral`]); without a client (the default) every reply is the HTTP answer.
+pub struct RestReplies<R: ClientRuntime> {
+    rest: Option<(RestClient<R>, ReplyRouting)>,
+}
+
+impl<R: ClientRuntime> Default for RestReplies<R> {
+    fn default() -> Self {
+        Self { rest: None }
+    }
+}
+
+impl<R: ClientRuntime> Clone for RestReplies<R> {
+    fn clone(&self) -> Self {
+        Self {
+            rest: self.rest.clone(),
+        }
+    }
+}
+
+impl<R: ClientRuntime> fmt::Debug for RestReplies<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RestReplies")
+            .field("routing", &self.routing())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: ClientRuntime> RestReplies<R> {
+    /// Replies through `client` as `routing` says.
+    #[must_use]
+    pub fn new(client: RestClient<R>, routing: ReplyRouting) -> Self {
+        Self {
+            rest: Some((client, routing)),
+        }
+    }
+
+    /// The routing in force: [`ReplyRouting::disabled`] without a client.
+    #[must_use]
+    pub fn routing(&self) -> ReplyRouting {
+        self.rest
+            .as_ref()
+            .map_or(ReplyRouting::disabled(), |(_, routing)| *routing)
+    }
+
+    /// The delivery of `reply` (its requests in order, then its `after` work; see
+    /// [`RestReply::deliver`]) for the adapter to spawn; `None`, with an error logged,
+    /// without a client (a session only routes replies to REST when given one).
+    #[must_use]
+    pub fn deliver(&self, reply: RestReply) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let Some((client, _)) = &self.rest else {
+            tracing::error!("a reply went to REST without a REST client");
+            return None;
+        };
+        let client = client.clone();
+        Some(async move {
+            let client = &client;
+            reply
+                .deliver(|request| async move { run_call(client.clone(), request).await.map(drop) })
+                .await;
+        })
     }
 }
 
