@@ -18,26 +18,10 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from memory import settle  # noqa: E402  (RSS read once the server settled)
+
 EXAMPLE = os.environ.get("SERVE_TLS", "target/debug/examples/serve_tls")
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def settle(pid):
-    last = rss_kib(pid)
-    for _ in range(20):
-        time.sleep(0.05)
-        now = rss_kib(pid)
-        if now == last:
-            return now
-        last = now
-    return last
 
 
 def connect(port, context, request):
