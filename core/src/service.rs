@@ -26,6 +26,15 @@ pub struct ServeOptions {
     pub grace_period: Duration,
     /// Shut down gracefully on Ctrl-C / SIGTERM where the runtime offers signals.
     pub handle_signals: bool,
+    /// How long the server goes on accepting and serving after a shutdown is requested,
+    /// while its health check ([`EndpointConfig::health_path`]) already answers 503: the
+    /// time a load balancer needs to notice and stop sending new interactions here.
+    /// After it, the server stops accepting, takes every connection already queued in the
+    /// listen backlog (so none is reset), and finishes what it accepted within
+    /// [`grace_period`](Self::grace_period). Zero by default.
+    ///
+    /// [`EndpointConfig::health_path`]: crate::endpoint::EndpointConfig::health_path
+    pub drain_period: Duration,
     /// Head, body, write and idle deadline of connections accepted while at least half
     /// of `max_connections` are open (see [`ServeOptions::connection_config`]).
     pub pressure_timeout: Duration,
@@ -67,6 +76,7 @@ impl Default for ServeOptions {
             max_connections: 1024,
             grace_period: Duration::from_secs(60),
             handle_signals: false,
+            drain_period: Duration::ZERO,
             pressure_timeout: Duration::from_secs(1),
             send_buffer: Some(64 * 1024),
         }

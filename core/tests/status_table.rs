@@ -617,3 +617,57 @@ fn key_errors() {
             .is_ok()
     );
 }
+
+#[test]
+fn health_check_answers_200_until_draining_then_503() {
+    let endpoint = endpoint();
+    let check = |method: &str, path: &str| {
+        let immediate = endpoint.begin(&head(method, path, &[])).err().unwrap();
+        immediate.into_response()
+    };
+    let serving = check("GET", "/healthz?probe=1");
+    assert_eq!(serving.status(), 200);
+    assert_eq!(serving.headers()["cache-control"], "no-store");
+    assert!(serving.headers().get("connection").is_none());
+
+    let wrong_method = check("POST", "/healthz");
+    assert_eq!(wrong_method.status(), 405);
+    assert_eq!(wrong_method.headers()["allow"], "GET");
+
+    let clone = endpoint.clone();
+    clone.health().begin_draining();
+    assert!(
+        !endpoint.health().is_serving(),
+        "every clone shares the state"
+    );
+    let draining = check("GET", "/healthz");
+    assert_eq!(draining.status(), 503);
+    assert_eq!(draining.headers()["connection"], "close");
+    // Interactions are still served while draining.
+    let ping = fixture("ping");
+    assert!(
+        endpoint
+            .begin(&head("POST", "/", &discord_headers(&ping)))
+            .is_ok()
+    );
+}
+
+#[test]
+fn health_check_path_is_configurable_and_can_be_turned_off() {
+    let moved = Endpoint::new(config().health_path("ready"), handlers());
+    assert_eq!(moved.config().get_health_path(), Some("/ready"));
+    let status = |endpoint: &Endpoint, path: &str| {
+        endpoint
+            .begin(&head("GET", path, &[]))
+            .err()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status(&moved, "/ready"), 200);
+    assert_eq!(status(&moved, "/healthz"), 404);
+    let off = Endpoint::new(config().without_health_check(), handlers());
+    assert_eq!(status(&off, "/healthz"), 404);
+    // The interactions path wins over an equal health path.
+    let shadowed = Endpoint::new(config().health_path("/"), handlers());
+    assert_eq!(status(&shadowed, "/"), 405);
+}

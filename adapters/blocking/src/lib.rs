@@ -142,7 +142,7 @@ impl ShutdownHandle {
     /// ones finish. Idempotent and non-blocking; before `serve` it makes `serve` stop
     /// right after startup.
     pub fn shutdown(&self) {
-        self.shared.shutdown();
+        self.shared.request_shutdown();
     }
 }
 
@@ -278,6 +278,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// State shared by the server, its handles and its threads.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
+    /// A shutdown was requested: the health check answers 503, accepting goes on for the
+    /// drain period.
+    requested: AtomicBool,
+    /// Accepting stopped: connections close after their request.
     stopping: AtomicBool,
     /// Wakes the reactor: shutdown, a vacancy at the connection cap, an eviction, an
     /// earlier deadline, the last connection closing during shutdown.
@@ -546,6 +550,16 @@ impl Shared {
         self.stopping.load(Ordering::SeqCst)
     }
 
+    /// A graceful shutdown was requested (the reactor starts the drain period).
+    pub(crate) fn is_shutdown_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    fn request_shutdown(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        self.wake_reactor();
+    }
+
     fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         // Idle connection threads exit.
@@ -676,7 +690,7 @@ mod signals {
             match ctrlc::set_handler(|| {
                 tracing::info!("signal received; shutting down gracefully");
                 for target in lock(&TARGETS).iter().filter_map(Weak::upgrade) {
-                    target.shutdown();
+                    target.request_shutdown();
                 }
             }) {
                 Ok(()) => true,

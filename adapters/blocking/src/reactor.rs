@@ -232,6 +232,8 @@ struct Reactor<'a> {
     waker: TaskWaker,
     /// When accepting is retried after resource exhaustion.
     retry_accept: Option<Instant>,
+    /// After a shutdown request: when the drain period ends and accepting stops.
+    drain_deadline: Option<Instant>,
     grace_deadline: Option<Instant>,
     error: Option<io::Error>,
     // Boxed: a connection moves between the registry, this list and the workers' queue.
@@ -261,6 +263,7 @@ impl<'a> Reactor<'a> {
             waiting: None,
             waker: TaskWaker::from(Arc::new(WakeReactor(waker))),
             retry_accept: None,
+            drain_deadline: None,
             grace_deadline: None,
             error: None,
             jobs: Vec::new(),
@@ -271,6 +274,9 @@ impl<'a> Reactor<'a> {
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
         loop {
+            if self.listener.is_some() {
+                self.drain(Instant::now());
+            }
             if self.shared.is_stopping() && self.listener.is_some() {
                 self.begin_shutdown();
             }
@@ -312,6 +318,35 @@ impl<'a> Reactor<'a> {
         self.error.take().map_or(Ok(()), Err)
     }
 
+    /// Starts the drain period at a shutdown request (the health check answers 503 from
+    /// then on) and, once it is over, takes every connection still queued in the backlog
+    /// before accepting stops: Linux resets the ones left on a closed listener. While
+    /// every slot is busy, stopping waits for a vacancy, for a grace period at most.
+    fn drain(&mut self, now: Instant) {
+        if !self.shared.is_shutdown_requested() || self.shared.is_stopping() {
+            return;
+        }
+        let Some(deadline) = self.drain_deadline else {
+            self.ctx.endpoint.health().begin_draining();
+            let period = self.ctx.options.drain_period;
+            if !period.is_zero() {
+                tracing::info!(drain_period = ?period, "draining: the health check answers 503");
+            }
+            self.drain_deadline = Some(now + period);
+            return self.drain(now);
+        };
+        if now < deadline {
+            return;
+        }
+        self.backlog = true;
+        self.accept();
+        self.dispatch();
+        let given_up = now >= deadline + self.ctx.options.grace_period;
+        if self.waiting.is_none() || given_up {
+            self.shared.shutdown();
+        }
+    }
+
     /// Stops accepting and hands every parked connection whose session has not heard of
     /// shutdown to a worker, which tells it.
     fn begin_shutdown(&mut self) {
@@ -343,6 +378,7 @@ impl<'a> Reactor<'a> {
             self.backlog = true;
         }
         let own = [
+            self.drain_deadline.filter(|_| self.listener.is_some()),
             self.grace_deadline,
             self.retry_accept,
             self.stall_check.map(|(at, _)| at),

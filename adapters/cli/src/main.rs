@@ -17,6 +17,7 @@ mod client;
 mod commands;
 mod discord;
 mod keys;
+mod listen;
 mod register;
 mod serve;
 mod sign;
@@ -155,6 +156,33 @@ struct ServeArgs {
     /// public: anyone who reaches the endpoint can sign requests it accepts).
     #[arg(long)]
     insecure_demo_key: bool,
+    /// Serve the listening socket systemd passed (socket activation: `LISTEN_FDS`, the
+    /// `INDEX`th socket, default the first) instead of binding `--bind`. systemd keeps it
+    /// open across restarts, so connections made meanwhile wait in its backlog.
+    #[arg(long, value_name = "INDEX", num_args = 0..=1, default_missing_value = "0", conflicts_with = "reuse_port")]
+    listen_fd: Option<usize>,
+    /// Bind `--bind` with `SO_REUSEPORT` and take every new connection from an older
+    /// `yuyo serve --reuse-port` on the same address (a handover without systemd: start
+    /// the new process, wait for its `listening on` line, then stop the old one).
+    #[arg(long)]
+    reuse_port: bool,
+    /// Seconds to go on serving after SIGTERM while the health check answers 503, before
+    /// accepting stops (the time a load balancer needs to notice).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0, value_parser = parse_seconds)]
+    drain_period: f64,
+    /// Path of the health check (`GET` → 200, 503 once shutdown began); `none` turns it off.
+    #[arg(long, value_name = "PATH", default_value = yuyo_core::endpoint::DEFAULT_HEALTH_PATH)]
+    health_path: String,
+}
+
+/// A non-negative, finite number of seconds, at most a day.
+fn parse_seconds(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(secs) if (0.0..=86_400.0).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "{value:?} is not a number of seconds from 0 to 86400"
+        )),
+    }
 }
 
 /// Arguments of `yuyo check`.

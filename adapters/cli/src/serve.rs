@@ -4,11 +4,15 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
+
+use yuyo_core::endpoint::EndpointConfig;
 use yuyo_core::server::tls::ServerTls;
 use yuyo_core::service::{ServeError, Service};
 use yuyo_demo as demo;
 
+use crate::listen::Listen;
 use crate::{Runtime, ServeArgs, keys, shell_quote, sign, unix_now};
 
 /// Runs `yuyo serve` until Ctrl-C / SIGTERM.
@@ -23,7 +27,15 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode, String> {
     let (verifier, public_key) = keys::verifier(args.public_key.as_deref())?;
     let demo_key = args.public_key.is_none();
     let events_path = Some(args.events_path.as_str()).filter(|path| *path != "none");
-    let mut service = Service::new(demo::demo_endpoint_with_events_at(verifier, events_path));
+    let mut config = EndpointConfig::new(verifier);
+    if let Some(path) = events_path {
+        config = config.events_path(path);
+    }
+    config = match args.health_path.as_str() {
+        "none" => config.without_health_check(),
+        path => config.health_path(path),
+    };
+    let mut service = Service::new(demo::demo_endpoint_for(config));
     let scheme = match tls(args)? {
         Some(tls) => {
             reload_on_sighup(tls.clone());
@@ -33,6 +45,13 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode, String> {
         None => "http",
     };
     service.options_mut().handle_signals = true;
+    service.options_mut().drain_period = Duration::from_secs_f64(args.drain_period);
+    let listen = match (args.listen_fd, args.reuse_port) {
+        (Some(index), _) => Listen::Activated(index),
+        (None, true) => Listen::Handover(args.bind),
+        (None, false) => Listen::Bind(args.bind),
+    };
+    let listener = listen.listener().map_err(|e| e.to_string())?;
 
     let endpoint = service.endpoint().clone();
     let slots = service.slots().clone();
@@ -43,10 +62,10 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode, String> {
         }
     };
     let served = match args.runtime {
-        Runtime::Smol => smol(service, args.bind, announce),
-        Runtime::Tokio => tokio(service, args.bind, announce),
-        Runtime::Blocking => blocking(service, args.bind, announce),
-        Runtime::Tower => tower(service, args.bind, announce),
+        Runtime::Smol => smol(service, listener, announce),
+        Runtime::Tokio => tokio(service, listener, announce),
+        Runtime::Blocking => blocking(service, listener, announce),
+        Runtime::Tower => tower(service, listener, announce),
     };
     served.map_err(|e| e.to_string())?;
     let stats = endpoint.verify_queue().stats();
@@ -124,10 +143,10 @@ fn reload_on_sighup(tls: ServerTls) {
 #[cfg(not(unix))]
 fn reload_on_sighup(_tls: ServerTls) {}
 
-/// Why serving failed: binding, or the server.
+/// Why serving failed: the listening socket, or the server.
 #[derive(Debug)]
 enum Failed {
-    Bind(SocketAddr, std::io::Error),
+    Listener(std::io::Error),
     Serve(ServeError),
     Other(String),
 }
@@ -135,7 +154,7 @@ enum Failed {
 impl std::fmt::Display for Failed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            Self::Listener(e) => write!(f, "cannot serve the listening socket: {e}"),
             Self::Serve(e) => write!(f, "{e}"),
             Self::Other(e) => f.write_str(e),
         }
@@ -184,15 +203,12 @@ fn announce(addr: SocketAddr, scheme: &str, public_key: &str, demo_key: bool, ru
 
 fn smol(
     service: Service,
-    bind: SocketAddr,
+    listener: std::net::TcpListener,
     announce: impl FnOnce(SocketAddr),
 ) -> Result<(), Failed> {
     async_io::block_on(async {
-        let listener = async_net::TcpListener::bind(bind)
-            .await
-            .map_err(|e| Failed::Bind(bind, e))?;
-        let addr = listener.local_addr().map_err(|e| Failed::Bind(bind, e))?;
-        announce(addr);
+        let listener = async_net::TcpListener::try_from(listener).map_err(Failed::Listener)?;
+        announce(listener.local_addr().map_err(Failed::Listener)?);
         yuyo_smol::Server::new(service).serve(listener).await?;
         Ok(())
     })
@@ -205,11 +221,11 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime, Failed> {
         .map_err(|e| Failed::Other(format!("cannot start a tokio runtime: {e}")))
 }
 
-/// Binds on a multi-threaded tokio runtime and serves with `serve` (yuyo-tokio, or the
-/// tower service under hyper).
+/// Serves `listener` with `serve` (yuyo-tokio, or the tower service under hyper) on a
+/// multi-threaded tokio runtime.
 fn on_tokio<F, Fut>(
     service: Service,
-    bind: SocketAddr,
+    listener: std::net::TcpListener,
     announce: impl FnOnce(SocketAddr),
     serve: F,
 ) -> Result<(), Failed>
@@ -218,11 +234,9 @@ where
     Fut: std::future::Future<Output = Result<(), ServeError>>,
 {
     tokio_runtime()?.block_on(async {
-        let listener = tokio::net::TcpListener::bind(bind)
-            .await
-            .map_err(|e| Failed::Bind(bind, e))?;
-        let addr = listener.local_addr().map_err(|e| Failed::Bind(bind, e))?;
-        announce(addr);
+        listener.set_nonblocking(true).map_err(Failed::Listener)?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(Failed::Listener)?;
+        announce(listener.local_addr().map_err(Failed::Listener)?);
         serve(service, listener).await?;
         Ok(())
     })
@@ -230,22 +244,20 @@ where
 
 fn tokio(
     service: Service,
-    bind: SocketAddr,
+    listener: std::net::TcpListener,
     announce: impl FnOnce(SocketAddr),
 ) -> Result<(), Failed> {
-    on_tokio(service, bind, announce, |service, listener| {
+    on_tokio(service, listener, announce, |service, listener| {
         yuyo_tokio::Server::new(service).serve(listener)
     })
 }
 
 fn blocking(
     service: Service,
-    bind: SocketAddr,
+    listener: std::net::TcpListener,
     announce: impl FnOnce(SocketAddr),
 ) -> Result<(), Failed> {
-    let listener = std::net::TcpListener::bind(bind).map_err(|e| Failed::Bind(bind, e))?;
-    let addr = listener.local_addr().map_err(|e| Failed::Bind(bind, e))?;
-    announce(addr);
+    announce(listener.local_addr().map_err(Failed::Listener)?);
     yuyo_blocking::Server::new(service).serve(listener)?;
     Ok(())
 }
@@ -253,10 +265,10 @@ fn blocking(
 /// The tower service served by hyper (HTTP/1.1) on a multi-threaded tokio runtime.
 fn tower(
     service: Service,
-    bind: SocketAddr,
+    listener: std::net::TcpListener,
     announce: impl FnOnce(SocketAddr),
 ) -> Result<(), Failed> {
-    on_tokio(service, bind, announce, |service, listener| {
+    on_tokio(service, listener, announce, |service, listener| {
         yuyo_tower::Server::new(service).serve(listener)
     })
 }

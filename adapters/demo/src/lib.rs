@@ -235,13 +235,20 @@ pub fn demo_endpoint(public_key: Verifier) -> Endpoint {
 #[must_use]
 pub fn demo_endpoint_with_events_at(public_key: Verifier, events_path: Option<&str>) -> Endpoint {
     let config = EndpointConfig::new(public_key);
-    match events_path {
-        Some(path) => Endpoint::with_events(
-            config.events_path(path),
-            demo_handlers(),
-            demo_event_handlers(),
-        ),
-        None => Endpoint::new(config, demo_handlers()),
+    demo_endpoint_for(match events_path {
+        Some(path) => config.events_path(path),
+        None => config,
+    })
+}
+
+/// The demo handlers under `config`; the demo event handlers too if it has an events
+/// path.
+#[must_use]
+pub fn demo_endpoint_for(config: EndpointConfig) -> Endpoint {
+    if config.get_events_path().is_some() {
+        Endpoint::with_events(config, demo_handlers(), demo_event_handlers())
+    } else {
+        Endpoint::new(config, demo_handlers())
     }
 }
 

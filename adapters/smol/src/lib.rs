@@ -67,7 +67,7 @@ use futures_lite::future;
 use tracing::Instrument;
 use yuyo_core::deferral::{ReplyRouting, RestReply};
 use yuyo_core::rest::RestReplies;
-use yuyo_core::server::{Full, Now, Session};
+use yuyo_core::server::{Admitted, Full, Now, Session, Slots};
 
 /// HTTPS, served by the core session itself: `Service::with_tls(ServerTls::from_pem_files(..)?)`.
 pub use yuyo_core::server::tls::{ServerTls, TlsError};
@@ -257,16 +257,36 @@ impl Server {
         let options = self.service.options().clone();
         let shared = Arc::new(Shared {
             executor: executor.clone(),
-            stop: self.shutdown.flag.clone(),
+            stop: Arc::new(Flag::default()),
             cancel: Flag::default(),
             active: AtomicUsize::new(0),
             drained: Event::new(),
             rest: std::mem::take(&mut self.rest),
         });
-        let signals = Signals::new(options.handle_signals);
+        let signals = Arc::new(Signals::new(options.handle_signals));
+        let draining = executor.spawn(drain_then_stop(
+            self.shutdown.flag.clone(),
+            signals.clone(),
+            self.service.endpoint().health().clone(),
+            options.drain_period,
+            shared.stop.clone(),
+        ));
 
-        accept_loop(&shared, &listener, &signals, &self.service, &options).await;
+        accept_loop(&shared, &listener, &self.service, &options).await;
+        let queued = accept_queued(&shared, &listener, &self.service, &options);
+        if future::or(async { queued.await.then_some(()) }, async {
+            Timer::after(options.grace_period).await;
+            None
+        })
+        .await
+        .is_none()
+        {
+            tracing::warn!(
+                "grace period over while every slot was busy: the rest of the backlog is dropped"
+            );
+        }
         drop(listener);
+        drop(draining);
         shared.stop.set();
 
         let drained = future::or(
@@ -423,7 +443,7 @@ impl Signals {
 /// State shared by the accept loop and every task it spawned.
 struct Shared {
     executor: Arc<Executor<'static>>,
-    /// Graceful shutdown requested.
+    /// Stop accepting: the drain period after the shutdown request is over.
     stop: Arc<Flag>,
     /// The grace period is over: tasks stop where they are.
     cancel: Flag,
@@ -485,17 +505,12 @@ impl Shared {
 async fn accept_loop(
     shared: &Arc<Shared>,
     listener: &TcpListener,
-    signals: &Signals,
     service: &Service,
     options: &ServeOptions,
 ) {
     let slots = service.slots().clone();
     let max = options.max_connections;
-    let stopped = || {
-        future::or(shared.stop.wait(), async {
-            signals.wait().await;
-        })
-    };
+    let stopped = || shared.stop.wait();
     loop {
         // The stop condition is polled first, so a flood of connections cannot hide it.
         let accepted = future::or(
@@ -534,28 +549,106 @@ async fn accept_loop(
                         },
                     );
                     if !vacancy.await {
+                        // Accepted, so it is served: its slot comes like the backlog's do.
+                        let admitted = admit(&slots, max).await;
+                        serve_stream(shared, service, options, stream, admitted);
                         return;
                     }
                 }
             }
         };
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-        if let Some(size) = options.send_buffer
-            && let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(size)
-        {
-            tracing::debug!(%error, "cannot set SO_SNDBUF");
-        }
-        let config = options.connection_config(admitted.others);
-        let session = Session::new(service.endpoint().clone(), config, now())
-            .with_slot(admitted.slot)
-            .with_tls(service.tls());
-        let conn_shared = shared.clone();
-        // Boxed once, here: each async layer around a moved-in value keeps a slot of its
-        // own, and the session is the largest part of a connection's memory.
-        shared.spawn(Box::pin(connection::serve(stream, session, conn_shared)));
+        serve_stream(shared, service, options, stream, admitted);
     }
+}
+
+/// A slot for a connection, waiting for a vacancy while every slot is busy.
+async fn admit(slots: &Slots, max: usize) -> Admitted {
+    loop {
+        if let Ok(admitted) = slots.admit(max) {
+            return admitted;
+        }
+        slots.vacancy(max).await;
+    }
+}
+
+/// Takes every connection already queued in `listener`'s backlog, without waiting, and
+/// serves each; `true` once the backlog is empty. Called once accepting stopped, before
+/// the listener is closed: Linux resets the connections still queued on a closed
+/// listener, and each may carry an interaction.
+async fn accept_queued(
+    shared: &Arc<Shared>,
+    listener: &TcpListener,
+    service: &Service,
+    options: &ServeOptions,
+) -> bool {
+    // Straight to the socket: the reactor may not have seen the newest arrivals yet.
+    let socket = socket2::SockRef::from(listener);
+    loop {
+        let stream = match socket.accept() {
+            Ok((stream, _peer)) => std::net::TcpStream::from(stream),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                if error.kind() != io::ErrorKind::WouldBlock {
+                    tracing::debug!(%error, "accept failed while taking the backlog");
+                }
+                return true;
+            }
+        };
+        let stream = match async_net::TcpStream::try_from(stream) {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "could not register a queued connection");
+                continue;
+            }
+        };
+        let admitted = admit(service.slots(), options.max_connections).await;
+        serve_stream(shared, service, options, stream, admitted);
+    }
+}
+
+/// Serves an accepted `stream` in its slot, in a task of its own.
+fn serve_stream(
+    shared: &Arc<Shared>,
+    service: &Service,
+    options: &ServeOptions,
+    stream: async_net::TcpStream,
+    admitted: Admitted,
+) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
+    if let Some(size) = options.send_buffer
+        && let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(size)
+    {
+        tracing::debug!(%error, "cannot set SO_SNDBUF");
+    }
+    let config = options.connection_config(admitted.others);
+    let session = Session::new(service.endpoint().clone(), config, now())
+        .with_slot(admitted.slot)
+        .with_tls(service.tls());
+    let conn_shared = shared.clone();
+    // Boxed once, here: each async layer around a moved-in value keeps a slot of its
+    // own, and the session is the largest part of a connection's memory.
+    shared.spawn(Box::pin(connection::serve(stream, session, conn_shared)));
+}
+
+/// Completes once a shutdown is requested (the handle or a signal) and then the drain
+/// period passed, and sets `stop`; marks `health` draining at the request, so the health
+/// check answers 503 while the server still accepts.
+async fn drain_then_stop(
+    requested: Arc<Flag>,
+    signals: Arc<Signals>,
+    health: yuyo_core::endpoint::Health,
+    drain_period: Duration,
+    stop: Arc<Flag>,
+) {
+    future::or(requested.wait(), signals.wait()).await;
+    health.begin_draining();
+    if !drain_period.is_zero() {
+        tracing::info!(?drain_period, "draining: the health check answers 503");
+        Timer::after(drain_period).await;
+    }
+    stop.set();
 }
 
 fn now() -> Now {

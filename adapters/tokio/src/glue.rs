@@ -31,10 +31,84 @@ pub async fn accept_into_slots<F>(
 {
     tokio::pin!(stop);
     while let Some(stream) = accept(listener, stop.as_mut()).await {
-        match admit(slots, max_connections, stop.as_mut()).await {
-            Some(admitted) => serve(stream, admitted),
-            None => return,
+        let admitted = match admit(slots, max_connections, stop.as_mut()).await {
+            Some(admitted) => Some(admitted),
+            // Accepted, so it is served: its slot comes like the backlog's do.
+            None => admit(slots, max_connections, std::future::pending::<()>()).await,
+        };
+        if let Some(admitted) = admitted {
+            serve(stream, admitted);
         }
+    }
+}
+
+/// Takes every connection already queued in `listener`'s backlog, without waiting, and
+/// gives each to `serve` like [`accept_into_slots`] (waiting for a vacancy if every slot
+/// is busy). Called once accepting stopped, before the listener is closed: Linux resets
+/// the connections still queued on a closed listener, and each may carry an interaction.
+pub async fn accept_queued<F>(
+    listener: &TcpListener,
+    slots: &Slots,
+    max_connections: usize,
+    mut serve: F,
+) where
+    F: FnMut(TcpStream, Admitted),
+{
+    // Straight to the socket: the reactor may not have seen the newest arrivals yet.
+    let socket = socket2::SockRef::from(listener);
+    let mut taken = 0_usize;
+    loop {
+        let stream = match socket.accept() {
+            Ok((stream, _peer)) => std::net::TcpStream::from(stream),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                if error.kind() != io::ErrorKind::WouldBlock {
+                    tracing::debug!(%error, "accept failed while taking the backlog");
+                }
+                break;
+            }
+        };
+        let stream = match stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream))
+        {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "could not register a queued connection");
+                continue;
+            }
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+        let Some(admitted) = admit(slots, max_connections, std::future::pending::<()>()).await
+        else {
+            break;
+        };
+        serve(stream, admitted);
+        taken += 1;
+    }
+    if taken > 0 {
+        tracing::debug!(
+            connections = taken,
+            "took the listen backlog before closing"
+        );
+    }
+}
+
+/// Completes once a shutdown was requested (`requested`) and then `drain_period` passed;
+/// marks `health` draining at the request, so the health check answers 503 while the
+/// server still accepts.
+pub async fn drained(
+    requested: impl Future<Output = ()>,
+    health: &yuyo_core::endpoint::Health,
+    drain_period: std::time::Duration,
+) {
+    requested.await;
+    health.begin_draining();
+    if !drain_period.is_zero() {
+        tracing::info!(?drain_period, "draining: the health check answers 503");
+        tokio::time::sleep(drain_period).await;
     }
 }
 
@@ -43,8 +117,9 @@ pub async fn accept_into_slots<F>(
 async fn admit(
     slots: &Slots,
     max_connections: usize,
-    mut stop: Pin<&mut impl Future<Output = ()>>,
+    stop: impl Future<Output = ()>,
 ) -> Option<Admitted> {
+    tokio::pin!(stop);
     loop {
         if let Ok(admitted) = slots.admit(max_connections) {
             return Some(admitted);

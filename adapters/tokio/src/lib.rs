@@ -201,6 +201,17 @@ impl Server {
         service.startup().await?;
         let options = service.options().clone();
         let slots = service.slots().clone();
+        // `shutdown` is the request; `stop` ends accepting once the drain period is over.
+        let stop = CancellationToken::new();
+        let draining = {
+            let (requested, stop) = (shutdown.clone(), stop.clone());
+            let health = service.endpoint().health().clone();
+            let drain_period = options.drain_period;
+            tokio::spawn(async move {
+                glue::drained(requested.cancelled(), &health, drain_period).await;
+                stop.cancel();
+            })
+        };
         let signals = options.handle_signals.then(|| {
             let token = shutdown.clone();
             tokio::spawn(async move {
@@ -214,7 +225,7 @@ impl Server {
             endpoint: service.endpoint().clone(),
             tls: service.tls().cloned(),
             options: options.clone(),
-            shutdown,
+            shutdown: stop,
             force: CancellationToken::new(),
             tracker: TaskTracker::new(),
             runtime,
@@ -223,6 +234,7 @@ impl Server {
 
         accept(&listener, &shared, &slots, options.max_connections).await;
         drop(listener);
+        draining.abort();
 
         shared.tracker.close();
         if tokio::time::timeout(options.grace_period, shared.tracker.wait())
@@ -311,6 +323,15 @@ async fn accept(
         shared.spawn(Box::pin(serve_connection(Arc::clone(shared), conn)));
     };
     glue::accept_into_slots(listener, slots, max_connections, stop, serve).await;
+    let queued = glue::accept_queued(listener, slots, max_connections, serve);
+    if tokio::time::timeout(shared.options.grace_period, queued)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "grace period over while every slot was busy: the rest of the backlog is dropped"
+        );
+    }
 }
 
 /// Both clocks, as the session needs them.

@@ -22,9 +22,12 @@
 //! [`InteractionService::close`] stops taking requests, waits (up to
 //! [`ServeOptions::grace_period`]) for requests in flight — including their response
 //! bodies — and for after-response work, then runs the shutdown callbacks. Before
-//! `start()` has succeeded, and from [`ShutdownHandle::shutdown`] or `close()` on, every
-//! request is answered `503 Service Unavailable` with `Retry-After`, never by a
-//! half-initialised endpoint.
+//! `start()` has succeeded, and from `close()` on, every request is answered
+//! `503 Service Unavailable` with `Retry-After`, never by a half-initialised endpoint.
+//! [`ShutdownHandle::shutdown`] turns the health check
+//! ([`EndpointConfig::health_path`](yuyo_core::endpoint::EndpointConfig::health_path))
+//! to 503 at once, so a load balancer stops sending new work, but requests are still
+//! served until `close()`: one that reached an accepted connection is never refused.
 //!
 //! Of the [`ServeOptions`], the grace period and `http.body_timeout` (a request body that
 //! does not arrive in time is answered 408) apply; connection limits, head and idle
@@ -109,7 +112,7 @@ struct Inner {
     /// The lifespan, driven by `start` and `close`.
     service: tokio::sync::Mutex<Service>,
     state: AtomicU8,
-    /// Set when shutdown is requested (new requests get 503).
+    /// Set when shutdown is requested (the health check answers 503).
     shutdown: ShutdownHandle,
     /// Cancelled when the grace period is over.
     force: CancellationToken,
@@ -148,7 +151,8 @@ impl fmt::Debug for Inner {
 }
 
 impl ShutdownHandle {
-    /// Requests shutdown: from now on every new request is answered 503, and
+    /// Requests shutdown: from now on the health check answers 503 (requests are still
+    /// served until [`InteractionService::close`]), and
     /// [`InteractionService::shutdown_requested`] resolves (e.g. to end the host's
     /// graceful shutdown). Idempotent and non-blocking; [`InteractionService::close`] still
     /// has to be awaited to wait for requests in flight and run the shutdown callbacks
@@ -299,7 +303,7 @@ impl Inner {
     }
 
     fn is_running(&self) -> bool {
-        self.state.load(Ordering::SeqCst) == RUNNING && !self.shutdown.is_shutdown()
+        self.state.load(Ordering::SeqCst) == RUNNING
     }
 
     fn runtime(&self) -> Option<Handle> {
@@ -341,6 +345,9 @@ impl Inner {
         if !self.is_running() {
             return unavailable();
         }
+        if self.shutdown.is_shutdown() {
+            self.endpoint.health().begin_draining();
+        }
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let span = request_span(&parts);
@@ -370,7 +377,7 @@ impl Inner {
     {
         let mut exchange = match self.endpoint.begin(&parts) {
             Ok(exchange) => exchange,
-            Err(rejection) => return plain(rejection.into_response()),
+            Err(immediate) => return plain(immediate.into_response()),
         };
         let deadline = tokio::time::Instant::now() + body_timeout;
         let mut body = std::pin::pin!(body);

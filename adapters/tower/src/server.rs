@@ -107,9 +107,21 @@ impl Server {
             })
         });
 
+        // The shutdown request turns the health check to 503; accepting stops once the
+        // drain period is over.
+        let stop = CancellationToken::new();
+        let draining = {
+            let (requested, stop) = (shutdown.requested(), stop.clone());
+            let health = interactions.endpoint().health().clone();
+            let drain_period = options.drain_period;
+            tokio::spawn(async move {
+                yuyo_tokio::glue::drained(requested, &health, drain_period).await;
+                stop.cancel();
+            })
+        };
         let connections = Connections {
             service: interactions.clone(),
-            stop: shutdown.signal.token.clone(),
+            stop,
             force: CancellationToken::new(),
             tracker: TaskTracker::new(),
             options: options.clone(),
@@ -117,6 +129,7 @@ impl Server {
         };
         connections.accept(&listener, options.max_connections).await;
         drop(listener);
+        draining.abort();
 
         let deadline = tokio::time::Instant::now() + options.grace_period;
         connections.tracker.close();
@@ -140,7 +153,7 @@ impl Server {
 
 struct Connections {
     service: InteractionService,
-    /// Graceful shutdown requested.
+    /// Stop accepting: the drain period after the shutdown request is over.
     stop: CancellationToken,
     /// The grace period is over.
     force: CancellationToken,
@@ -154,20 +167,23 @@ impl Connections {
     async fn accept(&self, listener: &TcpListener, max_connections: usize) {
         let stop = self.stop.cancelled();
         let slots = &self.slots;
-        yuyo_tokio::glue::accept_into_slots(
-            listener,
-            slots,
-            max_connections,
-            stop,
-            |stream, admitted| {
-                let connection = self.connection(stream, admitted);
-                let force = self.force.clone();
-                self.tracker.spawn(async move {
-                    force.run_until_cancelled(connection).await;
-                });
-            },
-        )
-        .await;
+        let serve = |stream, admitted| {
+            let connection = self.connection(stream, admitted);
+            let force = self.force.clone();
+            self.tracker.spawn(async move {
+                force.run_until_cancelled(connection).await;
+            });
+        };
+        yuyo_tokio::glue::accept_into_slots(listener, slots, max_connections, stop, serve).await;
+        let queued = yuyo_tokio::glue::accept_queued(listener, slots, max_connections, serve);
+        if tokio::time::timeout(self.options.grace_period, queued)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "grace period over while every slot was busy: the rest of the backlog is dropped"
+            );
+        }
     }
 
     /// hyper's HTTP/1.1 server with the core's limits in `config`.
@@ -201,6 +217,9 @@ impl Connections {
         let evicted = slot.eviction();
         let write_timeout = config.write_timeout;
         yuyo_tokio::glue::set_send_buffer(&stream, self.options.send_buffer);
+        // Taken from the backlog after accepting stopped: its first request is answered,
+        // with `Connection: close`, rather than the connection shut at once.
+        let from_backlog = self.stop.is_cancelled();
         let stop = self.stop.clone();
         let service = PerConnection {
             inner: Arc::clone(&self.service.inner),
@@ -211,7 +230,9 @@ impl Connections {
         // Boxed once here rather than pinned inside the task: an async block keeps
         // the moved-in connection and the pinned copy in separate slots, doubling
         // what every idle connection holds.
-        let mut connection = Box::pin(Self::builder(&config).serve_connection(io, service));
+        let mut builder = Self::builder(&config);
+        builder.keep_alive(!from_backlog);
+        let mut connection = Box::pin(builder.serve_connection(io, service));
         async move {
             let result = tokio::select! {
                 result = connection.as_mut() => result,
@@ -219,7 +240,7 @@ impl Connections {
                     tracing::debug!("evicted at the connection cap");
                     return;
                 }
-                () = stop.cancelled() => {
+                () = stop.cancelled(), if !from_backlog => {
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }

@@ -97,15 +97,34 @@ async fn startup_failure_keeps_answering_503() {
 }
 
 #[tokio::test]
-async fn shutdown_handle_stops_new_requests() {
+async fn shutdown_handle_drains_health_and_close_stops_requests() {
     let interactions = InteractionService::new(demo_service(demo_verifier()));
     interactions.start().await.unwrap();
+    let health = || {
+        Request::get("/healthz")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let status = |response: &Response<_>| response.status().as_u16();
+    assert_eq!(
+        status(&interactions.clone().oneshot(health()).await.unwrap()),
+        200
+    );
     let handle = interactions.shutdown_handle();
     handle.shutdown();
     handle.shutdown();
     interactions.shutdown_requested().await;
-    assert_unavailable(&interactions.clone().oneshot(ping("/")).await.unwrap());
+    assert_eq!(
+        status(&interactions.clone().oneshot(health()).await.unwrap()),
+        503
+    );
+    // Requests that still arrive are served: they may carry an interaction.
+    assert_eq!(
+        status(&interactions.clone().oneshot(ping("/")).await.unwrap()),
+        200
+    );
     interactions.close().await.unwrap();
+    assert_unavailable(&interactions.clone().oneshot(ping("/")).await.unwrap());
 }
 
 /// An endless body of 16-byte frames that counts how many were pulled.

@@ -10,6 +10,10 @@ use super::signature::PublicKey;
 /// Default for [`EndpointConfig::max_body_size`]: 1 MiB, as in yuyo's `AsgiAdapter`.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
 
+/// Where health checks are answered unless configured otherwise
+/// ([`EndpointConfig::health_path`]).
+pub const DEFAULT_HEALTH_PATH: &str = "/healthz";
+
 /// How an endpoint is set up: where it listens, how much it reads, and whose
 /// signatures it trusts.
 ///
@@ -31,6 +35,7 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
 pub struct EndpointConfig {
     pub(crate) path: String,
     pub(crate) events_path: Option<String>,
+    pub(crate) health_path: Option<String>,
     pub(crate) max_body_size: usize,
     pub(crate) verifier: Verifier,
     pub(crate) timestamp_window: Option<Duration>,
@@ -44,6 +49,7 @@ impl EndpointConfig {
         Self {
             path: "/".to_owned(),
             events_path: None,
+            health_path: Some(DEFAULT_HEALTH_PATH.to_owned()),
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             verifier,
             timestamp_window: None,
@@ -77,6 +83,24 @@ impl EndpointConfig {
     #[must_use]
     pub fn events_path(mut self, path: impl Into<String>) -> Self {
         self.events_path = Some(normalise_path(path.into()));
+        self
+    }
+
+    /// Answer load balancers' health checks at `path` (default [`DEFAULT_HEALTH_PATH`]):
+    /// `GET` gets 200 `ok` while the server serves and 503 `draining` once its shutdown
+    /// began (see [`Health`](super::Health)), so a balancer stops routing to a replica
+    /// before it stops accepting. Normalised like [`path`](Self::path); if it equals the
+    /// interactions or events path, those win. Unsigned, and tells nothing but the state.
+    #[must_use]
+    pub fn health_path(mut self, path: impl Into<String>) -> Self {
+        self.health_path = Some(normalise_path(path.into()));
+        self
+    }
+
+    /// Serve no health check: its path gets 404 like any other.
+    #[must_use]
+    pub fn without_health_check(mut self) -> Self {
+        self.health_path = None;
         self
     }
 
@@ -119,6 +143,12 @@ impl EndpointConfig {
     #[must_use]
     pub fn get_events_path(&self) -> Option<&str> {
         self.events_path.as_deref()
+    }
+
+    /// The path health checks are answered at, if any.
+    #[must_use]
+    pub fn get_health_path(&self) -> Option<&str> {
+        self.health_path.as_deref()
     }
 
     /// The body size limit in bytes.

@@ -17,6 +17,7 @@ use super::Endpoint;
 use super::event_handlers::EventDispatch;
 use super::events::{self, Envelope};
 use super::handlers::{BoxFuture, Context, Handler, HandlerError, HandlerResult, InteractionKind};
+use super::health::HealthCheck;
 use super::probe::{TypeField, probe_type};
 use super::rejection::{HeaderProblem, Rejection, SignatureHeader};
 use super::reply::{Reply, ReplyPayload};
@@ -37,28 +38,27 @@ impl Endpoint {
     /// every check that needs only the head, in the documented order.
     ///
     /// # Errors
-    /// The [`Rejection`] to answer with (404, 405, 415, 401 for signature
+    /// The [`Immediate`] answer: a [`Rejection`] (404, 405, 415, 401 for signature
     /// header problems, 400 for a bad `Content-Length`, 413 for a declared
-    /// length over the limit). The body need not be read then.
-    pub fn begin(&self, head: &Parts) -> Result<Exchange, Rejection> {
-        let result = self.check_head(head);
-        if let Err(rejection) = &result {
-            // Anyone can send this: never more than a debug line.
-            tracing::debug!(status = rejection.status().as_u16(), %rejection, "refused interaction request head");
-        }
-        result
-    }
-
-    fn check_head(&self, head: &Parts) -> Result<Exchange, Rejection> {
+    /// length over the limit), or the [`HealthCheck`] at the health path. The body
+    /// need not be read then.
+    pub fn begin(&self, head: &Parts) -> Result<Exchange, Immediate> {
         let config = self.config();
         let path = head.uri.path();
         let route = if path == config.path {
             Route::Interactions
         } else if config.events_path.as_deref() == Some(path) {
             Route::Events
+        } else if config.health_path.as_deref() == Some(path) {
+            return Err(Immediate::Health(self.health().check(&head.method)));
         } else {
-            return Err(Rejection::NotFound);
+            return Err(refuse_head(Rejection::NotFound));
         };
+        self.check_head(head, route).map_err(refuse_head)
+    }
+
+    fn check_head(&self, head: &Parts, route: Route) -> Result<Exchange, Rejection> {
+        let config = self.config();
         if head.method != Method::POST {
             return Err(Rejection::MethodNotAllowed);
         }
@@ -122,7 +122,7 @@ impl Endpoint {
     {
         let mut exchange = match self.begin(head) {
             Ok(exchange) => exchange,
-            Err(rejection) => return Finished::Respond(Immediate::Rejected(rejection)),
+            Err(immediate) => return Finished::Respond(immediate),
         };
         for chunk in chunks {
             exchange = match exchange.push(chunk) {
@@ -489,6 +489,12 @@ impl std::fmt::Debug for Finished {
     }
 }
 
+/// Logs a refused head (anyone can send one: never more than a debug line).
+fn refuse_head(rejection: Rejection) -> Immediate {
+    tracing::debug!(status = rejection.status().as_u16(), %rejection, "refused interaction request head");
+    Immediate::Rejected(rejection)
+}
+
 /// A response decided without a handler.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Immediate {
@@ -499,6 +505,8 @@ pub enum Immediate {
     Acknowledge,
     /// Refuse the request.
     Rejected(Rejection),
+    /// Answer a load balancer's health check.
+    Health(HealthCheck),
 }
 
 impl Immediate {
@@ -509,6 +517,7 @@ impl Immediate {
             Self::Pong => http::StatusCode::OK,
             Self::Acknowledge => http::StatusCode::NO_CONTENT,
             Self::Rejected(rejection) => rejection.status(),
+            Self::Health(check) => check.status(),
         }
     }
 
@@ -519,6 +528,7 @@ impl Immediate {
             Self::Pong => json_response(Bytes::from_static(PONG)),
             Self::Acknowledge => event_acknowledged(),
             Self::Rejected(rejection) => rejection.into_response(),
+            Self::Health(check) => check.into_response(),
         }
     }
 }

@@ -135,6 +135,7 @@ mod event_handlers;
 mod events;
 mod exchange;
 mod handlers;
+mod health;
 mod parse;
 mod probe;
 mod rejection;
@@ -146,7 +147,10 @@ mod window;
 use std::sync::Arc;
 
 pub use batch::{BatchStats, FALLBACK_SIGNATURES, MAX_BATCH, Ticket, VerifyQueue};
-pub use config::{DEFAULT_MAX_BODY_SIZE, EndpointConfig, InvalidSignature, KeyError, Verifier};
+pub use config::{
+    DEFAULT_HEALTH_PATH, DEFAULT_MAX_BODY_SIZE, EndpointConfig, InvalidSignature, KeyError,
+    Verifier,
+};
 pub use event_handlers::{
     EventAlreadySet, EventDispatch, EventHandler, EventHandlers, EventResult,
 };
@@ -161,6 +165,7 @@ pub use handlers::{
     AlreadySet, BoxFuture, Context, Handler, HandlerError, HandlerResult, Handlers,
     InteractionKind, OnConflict,
 };
+pub use health::{Health, HealthCheck};
 pub use rejection::{HeaderProblem, Rejection, SignatureHeader};
 pub use reply::{Reply, ReplyPayload};
 pub use response::ResponseBody;
@@ -181,6 +186,7 @@ struct Shared {
     handlers: Handlers,
     event_handlers: EventHandlers,
     verify_queue: VerifyQueue,
+    health: Health,
     /// Rate-limits the warning about authentic requests outside the timestamp window.
     stale_warnings: window::StaleWarnings,
 }
@@ -214,6 +220,7 @@ impl Endpoint {
                 handlers,
                 event_handlers,
                 verify_queue: VerifyQueue::default(),
+                health: Health::default(),
                 stale_warnings: window::StaleWarnings::default(),
             }),
         }
@@ -241,5 +248,12 @@ impl Endpoint {
     #[must_use]
     pub fn verify_queue(&self) -> &VerifyQueue {
         &self.shared.verify_queue
+    }
+
+    /// What the health check answers (shared by every clone): the server adapters mark
+    /// it draining when a shutdown is requested.
+    #[must_use]
+    pub fn health(&self) -> &Health {
+        &self.shared.health
     }
 }

@@ -446,12 +446,17 @@ impl Connection {
         !self.transmit.is_empty()
     }
 
-    /// Asks the connection to close after the request in flight (graceful shutdown): an idle
-    /// connection closes at once, a busy one answers with `Connection: close` if its
-    /// response has not started, then closes.
+    /// Asks the connection to close after the request in flight (graceful shutdown): one
+    /// idle between requests closes at once, a busy one answers with `Connection: close`
+    /// if its response has not started, then closes. A connection that has not sent its
+    /// first request yet, or has begun the next one, still gets it answered (under the
+    /// head deadline): it was accepted, so its request must not be lost.
     pub fn close(&mut self) {
         self.closing = true;
-        if self.in_flight.is_none() && matches!(self.read, Read::Head) {
+        let idle_between_requests = self.in_flight.is_none()
+            && matches!(self.read, Read::Head)
+            && self.timer.is_none_or(|timer| timer.kind == TimerKind::Idle);
+        if idle_between_requests {
             self.read = Read::Closed;
             self.timer = None;
         }

@@ -657,7 +657,36 @@ fn expectations_other_than_continue_are_417() {
 #[test]
 fn graceful_close() {
     let now = Instant::now();
+    // A new connection still gets its first request answered (it was accepted), and
+    // then closes.
     let mut conn = Connection::new(Config::default(), now);
+    conn.close();
+    assert!(matches!(conn.next_event(now), Ok(Event::NeedData)));
+    conn.receive(now, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(matches!(conn.next_event(now), Ok(Event::Head(_))));
+    assert!(matches!(conn.next_event(now), Ok(Event::End)));
+    conn.send_full_response(response(200), Bytes::new())
+        .unwrap();
+    assert!(matches!(conn.next_event(now), Ok(Event::Closed)));
+    // ... under the head deadline.
+    let mut conn = Connection::new(Config::default(), now);
+    conn.close();
+    assert!(matches!(conn.next_event(now), Ok(Event::NeedData)));
+    let late = now + Config::default().head_timeout;
+    conn.handle_timeout(late);
+    assert!(
+        conn.next_event(late).is_err(),
+        "408 for a head that never came"
+    );
+
+    // One idle between requests closes at once.
+    let mut conn = Connection::new(Config::default(), now);
+    conn.receive(now, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(matches!(conn.next_event(now), Ok(Event::Head(_))));
+    assert!(matches!(conn.next_event(now), Ok(Event::End)));
+    conn.send_full_response(response(200), Bytes::new())
+        .unwrap();
+    assert!(matches!(conn.next_event(now), Ok(Event::NeedData)));
     conn.close();
     assert!(matches!(conn.next_event(now), Ok(Event::Closed)));
 

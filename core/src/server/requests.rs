@@ -212,7 +212,7 @@ impl Requests {
                     self.started = Some(now.instant);
                     match self.endpoint.begin(&parts) {
                         Ok(exchange) => self.stage = Stage::Body(exchange),
-                        Err(rejection) => self.respond(now, rejection.into_response(), None),
+                        Err(immediate) => self.respond(now, immediate.into_response(), None),
                     }
                 }
                 Event::Data(chunk) => {
