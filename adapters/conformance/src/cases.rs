@@ -1088,6 +1088,52 @@ pub fn graceful_shutdown_finishes_in_flight<H: Harness>() {
     }
 }
 
+/// The health check answers 200 while serving; once shutdown is requested it answers 503
+/// (closing the connection) while the server still accepts and serves interactions, on
+/// new and open connections, for the drain period.
+pub fn health_503_during_the_drain_period<H: Harness>() {
+    let service = demo_service().with_options(ServeOptions {
+        drain_period: Duration::from_secs(30),
+        ..options()
+    });
+    let mut running = start::<H>(service);
+    let health = Request::new("GET", "/healthz");
+    let serving = ask(running.addr, &health);
+    assert_text(&serving, 200, "ok");
+    assert!(!serving.closes(), "a healthy answer keeps the connection");
+    let wrong_method = ask(running.addr, &Request::new("POST", "/healthz"));
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.header("allow"), Some("GET"));
+
+    let mut idle = watcher(running.addr);
+    running.trigger_shutdown();
+    let draining = wait_for_draining(running.addr, &health);
+    assert_text(&draining, 503, "draining");
+    assert!(draining.closes(), "a draining answer closes the connection");
+    // Still accepting and serving, on new connections and on open ones.
+    let ping = ask(running.addr, &Request::signed(fixtures::PING));
+    assert_json(&ping, &json!({"type": 1}));
+    let again = idle
+        .roundtrip(&Request::signed(fixtures::PING))
+        .expect("the open connection is served while draining");
+    assert_json(&again, &json!({"type": 1}));
+    drop(idle);
+    drop(running);
+}
+
+/// The health check's answer once it turns 503 (the shutdown request reaches the server
+/// asynchronously); bounded by `IO_TIMEOUT`.
+fn wait_for_draining(addr: SocketAddr, health: &Request) -> Response {
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let response = ask(addr, health);
+        if response.status != 200 || std::time::Instant::now() >= deadline {
+            return response;
+        }
+        thread::yield_now();
+    }
+}
+
 /// A panicking handler gives 500, and the same connection serves the next request.
 pub fn panicking_handler_500_then_next_request<H: Harness>() {
     let (service, _probe, _events) = probe_service();

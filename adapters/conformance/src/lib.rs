@@ -328,6 +328,7 @@ macro_rules! __transport_cases {
             lifespan_order,
             shutdown_callback_failure,
             graceful_shutdown_finishes_in_flight,
+            health_503_during_the_drain_period,
             panicking_handler_500_then_next_request,
             after_work_runs_after_response,
             shutdown_waits_for_after_work,

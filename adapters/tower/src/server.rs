@@ -221,10 +221,12 @@ impl Connections {
         // with `Connection: close`, rather than the connection shut at once.
         let from_backlog = self.stop.is_cancelled();
         let stop = self.stop.clone();
+        let first_request = CancellationToken::new();
         let service = PerConnection {
             inner: Arc::clone(&self.service.inner),
             body_timeout: config.body_timeout,
             slot,
+            first_request: first_request.clone(),
         };
         let io = io::WriteDeadline::new(TokioIo::new(stream), write_timeout);
         // Boxed once here rather than pinned inside the task: an async block keeps
@@ -241,8 +243,15 @@ impl Connections {
                     return;
                 }
                 () = stop.cancelled(), if !from_backlog => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+                    // hyper would close a connection whose first request has not
+                    // arrived yet: it was accepted, so that request is answered first.
+                    tokio::select! {
+                        result = connection.as_mut() => result,
+                        () = first_request.cancelled() => {
+                            connection.as_mut().graceful_shutdown();
+                            connection.await
+                        }
+                    }
                 }
             };
             if let Err(error) = result {
@@ -260,6 +269,8 @@ struct PerConnection {
     /// The connection's slot: waiting on the peer while hyper reads a head or a body or
     /// writes, busy from a complete body to the end of its response.
     slot: Arc<Slot>,
+    /// Cancelled when the first request's head arrived.
+    first_request: CancellationToken,
 }
 
 impl hyper::service::Service<Request<Incoming>> for PerConnection {
@@ -268,6 +279,7 @@ impl hyper::service::Service<Request<Incoming>> for PerConnection {
     type Future = ResponseFuture;
 
     fn call(&self, request: Request<Incoming>) -> ResponseFuture {
+        self.first_request.cancel();
         if let Err(error) =
             yuyo_core::http1::check_parsed_head(request.version(), request.headers())
         {
