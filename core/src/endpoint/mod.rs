@@ -183,6 +183,7 @@ struct Shared {
     verify_queue: VerifyQueue,
     /// Rate-limits the warning about authentic requests outside the timestamp window.
     stale_warnings: window::StaleWarnings,
+    metrics: crate::metrics::EndpointMetrics,
 }
 
 impl Endpoint {
@@ -215,6 +216,7 @@ impl Endpoint {
                 event_handlers,
                 verify_queue: VerifyQueue::default(),
                 stale_warnings: window::StaleWarnings::default(),
+                metrics: crate::metrics::EndpointMetrics::default(),
             }),
         }
     }
@@ -241,5 +243,9 @@ impl Endpoint {
     #[must_use]
     pub fn verify_queue(&self) -> &VerifyQueue {
         &self.shared.verify_queue
+    }
+
+    pub(crate) fn metrics(&self) -> &crate::metrics::EndpointMetrics {
+        &self.shared.metrics
     }
 }
