@@ -196,9 +196,14 @@ const STATUSES: [(u16, &str); 20] = [
     (505, "505"),
 ];
 
-/// The handles of an endpoint's metrics, resolved the first time each label set is used.
+/// The handles of an endpoint's metrics ([`Endpoint::metrics`]), resolved the first time
+/// each label set is used. Sessions record through it; a server that runs its own HTTP
+/// (yuyo-tower under hyper) calls [`EndpointMetrics::responded`] and
+/// [`EndpointMetrics::handled`] itself.
+///
+/// [`Endpoint::metrics`]: crate::endpoint::Endpoint::metrics
 #[derive(Default)]
-pub(crate) struct EndpointMetrics {
+pub struct EndpointMetrics {
     requests: [[OnceLock<Counter>; STATUSES.len()]; KINDS],
     request_seconds: [OnceLock<Histogram>; KINDS],
     handler_seconds: [OnceLock<Histogram>; KINDS],
@@ -219,7 +224,7 @@ fn seconds(took: Duration) -> f64 {
 
 impl EndpointMetrics {
     /// A request of `kind` was answered with `status`, `took` after its head.
-    pub(crate) fn responded(&self, kind: RequestKind, status: http::StatusCode, took: Duration) {
+    pub fn responded(&self, kind: RequestKind, status: http::StatusCode, took: Duration) {
         let code = status.as_u16();
         let label = kind.label();
         match STATUSES.iter().position(|&(known, _)| known == code) {
@@ -238,7 +243,7 @@ impl EndpointMetrics {
     }
 
     /// A handler of `kind` dispatched at `dispatched` gave its outcome at `now`.
-    pub(crate) fn handled(&self, kind: RequestKind, dispatched: Instant, now: Instant) {
+    pub fn handled(&self, kind: RequestKind, dispatched: Instant, now: Instant) {
         self.handler_seconds[kind.index()]
             .get_or_init(|| histogram!(HANDLER_DURATION, "kind" => kind.label()))
             .record(seconds(now.saturating_duration_since(dispatched)));

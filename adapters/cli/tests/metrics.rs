@@ -128,3 +128,8 @@ fn serve_tokio_counts_requests_in_metrics() {
 fn serve_blocking_counts_requests_in_metrics() {
     counts_known_traffic("blocking");
 }
+
+#[test]
+fn serve_tower_counts_requests_in_metrics() {
+    counts_known_traffic("tower");
+}

@@ -245,7 +245,9 @@ impl Endpoint {
         &self.shared.verify_queue
     }
 
-    pub(crate) fn metrics(&self) -> &crate::metrics::EndpointMetrics {
+    /// The handles its requests are counted with (shared by every clone).
+    #[must_use]
+    pub fn metrics(&self) -> &crate::metrics::EndpointMetrics {
         &self.shared.metrics
     }
 }
