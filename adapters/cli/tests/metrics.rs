@@ -1,5 +1,7 @@
 //! `yuyo serve --metrics`: known traffic, then the exact counts scraped from `/metrics`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{Read, Write};
