@@ -23,8 +23,9 @@
 //! | `yuyo_rest_wait_seconds` | histogram | `reason` | how long a call waited before it was sent, by the reason of its first wait: `bucket`, `global`, `pending`, `retry`, `retry_after` |
 //!
 //! `kind` is one of `ping`, `command`, `component`, `autocomplete`, `modal`, `event`
-//! (Webhook Events, their PING included), `health` and `rejected` (refused before
-//! dispatch: bad path, method, headers or signature, unknown type, no handler).
+//! (Webhook Events, their PING included), `health` (for a health endpoint's requests) and
+//! `rejected` (refused before dispatch: bad path, method, headers or signature, unknown
+//! type, no handler).
 //!
 //! [`describe`] registers the descriptions (the exporter's `# HELP` lines);
 //! [`SECONDS_BUCKETS`] and [`BATCH_BUCKETS`] are bucket bounds that fit the histograms.
