@@ -133,3 +133,29 @@ fn rest_429s_answers_and_bucket_waits_are_counted() {
     assert_eq!(waits("retry_after"), [3.0]);
     assert_eq!(waits("bucket"), [3.0]);
 }
+
+#[test]
+fn open_connections_and_evictions_are_counted() {
+    use crate::server::{Slots, Waiting};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let slots = ::metrics::with_local_recorder(&recorder, Slots::new);
+    let a = slots.admit(2).unwrap().slot;
+    let b = slots.admit(2).unwrap().slot;
+    a.set_waiting(Waiting::Stalled(Instant::now()));
+    let c = slots.admit(2).unwrap().slot;
+    assert!(a.is_evicted());
+    drop(a);
+    drop(b);
+    let snapshot = snapshot(&snapshotter);
+    let open = find(&snapshot, MetricKind::Gauge, super::CONNECTIONS_OPEN, &[]);
+    assert_eq!(*open, DebugValue::Gauge(1.0.into()));
+    let evictions = find(
+        &snapshot,
+        MetricKind::Counter,
+        super::CONNECTION_EVICTIONS,
+        &[],
+    );
+    assert_eq!(*evictions, DebugValue::Counter(1));
+    drop(c);
+}
