@@ -229,11 +229,13 @@ for (run, server, config), rps in by_run.items():
     if server.endswith("-metrics") and plain:
         cost[(server, config)].append(rps / plain)
 if cost:
-    print("\nmetrics on / off (req/s, median of each round's ratio; cost = 1 - ratio):")
-    print("| server | conns | req/s on | req/s off | on / off (min–max) | cost |")
-    print("|---|---|---|---|---|---|")
+    print("\nmetrics on / off: req/s (median of each round's ratio; cost = 1 - ratio), and the"
+          " server's CPU per request (steadier when other work shares the machine)")
+    print("| server | conns | req/s on | req/s off | on / off (min–max) | cost | CPU µs/req on | off | CPU cost |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for (s, c), r in sorted(cost.items()):
-        on, off = med[(s, c)][0], med[(s.removesuffix("-metrics"), c)][0]
+        on, off = med[(s, c)], med[(s.removesuffix("-metrics"), c)]
         m = statistics.median(r)
-        print(f"| {s} | {c} | {on:,.0f} | {off:,.0f} | {m:.3f} ({min(r):.3f}–{max(r):.3f}) | {100 * (1 - m):.1f} % |")
+        print(f"| {s} | {c} | {on[0]:,.0f} | {off[0]:,.0f} | {m:.3f} ({min(r):.3f}–{max(r):.3f})"
+              f" | {100 * (1 - m):.1f} % | {on[3]:.1f} | {off[3]:.1f} | {100 * (on[3] / off[3] - 1):.1f} % |")
 PY
