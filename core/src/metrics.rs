@@ -1,4 +1,4 @@
-//! Metrics through the [`metrics`](::metrics) facade: what the core counts, with no clock
+//! Metrics through the facade of the `metrics` crate: what the core counts, with no clock
 //! read (every duration is the difference of two [`Instant`]s the driver passed in).
 //!
 //! Nothing is recorded unless the application installs a recorder (e.g.
