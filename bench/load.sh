@@ -144,7 +144,10 @@ for run in $(seq "$RUNS"); do
         conns=${config%%[a-z]*}
         case "$config" in *tls*) SCHEME=https ;; *) SCHEME=http ;; esac
         echo "$run $config $(verify_ns)" >>"$ceilings"
-        for server in $SERVERS; do
+        # Every other round in reverse order, so that no server always runs first.
+        order=$SERVERS
+        [ $(( run % 2 )) = 0 ] && order=$(tr ' ' '\n' <<<"$SERVERS" | tac | tr '\n' ' ')
+        for server in $order; do
             if [ "$SCHEME" = https ] && [ "$server" = tower ]; then continue; fi
             pid=$(start_server "$server" "$SCHEME"); pids+=("$pid")
             # Warm-up (threads, buffers, first connections), not measured.
