@@ -7,6 +7,11 @@
 #   bench/load.sh                 # all servers, 5 s per run, 3 runs per cell (round-robin)
 #   DURATION=10 RUNS=3 SERVERS="baseline tokio" bench/load.sh
 #   FILLER=0 bench/load.sh        # without the idle spinner on wrk's core (see below)
+#   SERVERS="smol smol-metrics" CONFIGS="16 64" bench/load.sh   # the cost of metrics
+#
+# A server named RUNTIME-metrics is `yuyo serve --runtime RUNTIME --metrics 127.0.0.1:0`,
+# scraped once halfway through each measured run; its req/s is also reported as a ratio to
+# RUNTIME's in the same round (the cost of metrics).
 #
 # Configurations: connections, `close` for `Connection: close`, `tls` for HTTPS (yuyo
 # terminating TLS itself vs the baseline behind tokio-rustls, same self-signed certificate;
@@ -16,7 +21,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-5}
 RUNS=${RUNS:-3}
-SERVERS=${SERVERS:-"baseline smol tokio blocking tower"}
+SERVERS=${SERVERS:-"baseline smol smol-metrics tokio blocking tower"}
 CONFIGS=${CONFIGS:-"1 16 64 16close 16tls 16tlsclose"}
 FILLER=${FILLER:-1}
 PORT=${PORT:-18090}
@@ -139,14 +144,26 @@ for run in $(seq "$RUNS"); do
         conns=${config%%[a-z]*}
         case "$config" in *tls*) SCHEME=https ;; *) SCHEME=http ;; esac
         echo "$run $config $(verify_ns)" >>"$ceilings"
-        for server in $SERVERS; do
+        # Every other round in reverse order, so that no server always runs first.
+        order=$SERVERS
+        [ $(( run % 2 )) = 0 ] && order=$(tr ' ' '\n' <<<"$SERVERS" | tac | tr '\n' ' ')
+        for server in $order; do
             if [ "$SCHEME" = https ] && [ "$server" = tower ]; then continue; fi
             pid=$(start_server "$server" "$SCHEME"); pids+=("$pid")
             # Warm-up (threads, buffers, first connections), not measured.
             run_wrk "$conns" "$lua" 1 >/dev/null || true
             ticks=$(cpu_ticks "$pid")
             steal=$(steal_ticks)
+            scraper=
+            case "$server" in
+                *-metrics) { sleep "$(( DURATION / 2 ))"; scrape_metrics >"$work/scrape" || echo "scrape failed" >&2; } &
+                    scraper=$! ;;
+            esac
             measured=$(run_wrk "$conns" "$lua") || exit 1
+            if [ -n "$scraper" ]; then
+                wait "$scraper" || true
+                echo "  scraped $(grep -c '^yuyo_' "$work/scrape" || true) yuyo_ series mid-run" >&2
+            fi
             ticks=$(( $(cpu_ticks "$pid") - ticks ))
             steal=$(( $(steal_ticks) - steal ))
             stop_server "$pid"
@@ -208,4 +225,20 @@ for c in configs:
         share = ceiling_share.get((s, c))
         ceiling = f"{100 * statistics.median(share):.0f}" if share else "-"
         print(f"| {s} | {c} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {ratio} | {cpu:.0f} | {steal:.0f} | {ceiling} |")
+# The cost of metrics: RUNTIME-metrics against RUNTIME, round by round.
+cost = defaultdict(list)
+for (run, server, config), rps in by_run.items():
+    plain = by_run.get((run, server.removesuffix("-metrics"), config))
+    if server.endswith("-metrics") and plain:
+        cost[(server, config)].append(rps / plain)
+if cost:
+    print("\nmetrics on / off: req/s (median of each round's ratio; cost = 1 - ratio), and the"
+          " server's CPU per request (steadier when other work shares the machine)")
+    print("| server | conns | req/s on | req/s off | on / off (min–max) | cost | CPU µs/req on | off | CPU cost |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (s, c), r in sorted(cost.items()):
+        on, off = med[(s, c)], med[(s.removesuffix("-metrics"), c)]
+        m = statistics.median(r)
+        print(f"| {s} | {c} | {on[0]:,.0f} | {off[0]:,.0f} | {m:.3f} ({min(r):.3f}–{max(r):.3f})"
+              f" | {100 * (1 - m):.1f} % | {on[3]:.1f} | {off[3]:.1f} | {100 * (on[3] / off[3] - 1):.1f} % |")
 PY

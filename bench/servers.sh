@@ -21,9 +21,12 @@ start_server() { # $1 = server name, [$2 = https: with TLS_CERT and TLS_KEY]; ec
         baseline:https) tls=("$DEMO_PUBLIC_KEY" "$TLS_CERT" "$TLS_KEY") ;;
         *:https) tls=(--tls-cert "$TLS_CERT" --tls-key "$TLS_KEY") ;;
     esac
+    # RUNTIME-metrics: the same server with the Prometheus exporter on (see scrape_metrics).
+    local runtime=${1%-metrics} metrics=()
+    [ "$runtime" != "$1" ] && metrics=(--metrics 127.0.0.1:0)
     case "$1" in
         baseline) taskset -c 0 "$BASELINE" "127.0.0.1:$PORT" "${tls[@]}" >"$work/server.log" 2>&1 & ;;
-        *) RUST_LOG=warn taskset -c 0 "$YUYO" serve --runtime "$1" --bind "127.0.0.1:$PORT" "${tls[@]}" >"$work/server.log" 2>&1 & ;;
+        *) RUST_LOG=warn taskset -c 0 "$YUYO" serve --runtime "$runtime" --bind "127.0.0.1:$PORT" "${tls[@]}" "${metrics[@]}" >"$work/server.log" 2>&1 & ;;
     esac
     local pid=$!
     for _ in $(seq 100); do
@@ -31,6 +34,12 @@ start_server() { # $1 = server name, [$2 = https: with TLS_CERT and TLS_KEY]; ec
         sleep 0.1
     done
     echo "server $1 did not start:" >&2; cat "$work/server.log" >&2; exit 1
+}
+
+scrape_metrics() { # the /metrics text of the server started last (with --metrics)
+    local url
+    url=$(awk '/^metrics: / {print $2}' "$work/server.log")
+    [ -n "$url" ] && python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' "$url"
 }
 
 stop_server() { # $1 = pid; returns once it is gone (it is not this shell's child)

@@ -10,6 +10,7 @@
 //!   and the bot's lifecycle as state machines, typed requests); its `RestClient` and
 //!   `Bot` run over an adapter's runtime.
 //! - [`deferral`]: replies through REST (automatic deferral, oversized files), sans-IO.
+//! - [`metrics`]: what the core counts through the `metrics` facade.
 //! - [`service`]: what an adapter serves (endpoint, lifespan, options).
 //! - [`server`]: one served connection, [`http1`] wired to [`endpoint`], which every
 //!   socket-based adapter drives with the same loop.
@@ -33,6 +34,7 @@ pub mod deferral;
 pub mod endpoint;
 pub mod http1;
 pub mod lifespan;
+pub mod metrics;
 pub mod multipart;
 pub mod prelude;
 pub mod rest;

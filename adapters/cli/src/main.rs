@@ -16,6 +16,7 @@ mod check;
 mod client;
 mod commands;
 mod discord;
+mod exporter;
 mod keys;
 mod listen;
 mod register;
@@ -152,6 +153,10 @@ struct ServeArgs {
     /// `--events-path none` turns it off.
     #[arg(long, value_name = "PATH", default_value = "/events")]
     events_path: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free port; the
+    /// bound address is printed after the listening line).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// Serve the built-in demo key on a non-loopback address anyway (its secret key is
     /// public: anyone who reaches the endpoint can sign requests it accepts).
     #[arg(long)]

@@ -24,6 +24,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode, String> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let metrics = args.metrics.map(crate::exporter::start).transpose()?;
     let (verifier, public_key) = keys::verifier(args.public_key.as_deref())?;
     let demo_key = args.public_key.is_none();
     let events_path = Some(args.events_path.as_str()).filter(|path| *path != "none");
@@ -59,6 +60,9 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode, String> {
         announce(addr, scheme, &public_key, demo_key, args.runtime);
         if let Some(path) = events_path {
             println!("webhook events: {scheme}://{addr}{path}");
+        }
+        if let Some(metrics) = metrics {
+            println!("metrics: http://{metrics}/metrics");
         }
     };
     let served = match args.runtime {

@@ -80,6 +80,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 use tracing::Instrument;
 use yuyo_core::endpoint::{BoxFuture, Endpoint, Finished, Rejection, ResponseBody as CoreBody};
+use yuyo_core::metrics::RequestKind;
 use yuyo_core::multipart::{FileSource, Segment};
 use yuyo_core::server::{record_dispatch, record_response, request_span};
 
@@ -352,13 +353,18 @@ impl Inner {
         let (parts, body) = request.into_parts();
         let span = request_span(&parts);
         let force = self.force.clone();
-        let exchange = Arc::clone(&self).exchange(parts, body, body_timeout, token, &span);
+        let mut kind = RequestKind::Rejected;
+        let endpoint = self.endpoint.clone();
+        let exchange =
+            Arc::clone(&self).exchange(parts, body, body_timeout, token, &span, &mut kind);
         let response = force
             .run_until_cancelled(exchange)
             .instrument(span.clone())
             .await
             .unwrap_or_else(unavailable);
-        record_response(&span, response.status(), started.elapsed());
+        let took = started.elapsed();
+        record_response(&span, response.status(), took);
+        endpoint.metrics().responded(kind, response.status(), took);
         response
     }
 
@@ -369,6 +375,7 @@ impl Inner {
         body_timeout: Duration,
         token: TaskTrackerToken,
         span: &tracing::Span,
+        kind: &mut RequestKind,
     ) -> Response<ResponseBody>
     where
         B: Body + Send,
@@ -377,7 +384,10 @@ impl Inner {
     {
         let mut exchange = match self.endpoint.begin(&parts) {
             Ok(exchange) => exchange,
-            Err(immediate) => return plain(immediate.into_response()),
+            Err(immediate) => {
+                *kind = RequestKind::of_immediate(&immediate);
+                return plain(immediate.into_response());
+            }
         };
         let deadline = tokio::time::Instant::now() + body_timeout;
         let mut body = std::pin::pin!(body);
@@ -412,14 +422,25 @@ impl Inner {
             }
         };
         let completed = match finished {
-            Finished::Respond(immediate) => return plain(immediate.into_response()),
+            Finished::Respond(immediate) => {
+                *kind = RequestKind::of_immediate(&immediate);
+                return plain(immediate.into_response());
+            }
             Finished::Dispatch(dispatch) => {
                 record_dispatch(span, &dispatch);
+                *kind = dispatch.kind().into();
+                let dispatched = Instant::now();
                 let (responding, handler) = dispatch.start();
-                responding.complete(handler.await)
+                let outcome = handler.await;
+                let metrics = self.endpoint.metrics();
+                metrics.handled(*kind, dispatched, Instant::now());
+                responding.complete(outcome)
             }
             // A Webhook Event: a 204 now, its handler as after-response work.
-            Finished::Event(event) => event.acknowledge(),
+            Finished::Event(event) => {
+                *kind = RequestKind::Event;
+                event.acknowledge()
+            }
         };
         let guard = Guard {
             inner: self,

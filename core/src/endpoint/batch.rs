@@ -125,6 +125,9 @@ impl VerifyQueue {
             return 0;
         }
         let verified = self.verify(&batch);
+        if let Some(first) = batch.first() {
+            first.signed.endpoint().metrics().verified_batch(count);
+        }
         for (pending, verified) in batch.into_iter().zip(verified) {
             // The rest (timestamp window, JSON, dispatch) is left to each
             // ticket's own poll, so it runs on its own task, in parallel on a
@@ -185,6 +188,9 @@ impl VerifyQueue {
                 return verified;
             }
             self.failed_batches.fetch_add(1, Ordering::Relaxed);
+            if let Some(first) = batch.first() {
+                first.signed.endpoint().metrics().batch_failed();
+            }
             self.single_left
                 .store(FALLBACK_SIGNATURES, Ordering::Relaxed);
             // Anyone can send a bad signature: never more than a debug line.

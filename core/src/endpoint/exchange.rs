@@ -351,6 +351,7 @@ impl Signed {
     /// The rest of the checks, once the signature's fate is known.
     pub(super) fn conclude(self, verified: bool, now_unix_secs: u64) -> Finished {
         if !verified {
+            self.endpoint.metrics().verify_failed();
             return reject_unauthenticated(Rejection::InvalidSignature);
         }
         // Only now, with the signature known to be Discord's: a forged request

@@ -189,6 +189,7 @@ struct Shared {
     health: Health,
     /// Rate-limits the warning about authentic requests outside the timestamp window.
     stale_warnings: window::StaleWarnings,
+    metrics: crate::metrics::EndpointMetrics,
 }
 
 impl Endpoint {
@@ -222,6 +223,7 @@ impl Endpoint {
                 verify_queue: VerifyQueue::default(),
                 health: Health::default(),
                 stale_warnings: window::StaleWarnings::default(),
+                metrics: crate::metrics::EndpointMetrics::default(),
             }),
         }
     }
@@ -255,5 +257,11 @@ impl Endpoint {
     #[must_use]
     pub fn health(&self) -> &Health {
         &self.shared.health
+    }
+
+    /// The handles its requests are counted with (shared by every clone).
+    #[must_use]
+    pub fn metrics(&self) -> &crate::metrics::EndpointMetrics {
+        &self.shared.metrics
     }
 }

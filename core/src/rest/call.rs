@@ -60,6 +60,7 @@ impl Rest {
             sends: 0,
             failures: 0,
             salt,
+            waiting: None,
         }
     }
 
@@ -238,6 +239,8 @@ pub struct Call<T> {
     sends: u32,
     failures: u32,
     salt: u64,
+    /// Since when, and first why, the call has been waiting to be sent (for metrics).
+    waiting: Option<(Instant, WaitReason)>,
 }
 
 impl<T> fmt::Debug for Call<T> {
@@ -298,6 +301,7 @@ impl<T> Call<T> {
             State::Ready {
                 not_before: Some((until, reason)),
             } if *until > now => {
+                self.waiting.get_or_insert((now, *reason));
                 return Step::Wait(WaitUntil {
                     until: *until,
                     reason: *reason,
@@ -323,11 +327,15 @@ impl<T> Call<T> {
                     self.state = State::Finished(None);
                     return Step::Done(result);
                 }
+                self.waiting.get_or_insert((now, wait.reason));
                 Step::Wait(wait)
             }
             Ok(permit) => match build(&self.config, &self.request, now) {
                 Ok((request, authorization)) => {
                     self.sends += 1;
+                    if let Some((since, reason)) = self.waiting.take() {
+                        crate::metrics::rest_waited(reason, now.saturating_duration_since(since));
+                    }
                     self.state = State::Sent {
                         permit,
                         authorization,
@@ -387,6 +395,10 @@ impl<T> Call<T> {
         };
         let status = response.status();
         let limited = limiter.update(permit, status, response.headers(), response.body(), now);
+        crate::metrics::rest_answered(self.request.route().key(), Some(status));
+        if let Some(limited) = &limited {
+            crate::metrics::rest_rate_limited(limited);
+        }
         if status.is_success() {
             self.finish(Ok(Response {
                 route: self.route(),
@@ -451,6 +463,7 @@ impl<T> Call<T> {
             TransportErrorKind::Timeout | TransportErrorKind::Io => limiter.release(permit, now),
         }
         let route = self.route();
+        crate::metrics::rest_answered(&route, None);
         let kind = error.kind;
         let rest_error = match kind {
             TransportErrorKind::Timeout => RestError::Timeout { route },

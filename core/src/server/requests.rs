@@ -14,6 +14,7 @@ use crate::endpoint::{
     ResponseBody, Ticket,
 };
 use crate::http1::{self, BodyLength, Connection, Event};
+use crate::metrics::RequestKind;
 use crate::multipart::{FileSource, Segment};
 
 /// What the request side needs next; returned by [`Requests::poll`].
@@ -68,6 +69,8 @@ pub(crate) struct Requests {
     span: tracing::Span,
     started: Option<Instant>,
     routing: crate::deferral::Routing,
+    kind: RequestKind,
+    dispatched: Option<Instant>,
 }
 
 impl std::fmt::Debug for Requests {
@@ -91,6 +94,8 @@ impl Requests {
             span: tracing::Span::none(),
             started: None,
             routing: crate::deferral::Routing::default(),
+            kind: RequestKind::Rejected,
+            dispatched: None,
         }
     }
 
@@ -191,6 +196,8 @@ impl Requests {
             && let Stage::Dispatching(dispatch) = std::mem::replace(&mut self.stage, Stage::Idle)
         {
             record_dispatch(&self.span, &dispatch);
+            self.kind = dispatch.kind().into();
+            self.dispatched = Some(now.instant);
             self.routing
                 .dispatched(dispatch.context(), self.started.unwrap_or(now.instant));
             let (responding, handler) = dispatch.start();
@@ -210,9 +217,13 @@ impl Requests {
                 Event::Head(parts) => {
                     self.span = request_span(&parts);
                     self.started = Some(now.instant);
+                    self.kind = RequestKind::Rejected;
                     match self.endpoint.begin(&parts) {
                         Ok(exchange) => self.stage = Stage::Body(exchange),
-                        Err(immediate) => self.respond(now, immediate.into_response(), None),
+                        Err(immediate) => {
+                            self.kind = RequestKind::of_immediate(&immediate);
+                            self.respond(now, immediate.into_response(), None);
+                        }
                     }
                 }
                 Event::Data(chunk) => {
@@ -277,12 +288,14 @@ impl Requests {
         match finished {
             Finished::Respond(immediate) => {
                 self.stage = Stage::Idle;
+                self.kind = RequestKind::of_immediate(&immediate);
                 self.respond(now, immediate.into_response(), None);
             }
             Finished::Dispatch(dispatch) => self.stage = Stage::Dispatching(dispatch),
             // A Webhook Event: 204 now, its handler as after-response work.
             Finished::Event(event) => {
                 self.stage = Stage::Idle;
+                self.kind = RequestKind::Event;
                 let done = event.acknowledge();
                 self.respond(now, done.response, done.after);
             }
@@ -292,6 +305,10 @@ impl Requests {
 
     /// Turns the handler's outcome into the response.
     pub(crate) fn complete(&mut self, now: Now, outcome: HandlerResult) -> Result<(), DriverError> {
+        if let Some(dispatched) = self.dispatched.take() {
+            let metrics = self.endpoint.metrics();
+            metrics.handled(self.kind, dispatched, now.instant);
+        }
         let Some(outcome) = self.complete_through_rest(now, outcome) else {
             return Ok(());
         };
@@ -361,11 +378,10 @@ impl Requests {
     ) {
         let (parts, body) = response.into_parts();
         if let Some(started) = self.started.take() {
-            record_response(
-                &self.span,
-                parts.status,
-                now.instant.saturating_duration_since(started),
-            );
+            let took = now.instant.saturating_duration_since(started);
+            record_response(&self.span, parts.status, took);
+            let metrics = self.endpoint.metrics();
+            metrics.responded(self.kind, parts.status, took);
         }
         // These calls cannot fail: a request is in flight and no response has started.
         let sent = match body {

@@ -39,6 +39,7 @@ struct Table {
     /// The accept loop waits in [`Vacancy`] (so state changes must wake it).
     acceptor_waiting: AtomicBool,
     acceptor: Mutex<Option<Waker>>,
+    metrics: crate::metrics::SlotMetrics,
 }
 
 #[derive(Default)]
@@ -123,6 +124,8 @@ impl Slots {
             inner.remove(&victim);
             victim.evicted.store(true, Ordering::SeqCst);
             self.table.evictions.fetch_add(1, Ordering::Relaxed);
+            self.table.metrics.evictions.increment(1);
+            self.table.metrics.open.decrement(1.0);
             if let Some(waker) = lock(&victim.waker).take() {
                 waker.wake();
             }
@@ -143,6 +146,7 @@ impl Slots {
             inner.slots[index] = Some(state.clone());
         }
         inner.open += 1;
+        self.table.metrics.open.increment(1.0);
         Ok(Admitted {
             slot: Slot {
                 table: self.table.clone(),
@@ -269,6 +273,7 @@ impl Drop for Slot {
         let mut inner = lock(&self.table.inner);
         if !self.state.evicted.load(Ordering::SeqCst) {
             inner.remove(&self.state);
+            self.table.metrics.open.decrement(1.0);
         }
         drop(inner);
         wake_acceptor(&self.table);

@@ -333,3 +333,34 @@ pub fn events_endpoint() -> SocketAddr {
         }
     })
 }
+
+/// `yuyo serve --bind 127.0.0.1:0 --runtime RUNTIME EXTRA…`: the guard, the address of
+/// the first stdout line and the next lines, each one as it is printed.
+pub fn serve_lines(runtime: &str, extra: &[&str]) -> (Guard, SocketAddr, mpsc::Receiver<String>) {
+    let child = Command::new(YUYO)
+        .args(["serve", "--bind", "127.0.0.1:0", "--runtime", runtime])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn yuyo serve");
+    let mut guard = Guard(child);
+    let stdout = guard.0.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(BOUND)
+        .unwrap_or_else(|_| panic!("yuyo serve --runtime {runtime} printed nothing"));
+    let addr = first
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .parse()
+        .expect("a socket address");
+    (guard, addr, rx)
+}
