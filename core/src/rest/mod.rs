@@ -162,6 +162,9 @@ mod route;
 #[cfg(feature = "transport")]
 pub mod runtime;
 #[cfg(feature = "transport")]
+mod shared;
+mod shared_limits;
+#[cfg(feature = "transport")]
 pub mod transport;
 
 #[cfg(test)]
@@ -194,6 +197,7 @@ pub use message::{Attachment, MessageCreate, MessageEdit};
 pub use ratelimit::{
     Permit, RateLimitHeaders, RateLimited, RateLimiter, Scope, WaitReason, WaitUntil,
 };
+pub use shared_limits::{DEFAULT_REDIS_RETRY, DEFAULT_REDIS_TIMEOUT, SharedLimits};
 pub use request::{ApplicationUpdate, NoContent, Payload, RequestBody, RestRequest};
 pub use route::{InvalidPath, Major, RateLimitKey, Route, RouteKey};
 #[cfg(feature = "transport")]
