@@ -197,8 +197,8 @@ pub use message::{Attachment, MessageCreate, MessageEdit};
 pub use ratelimit::{
     Permit, RateLimitHeaders, RateLimited, RateLimiter, Scope, WaitReason, WaitUntil,
 };
-pub use shared_limits::{DEFAULT_REDIS_RETRY, DEFAULT_REDIS_TIMEOUT, SharedLimits};
 pub use request::{ApplicationUpdate, NoContent, Payload, RequestBody, RestRequest};
 pub use route::{InvalidPath, Major, RateLimitKey, Route, RouteKey};
 #[cfg(feature = "transport")]
 pub use runtime::{RestClient, RestReplies, SyncOutcome};
+pub use shared_limits::{DEFAULT_REDIS_RETRY, DEFAULT_REDIS_TIMEOUT, SharedLimits};

@@ -220,12 +220,19 @@ mod tests {
 
     #[test]
     fn the_default_prefix_is_a_digest_of_the_token() {
-        let limits = SharedLimits::redis("redis://h").resolved(Some("tok")).unwrap();
+        let limits = SharedLimits::redis("redis://h")
+            .resolved(Some("tok"))
+            .unwrap();
         let prefix = limits.prefix().unwrap();
-        assert!(prefix.starts_with("yuyo:{") && prefix.ends_with('}'), "{prefix}");
+        assert!(
+            prefix.starts_with("yuyo:{") && prefix.ends_with('}'),
+            "{prefix}"
+        );
         assert!(!prefix.contains("tok"));
         assert!(SharedLimits::redis("redis://h").resolved(None).is_none());
-        let named = SharedLimits::redis("redis://h").key_prefix("p").resolved(None);
+        let named = SharedLimits::redis("redis://h")
+            .key_prefix("p")
+            .resolved(None);
         assert_eq!(named.unwrap().prefix(), Some("p"));
         assert!(!format!("{:?}", SharedLimits::redis("redis://:pw@h")).contains("pw"));
     }

@@ -168,7 +168,12 @@ impl SharedLimiter {
     }
 
     /// `EVALSHA` of `script` and the `EVAL` to send when the server lacks it.
-    fn invoke(script: &Script, source: &str, keys: &[String], args: &[String]) -> (Vec<u8>, Vec<u8>) {
+    fn invoke(
+        script: &Script,
+        source: &str,
+        keys: &[String],
+        args: &[String],
+    ) -> (Vec<u8>, Vec<u8>) {
         let build = |name: &str, body: &str| {
             let mut cmd = redis::cmd(name);
             cmd.arg(body).arg(keys.len()).arg(keys).arg(args);
@@ -204,7 +209,11 @@ impl SharedLimiter {
     ///
     /// # Errors
     /// A reply the script cannot have given.
-    pub(crate) fn granted(mut ticket: Ticket, reply: &Value, now: Instant) -> Result<Grant, Failure> {
+    pub(crate) fn granted(
+        mut ticket: Ticket,
+        reply: &Value,
+        now: Instant,
+    ) -> Result<Grant, Failure> {
         let bad = || Failure(format!("unexpected reply to the acquire script: {reply:?}"));
         let Value::Array(items) = reply else {
             return Err(bad());
@@ -239,7 +248,8 @@ impl SharedLimiter {
     pub(crate) fn report(&self, ticket: &Ticket, outcome: &Outcome<'_>) -> (Vec<u8>, Vec<u8>) {
         let keys = self.keys(&ticket.route, &ticket.major);
         let absent = || "-1".to_owned();
-        let ms = |duration: Option<Duration>| duration.map_or_else(absent, |d| millis(d).to_string());
+        let ms =
+            |duration: Option<Duration>| duration.map_or_else(absent, |d| millis(d).to_string());
         let flag = |on: bool| if on { "1" } else { "0" }.to_owned();
         let (name, facts) = match outcome {
             Outcome::Answered(status, headers, body) => {
@@ -263,7 +273,10 @@ impl SharedLimiter {
             name.to_owned(),
             facts.headers.bucket.clone().unwrap_or_default(),
             facts.headers.limit.map_or_else(absent, |n| n.to_string()),
-            facts.headers.remaining.map_or_else(absent, |n| n.to_string()),
+            facts
+                .headers
+                .remaining
+                .map_or_else(absent, |n| n.to_string()),
             ms(facts.headers.reset_after),
             flag(facts.counted),
             ms(facts.hold_bucket),

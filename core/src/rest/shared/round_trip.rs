@@ -10,8 +10,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use redis::{ServerErrorKind, Value};
 
-use crate::rest::transport::{Input, Io};
 use crate::rest::shared_limits::RedisAddress;
+use crate::rest::transport::{Input, Io};
 
 /// Bytes read at once.
 const CHUNK: usize = 4096;

@@ -1,0 +1,298 @@
+//! A fleet of replicas of one bot sharing Discord's rate limits through Redis, each
+//! case generic over the adapter's [`BotHarness`]; [`bot_suite!`](crate::bot_suite)
+//! makes an ignored `#[test]` of each (they need `redis-server` on the `PATH`; run
+//! them with `-- --include-ignored redis`).
+//!
+//! Three REST clients (the replicas, each with its own in-process limiter) send 30
+//! concurrent calls to one [`MockDiscord`] with a global limit of 3 per second and a
+//! sliding bucket of 2 per second. The mock counts arrivals and refuses (429) what
+//! Discord would: with limits shared in a [`RedisServer`] nothing is refused; with
+//! in-process limiters alone the fleet overruns both.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::num::NonZeroU32;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use http::Method;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Metadata, Subscriber};
+use yuyo_core::rest::{Backoff, RequestBody, RequestError, RestConfig, SharedLimits};
+
+use crate::bot_harness::{BotHarness, LIMIT, bounded};
+use crate::mock_discord::{MockDiscord, Overruns, RateLimits, RouteLimit};
+
+/// Replicas in the fleet.
+const REPLICAS: usize = 3;
+/// Calls sent by the fleet.
+const CALLS: usize = 30;
+/// The warning a replica logs when Redis fails.
+const WARNING: &str = "Redis rate limits unavailable";
+
+/// A `redis-server` of its own on a free 127.0.0.1 port, killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` without persistence and waits (bounded) until it answers
+    /// `PING`.
+    ///
+    /// # Panics
+    /// When `redis-server` cannot be started or does not answer within 10 s.
+    #[must_use]
+    pub fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on the PATH (apt-get install redis-server)");
+        let mut server = Self { child, port };
+        let start = Instant::now();
+        while !server.answers_ping() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("redis-server exited: {status}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis-server did not answer PING"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        server
+    }
+
+    /// `redis://127.0.0.1:{port}/`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut reply = [0; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    /// Kills the server (`SIGKILL`) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The warnings logged, counted by a global subscriber
+
+static WARNINGS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts the warnings that say Redis failed; ignores everything else.
+struct WarningCounter;
+
+struct Message(String);
+
+impl Visit for Message {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl Subscriber for WarningCounter {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        *metadata.level() == Level::WARN
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        if message.0.contains(WARNING) {
+            WARNINGS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+/// How many Redis warnings were logged in this process so far; `None` when another
+/// global subscriber was installed first (nothing can be counted then).
+fn warnings() -> Option<usize> {
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
+    let installed =
+        *INSTALLED.get_or_init(|| tracing::subscriber::set_global_default(WarningCounter).is_ok());
+    installed.then(|| WARNINGS.load(Ordering::SeqCst))
+}
+
+// ---------------------------------------------------------------------------------------
+// The fleet
+
+/// The mock: a global limit of 3 per second, a sliding bucket of 2 per second on
+/// `GET /channels/{id}/pins`; other routes have no bucket.
+fn limited_mock() -> (MockDiscord, String) {
+    let limits = RateLimits::new().global(3).route(
+        "GET",
+        "/channels/{channel_id}/pins",
+        RouteLimit::sliding("p1n5", 2, Duration::from_secs(1)),
+    );
+    let mock = MockDiscord::new().with_rate_limits(limits);
+    let url = mock.start().unwrap();
+    (mock, url)
+}
+
+/// The replicas of one bot (token `tok`) calling `url`, sharing limits in `redis` if
+/// given.
+fn fleet<H: BotHarness>(url: &str, redis: Option<&RedisServer>, prefix: &str) -> Vec<H::Client> {
+    (0..REPLICAS)
+        .map(|_| {
+            let mut builder = RestConfig::builder()
+                .token("tok")
+                .rest_url(url)
+                .global_limit(NonZeroU32::new(3))
+                .backoff(Backoff {
+                    base: Duration::from_millis(10),
+                    max: Duration::from_millis(50),
+                    jitter_seed: None,
+                });
+            if let Some(redis) = redis {
+                builder =
+                    builder.shared_limits(SharedLimits::redis(redis.url()).key_prefix(prefix));
+            }
+            H::client(builder.build().unwrap(), Default::default(), None)
+        })
+        .collect()
+}
+
+/// Call `i`'s path: 12 of the 30 on the bucket, the others on channels of their own.
+fn path(i: usize) -> String {
+    if (i / REPLICAS) % 3 == 0 {
+        "/channels/1/pins".to_owned()
+    } else {
+        format!("/channels/{}/messages", i + 100)
+    }
+}
+
+/// Sends the 30 calls, call `i` from replica `i % 3`, released together; returns how
+/// long they took and their results.
+fn send_all<H: BotHarness>(clients: Vec<H::Client>) -> (Duration, Vec<Result<(), RequestError>>) {
+    bounded(move || {
+        let clients = Arc::new(clients);
+        let barrier = Arc::new(Barrier::new(CALLS + 1));
+        let threads: Vec<_> = (0..CALLS)
+            .map(|i| {
+                let (clients, barrier) = (Arc::clone(&clients), Arc::clone(&barrier));
+                thread::spawn(move || {
+                    barrier.wait();
+                    let client = &clients[i % REPLICAS];
+                    H::request(client, Method::GET, &path(i), RequestBody::Empty)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let results = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        (start.elapsed(), results)
+    })
+}
+
+fn name<H>() -> &'static str {
+    let name = std::any::type_name::<H>();
+    name.rsplit("::").next().unwrap_or(name)
+}
+
+fn all_ok(results: &[Result<(), RequestError>]) {
+    for result in results {
+        assert!(result.is_ok(), "{results:?}");
+    }
+}
+
+/// Three replicas, 30 calls: with in-process limiters alone the fleet overruns the
+/// global limit and the bucket; with the limits shared in Redis the mock refuses
+/// nothing.
+pub fn redis_fleet_shares_the_global_limit_and_buckets<H: BotHarness>() {
+    let (mock, url) = limited_mock();
+    let (local_elapsed, results) = send_all::<H>(fleet::<H>(&url, None, ""));
+    all_ok(&results);
+    let local = mock.overruns();
+
+    let redis = RedisServer::start();
+    let (mock, url) = limited_mock();
+    let clients = fleet::<H>(&url, Some(&redis), "yuyo-test:{fleet}");
+    let (elapsed, results) = send_all::<H>(clients);
+    eprintln!(
+        "[redis] {}: {CALLS} calls, {REPLICAS} replicas, global 3/1s, bucket 2/1s: \
+         in-process limiters {local_elapsed:?} {local:?}; shared in Redis {elapsed:?} {:?}",
+        name::<H>(),
+        mock.overruns()
+    );
+    all_ok(&results);
+    assert_eq!(
+        mock.overruns(),
+        Overruns::default(),
+        "{:?}",
+        mock.refusals()
+    );
+    assert_eq!(mock.requests().len(), CALLS);
+    assert!(
+        local.global > 0 && local.route > 0,
+        "in-process limiters: {local:?}"
+    );
+    assert!(elapsed < LIMIT, "{elapsed:?}");
+}
+
+/// Redis killed while the fleet sends: every call still succeeds, under the replicas'
+/// own limits, and each replica logs the one warning.
+pub fn redis_killed_mid_run_falls_back_to_local_limits<H: BotHarness>() {
+    let before = warnings();
+    let mut redis = RedisServer::start();
+    let (mock, url) = limited_mock();
+    let clients = fleet::<H>(&url, Some(&redis), "yuyo-test:{killed}");
+    let sending = thread::spawn(move || send_all::<H>(clients));
+    let arrived = mock.wait_for(CALLS / 3, LIMIT);
+    assert!(arrived.is_some(), "the first calls did not arrive");
+    redis.kill();
+    let (elapsed, results) = sending.join().unwrap();
+    let after = warnings();
+    eprintln!(
+        "[redis] {}: Redis killed after {} of {CALLS} calls: done in {elapsed:?}, {:?}, \
+         warnings {:?}",
+        name::<H>(),
+        CALLS / 3,
+        mock.overruns(),
+        after.zip(before).map(|(after, before)| after - before),
+    );
+    all_ok(&results);
+    assert!(mock.requests().len() >= CALLS);
+    if let (Some(before), Some(after)) = (before, after) {
+        assert_eq!(after - before, REPLICAS, "one warning per replica");
+    }
+}
