@@ -194,7 +194,7 @@ fn fleet<H: BotHarness>(url: &str, redis: Option<&RedisServer>, prefix: &str) ->
 
 /// Call `i`'s path: 12 of the 30 on the bucket, the others on channels of their own.
 fn path(i: usize) -> String {
-    if (i / REPLICAS) % 3 == 0 {
+    if (i / REPLICAS).is_multiple_of(3) {
         "/channels/1/pins".to_owned()
     } else {
         format!("/channels/{}/messages", i + 100)

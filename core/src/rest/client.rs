@@ -129,7 +129,7 @@ impl<S> RedisHealth<S> {
 /// What a Redis round trip of a call is for.
 enum RedisStep {
     /// Asking for `ticket`; `request` goes once granted.
-    Acquire(Ticket, http::Request<RequestBody>),
+    Acquire(Ticket, Box<http::Request<RequestBody>>),
     /// Handing a ticket back.
     Report,
 }
@@ -339,7 +339,7 @@ impl<T, S: PooledStream> ClientCall<T, S> {
             Step::Send(request) => {
                 match self.start_acquire(now) {
                     Some((trip, ticket)) => {
-                        self.redis = Some((trip, RedisStep::Acquire(ticket, request)));
+                        self.redis = Some((trip, RedisStep::Acquire(ticket, Box::new(request))));
                     }
                     None => self.start_exchange(request, now),
                 }
@@ -452,7 +452,7 @@ impl<T, S: PooledStream> ClientCall<T, S> {
         match step {
             RedisStep::Acquire(ticket, request) => {
                 let grant = reply.and_then(|reply| SharedLimiter::granted(ticket, &reply, now));
-                self.on_grant(grant, stream, request, now);
+                self.on_grant(grant, stream, *request, now);
             }
             RedisStep::Report => {
                 let mut shared = self.client.lock();

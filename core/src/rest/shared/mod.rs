@@ -24,6 +24,8 @@
 //! tokens) are limited locally only.
 
 mod round_trip;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
