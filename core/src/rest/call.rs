@@ -360,6 +360,7 @@ impl<T> Call<T> {
     /// The limits shared with the bot's other processes hold the request of the last
     /// `Send` back until `wait`: it goes back unsent (its permit cancelled), or fails
     /// when that is longer than `max_rate_limit`.
+    #[cfg(feature = "transport")]
     pub(crate) fn defer(&mut self, now: Instant, wait: WaitUntil, limiter: &mut RateLimiter) {
         let Some((permit, _)) = self.take_sent() else {
             return;

@@ -127,6 +127,7 @@ impl SharedLimits {
 
 /// Where Redis is and how to log in.
 #[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(not(feature = "transport"), allow(dead_code))]
 pub(crate) struct RedisAddress {
     pub(crate) host: String,
     pub(crate) port: u16,
