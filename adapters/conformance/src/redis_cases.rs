@@ -236,8 +236,8 @@ fn all_ok(results: &[Result<(), RequestError>]) {
 }
 
 /// Three replicas, 30 calls: with in-process limiters alone the fleet overruns the
-/// global limit and the bucket; with the limits shared in Redis the mock refuses
-/// nothing.
+/// global limit (and at times the bucket); with the limits shared in Redis the mock
+/// refuses nothing.
 pub fn redis_fleet_shares_the_global_limit_and_buckets<H: BotHarness>() {
     let (mock, url) = limited_mock();
     let (local_elapsed, results) = send_all::<H>(fleet::<H>(&url, None, ""));
@@ -262,10 +262,9 @@ pub fn redis_fleet_shares_the_global_limit_and_buckets<H: BotHarness>() {
         mock.refusals()
     );
     assert_eq!(mock.requests().len(), CALLS);
-    assert!(
-        local.global > 0 && local.route > 0,
-        "in-process limiters: {local:?}"
-    );
+    // Each replica sees the others' requests in `X-RateLimit-Remaining`, which mostly
+    // spares the bucket; nothing tells it of their global ones.
+    assert!(local.global > 0, "in-process limiters: {local:?}");
     assert!(elapsed < LIMIT, "{elapsed:?}");
 }
 
