@@ -51,7 +51,9 @@ end
 
 local function hold(key)
   redis.call('ZADD', key, now + inflight, 'f' .. id)
-  redis.call('PEXPIRE', key, inflight + 60000)
+  if redis.call('PTTL', key) < inflight + 60000 then
+    redis.call('PEXPIRE', key, inflight + 60000)
+  end
 end
 if slots then hold(slots) end
 if glimit > 0 then hold(KEYS[1]) end

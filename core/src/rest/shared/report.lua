@@ -14,13 +14,18 @@ local limit, remaining, reset = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(A
 local counted, hold_bucket, hold_global = ARGV[11] == '1', tonumber(ARGV[12]), tonumber(ARGV[13])
 local ttl = tonumber(ARGV[15])
 
+-- Keeps `key` at least `ms` more (never shortens what an in-flight slot needs).
+local function keep(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+end
+
 if redis.call('GET', KEYS[4]) == id then redis.call('DEL', KEYS[4]) end
 
 if ARGV[5] == '1' then
   redis.call('ZREM', KEYS[1], 'f' .. id)
   if outcome ~= 'cancelled' then
     redis.call('ZADD', KEYS[1], now + 1020, 'a' .. id)
-    redis.call('PEXPIRE', KEYS[1], 60000)
+    keep(KEYS[1], 60000)
   end
 end
 if hold_global > 0 and redis.call('PTTL', KEYS[2]) < hold_global then
@@ -54,11 +59,11 @@ end
 if counted then
   local release = now + math.max(math.max(reset, 0), window) + 5
   redis.call('ZADD', slots, release, 'a' .. id)
-  redis.call('PEXPIRE', slots, release - now + 60000)
+  keep(slots, release - now + 60000)
 end
 local blocked = tonumber(redis.call('HGET', meta, 'blocked') or '0')
 if remaining == 0 and reset >= 0 then blocked = math.max(blocked, now + reset) end
 if hold_bucket >= 0 then blocked = math.max(blocked, now + hold_bucket) end
 if blocked > now then redis.call('HSET', meta, 'blocked', blocked) end
-redis.call('PEXPIRE', meta, ttl)
+keep(meta, ttl)
 return 1
