@@ -237,6 +237,12 @@ macro_rules! bot_suite {
 
         #[test]
         #[ignore = "needs redis-server"]
+        fn redis_holds_reach_every_replica() {
+            $crate::redis_cases::redis_holds_reach_every_replica::<$harness>();
+        }
+
+        #[test]
+        #[ignore = "needs redis-server"]
         fn redis_killed_mid_run_falls_back_to_local_limits() {
             $crate::redis_cases::redis_killed_mid_run_falls_back_to_local_limits::<$harness>();
         }

@@ -26,7 +26,7 @@ use tracing::{Event, Level, Metadata, Subscriber};
 use yuyo_core::rest::{Backoff, RequestBody, RequestError, RestConfig, SharedLimits};
 
 use crate::bot_harness::{BotHarness, LIMIT, bounded};
-use crate::mock_discord::{MockDiscord, Overruns, RateLimits, RouteLimit};
+use crate::mock_discord::{MockDiscord, Overruns, RateLimits, Reply, RouteLimit};
 
 /// Replicas in the fleet.
 const REPLICAS: usize = 3;
@@ -91,6 +91,20 @@ impl RedisServer {
         stream.write_all(b"PING\r\n").is_ok()
             && stream.read_exact(&mut reply).is_ok()
             && &reply == b"+PONG\r\n"
+    }
+
+    /// Whether `key` exists (`EXISTS`); `false` when the server does not answer.
+    #[must_use]
+    pub fn exists(&self, key: &str) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let command = format!("*2\r\n$6\r\nEXISTS\r\n${}\r\n{key}\r\n", key.len());
+        let mut reply = [0; 4];
+        stream.write_all(command.as_bytes()).is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b":1\r\n"
     }
 
     /// Kills the server (`SIGKILL`) and reaps it.
@@ -294,4 +308,70 @@ pub fn redis_killed_mid_run_falls_back_to_local_limits<H: BotHarness>() {
     if let (Some(before), Some(after)) = (before, after) {
         assert_eq!(after - before, REPLICAS, "one warning per replica");
     }
+}
+
+/// `GET path` from `client`, bounded; how long it took.
+fn timed_get<H: BotHarness>(client: &H::Client, path: &'static str) -> Duration {
+    let client = client.clone();
+    bounded(move || {
+        let start = Instant::now();
+        H::request(&client, Method::GET, path, RequestBody::Empty).unwrap();
+        start.elapsed()
+    })
+}
+
+/// What one replica is told holds the others too: a bucket answered `Remaining: 0`
+/// (`Reset-After` 0.5 s) and a global 429 (`retry_after` 0.5 s).
+pub fn redis_holds_reach_every_replica<H: BotHarness>() {
+    let redis = RedisServer::start();
+    let mock = MockDiscord::new();
+    let url = mock.start().unwrap();
+    let clients = fleet::<H>(&url, Some(&redis), "yuyo-test:{holds}");
+    let half = Duration::from_millis(500);
+
+    mock.push(
+        Reply::ok("[]")
+            .header("x-ratelimit-bucket", "h0ld")
+            .header("x-ratelimit-limit", "5")
+            .header("x-ratelimit-remaining", "0")
+            .header("x-ratelimit-reset-after", "0.5"),
+    );
+    let first = timed_get::<H>(&clients[0], "/channels/9/pins");
+    let held = timed_get::<H>(&clients[1], "/channels/9/pins");
+    eprintln!(
+        "[redis] {}: Remaining 0 on one replica: {first:?}, the next on another: {held:?}",
+        name::<H>()
+    );
+    assert!(first < half, "{first:?}");
+    assert!(held >= half - Duration::from_millis(100), "{held:?}");
+
+    mock.push(
+        Reply::status(
+            429,
+            r#"{"message":"You are being rate limited.","retry_after":0.5,"global":true}"#,
+        )
+        .header("x-ratelimit-global", "true")
+        .header("x-ratelimit-scope", "global"),
+    );
+    let refused = {
+        let client = clients[0].clone();
+        thread::spawn(move || timed_get::<H>(&client, "/users/@me"))
+    };
+    let start = Instant::now();
+    while !redis.exists("yuyo-test:{holds}:gh") {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the global hold never reached Redis"
+        );
+        thread::yield_now();
+    }
+    let held = timed_get::<H>(&clients[2], "/guilds/1/roles");
+    let refused = refused.join().unwrap();
+    eprintln!(
+        "[redis] {}: global 429 on one replica: {refused:?}, another held {held:?}",
+        name::<H>()
+    );
+    assert!(refused >= half, "{refused:?}");
+    assert!(held >= Duration::from_millis(200), "{held:?}");
+    assert_eq!(mock.overruns(), Overruns::default());
 }
