@@ -237,6 +237,12 @@ macro_rules! bot_suite {
 
         #[test]
         #[ignore = "needs redis-server"]
+        fn redis_stalled_costs_one_deadline() {
+            $crate::redis_cases::redis_stalled_costs_one_deadline::<$harness>();
+        }
+
+        #[test]
+        #[ignore = "needs redis-server"]
         fn redis_holds_reach_every_replica() {
             $crate::redis_cases::redis_holds_reach_every_replica::<$harness>();
         }

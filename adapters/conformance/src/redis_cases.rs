@@ -14,8 +14,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::num::NonZeroU32;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, OnceLock};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -123,17 +122,29 @@ impl Drop for RedisServer {
 // ---------------------------------------------------------------------------------------
 // The warnings logged, counted by a global subscriber
 
-static WARNINGS: AtomicUsize = AtomicUsize::new(0);
+/// The warnings that say Redis failed, by key prefix.
+static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Counts the warnings that say Redis failed; ignores everything else.
 struct WarningCounter;
 
-struct Message(String);
+#[derive(Default)]
+struct Message {
+    text: String,
+    prefix: String,
+}
 
 impl Visit for Message {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "key_prefix" {
+            value.clone_into(&mut self.prefix);
+        }
+    }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.0 = format!("{value:?}");
+        match field.name() {
+            "message" => self.text = format!("{value:?}"),
+            "key_prefix" => self.prefix = format!("{value:?}"),
+            _ => {}
         }
     }
 }
@@ -148,23 +159,33 @@ impl Subscriber for WarningCounter {
     fn record(&self, _: &Id, _: &Record<'_>) {}
     fn record_follows_from(&self, _: &Id, _: &Id) {}
     fn event(&self, event: &Event<'_>) {
-        let mut message = Message(String::new());
+        let mut message = Message::default();
         event.record(&mut message);
-        if message.0.contains(WARNING) {
-            WARNINGS.fetch_add(1, Ordering::SeqCst);
+        if message.text.contains(WARNING) {
+            lock(&WARNINGS).push(message.prefix);
         }
     }
     fn enter(&self, _: &Id) {}
     fn exit(&self, _: &Id) {}
 }
 
-/// How many Redis warnings were logged in this process so far; `None` when another
-/// global subscriber was installed first (nothing can be counted then).
-fn warnings() -> Option<usize> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Starts counting the Redis warnings; `false` when another global subscriber was
+/// installed first (nothing can be counted then).
+fn count_warnings() -> bool {
     static INSTALLED: OnceLock<bool> = OnceLock::new();
-    let installed =
-        *INSTALLED.get_or_init(|| tracing::subscriber::set_global_default(WarningCounter).is_ok());
-    installed.then(|| WARNINGS.load(Ordering::SeqCst))
+    *INSTALLED.get_or_init(|| tracing::subscriber::set_global_default(WarningCounter).is_ok())
+}
+
+/// How many Redis warnings named `prefix`.
+fn warnings(prefix: &str) -> usize {
+    lock(&WARNINGS)
+        .iter()
+        .filter(|named| *named == prefix)
+        .count()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -285,28 +306,29 @@ pub fn redis_fleet_shares_the_global_limit_and_buckets<H: BotHarness>() {
 /// Redis killed while the fleet sends: every call still succeeds, under the replicas'
 /// own limits, and each replica logs the one warning.
 pub fn redis_killed_mid_run_falls_back_to_local_limits<H: BotHarness>() {
-    let before = warnings();
+    let counting = count_warnings();
+    let prefix = format!("yuyo-test:{{killed-{}}}", name::<H>());
     let mut redis = RedisServer::start();
     let (mock, url) = limited_mock();
-    let clients = fleet::<H>(&url, Some(&redis), "yuyo-test:{killed}");
+    let clients = fleet::<H>(&url, Some(&redis), &prefix);
     let sending = thread::spawn(move || send_all::<H>(clients));
     let arrived = mock.wait_for(CALLS / 3, LIMIT);
     assert!(arrived.is_some(), "the first calls did not arrive");
     redis.kill();
     let (elapsed, results) = sending.join().unwrap();
-    let after = warnings();
+    let warned = warnings(&prefix);
     eprintln!(
         "[redis] {}: Redis killed after {} of {CALLS} calls: done in {elapsed:?}, {:?}, \
          warnings {:?}",
         name::<H>(),
         CALLS / 3,
         mock.overruns(),
-        after.zip(before).map(|(after, before)| after - before),
+        counting.then_some(warned),
     );
     all_ok(&results);
     assert!(mock.requests().len() >= CALLS);
-    if let (Some(before), Some(after)) = (before, after) {
-        assert_eq!(after - before, REPLICAS, "one warning per replica");
+    if counting {
+        assert_eq!(warned, REPLICAS, "one warning per replica");
     }
 }
 
@@ -374,4 +396,37 @@ pub fn redis_holds_reach_every_replica<H: BotHarness>() {
     assert!(refused >= half, "{refused:?}");
     assert!(held >= Duration::from_millis(200), "{held:?}");
     assert_eq!(mock.overruns(), Overruns::default());
+}
+
+/// Redis stopped (`SIGSTOP`: connections stay open, nothing answers): a call goes under
+/// the replica's own limits after the 250 ms round-trip deadline, the next one at once,
+/// and one warning is logged.
+pub fn redis_stalled_costs_one_deadline<H: BotHarness>() {
+    let counting = count_warnings();
+    let prefix = format!("yuyo-test:{{stalled-{}}}", name::<H>());
+    let redis = RedisServer::start();
+    let mock = MockDiscord::new();
+    let url = mock.start().unwrap();
+    let clients = fleet::<H>(&url, Some(&redis), &prefix);
+    let warm = timed_get::<H>(&clients[0], "/guilds/1/roles");
+    let stop = |signal: &str| {
+        let status = Command::new("kill")
+            .args([signal, &redis.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    stop("-STOP");
+    let stalled = timed_get::<H>(&clients[0], "/guilds/2/roles");
+    let next = timed_get::<H>(&clients[0], "/guilds/3/roles");
+    stop("-CONT");
+    eprintln!(
+        "[redis] {}: Redis answering: {warm:?}; stopped: {stalled:?}, then {next:?}",
+        name::<H>()
+    );
+    assert!(stalled < Duration::from_millis(700), "{stalled:?}");
+    assert!(next < Duration::from_millis(200), "{next:?}");
+    if counting {
+        assert_eq!(warnings(&prefix), 1);
+    }
 }

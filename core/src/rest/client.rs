@@ -111,8 +111,9 @@ impl<S> RedisHealth<S> {
         }
     }
 
-    /// Redis failed at `now`: local limits only for `retry`, one warning.
-    fn failed(&mut self, failure: &Failure, now: Instant, retry: std::time::Duration) {
+    /// Redis failed at `now`: local limits only for a while, one warning.
+    fn failed(&mut self, failure: &Failure, now: Instant, limits: &SharedLimiter) {
+        let retry = limits.retry_delay();
         self.idle.clear();
         self.down_until = Some(later(now, retry));
         if !self.warned {
@@ -120,6 +121,7 @@ impl<S> RedisHealth<S> {
             tracing::warn!(
                 error = %failure,
                 ?retry,
+                key_prefix = limits.prefix(),
                 "Redis rate limits unavailable: this process goes on under its own limits only"
             );
         }
@@ -458,7 +460,7 @@ impl<T, S: PooledStream> ClientCall<T, S> {
                 let mut shared = self.client.lock();
                 match reply {
                     Ok(_) => shared.redis.answered(stream),
-                    Err(failure) => shared.redis.failed(&failure, now, limits.retry_delay()),
+                    Err(failure) => shared.redis.failed(&failure, now, limits),
                 }
             }
         }
@@ -473,12 +475,6 @@ impl<T, S: PooledStream> ClientCall<T, S> {
         request: http::Request<RequestBody>,
         now: Instant,
     ) {
-        let retry = self
-            .client
-            .shared_limits
-            .as_ref()
-            .map(SharedLimiter::retry_delay)
-            .unwrap_or_default();
         let mut shared = self.client.lock();
         match grant {
             Ok(grant) => {
@@ -492,7 +488,11 @@ impl<T, S: PooledStream> ClientCall<T, S> {
                     }
                 }
             }
-            Err(failure) => shared.redis.failed(&failure, now, retry),
+            Err(failure) => {
+                if let Some(limits) = &self.client.shared_limits {
+                    shared.redis.failed(&failure, now, limits);
+                }
+            }
         }
         drop(shared);
         self.start_exchange(request, now);

@@ -143,6 +143,11 @@ impl SharedLimiter {
         key.global && !matches!(key.major, Major::IdToken(..))
     }
 
+    /// The key prefix (named in the warning when Redis fails).
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// How long Redis is left alone after a failure.
     pub(crate) fn retry_delay(&self) -> Duration {
         self.retry
