@@ -13,7 +13,8 @@
 //! - [`Commands`]: typed requests for global and guild application commands.
 //! - [`Rest`] / [`Call`]: one call as a state machine.
 //! - [`RateLimiter`]: the rate-limit state every call of a client shares
-//!   (rules in [`ratelimit`]).
+//!   (rules in [`ratelimit`]); [`SharedLimits`] adds limits shared by the bot's
+//!   processes through Redis (`transport` feature).
 //! - [`KeyDiscovery`]: single-flight public-key discovery.
 //! - [`bot`]: what every adapter's `Bot` shares (errors, callbacks, endpoint).
 //! - `transport` (feature `transport`): what every adapter's HTTP transport shares

@@ -32,7 +32,9 @@
 //! - **What Discord says wins.** `X-RateLimit-Remaining: 0` holds the whole
 //!   bucket until `r + d` (something frees by then, in either kind of
 //!   window); slots Discord counts beyond ours (another process of the bot)
-//!   stay used until `r + d`.
+//!   stay used until `r + d`. Processes that share the bot's limits through
+//!   Redis ([`SharedLimits`](super::SharedLimits)) also apply these rules there,
+//!   together.
 //! - **Unknown routes.** A route whose bucket is unknown sends one request at
 //!   a time until an answer names its bucket; buckets of other routes never
 //!   delay it (it may turn out to share none of them). Its answer then
