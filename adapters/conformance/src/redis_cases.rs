@@ -95,15 +95,28 @@ impl RedisServer {
     /// Whether `key` exists (`EXISTS`); `false` when the server does not answer.
     #[must_use]
     pub fn exists(&self, key: &str) -> bool {
+        self.command(&["EXISTS", key]) == b":1\r\n"
+    }
+
+    /// The raw reply to `args` (what one read gives: short replies only); empty when
+    /// the server does not answer.
+    #[must_use]
+    pub fn command(&self, args: &[&str]) -> Vec<u8> {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
+            return Vec::new();
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let command = format!("*2\r\n$6\r\nEXISTS\r\n${}\r\n{key}\r\n", key.len());
-        let mut reply = [0; 4];
-        stream.write_all(command.as_bytes()).is_ok()
-            && stream.read_exact(&mut reply).is_ok()
-            && &reply == b":1\r\n"
+        let mut command = format!("*{}\r\n", args.len());
+        for arg in args {
+            command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        let mut reply = vec![0; 64 * 1024];
+        let n = match stream.write_all(command.as_bytes()) {
+            Ok(()) => stream.read(&mut reply).unwrap_or(0),
+            Err(_) => 0,
+        };
+        reply.truncate(n);
+        reply
     }
 
     /// Kills the server (`SIGKILL`) and reaps it.
@@ -207,6 +220,12 @@ fn limited_mock() -> (MockDiscord, String) {
 /// The replicas of one bot (token `tok`) calling `url`, sharing limits in `redis` if
 /// given.
 fn fleet<H: BotHarness>(url: &str, redis: Option<&RedisServer>, prefix: &str) -> Vec<H::Client> {
+    let shared = redis.map(|redis| SharedLimits::redis(redis.url()).key_prefix(prefix));
+    fleet_sharing::<H>(url, shared.as_ref())
+}
+
+/// The replicas of one bot (token `tok`) calling `url`, with `shared` limits if given.
+fn fleet_sharing<H: BotHarness>(url: &str, shared: Option<&SharedLimits>) -> Vec<H::Client> {
     (0..REPLICAS)
         .map(|_| {
             let mut builder = RestConfig::builder()
@@ -218,9 +237,8 @@ fn fleet<H: BotHarness>(url: &str, redis: Option<&RedisServer>, prefix: &str) ->
                     max: Duration::from_millis(50),
                     jitter_seed: None,
                 });
-            if let Some(redis) = redis {
-                builder =
-                    builder.shared_limits(SharedLimits::redis(redis.url()).key_prefix(prefix));
+            if let Some(shared) = shared {
+                builder = builder.shared_limits(shared.clone());
             }
             H::client(builder.build().unwrap(), Default::default(), None)
         })
@@ -400,14 +418,18 @@ pub fn redis_holds_reach_every_replica<H: BotHarness>() {
 
 /// Redis stopped (`SIGSTOP`: connections stay open, nothing answers): a call goes under
 /// the replica's own limits after the 250 ms round-trip deadline, the next one at once,
-/// and one warning is logged.
+/// and one warning is logged. Once Redis goes on (`SIGCONT`) and the replica's pause
+/// (300 ms here) is over, the slot the stalled call may have been granted is cancelled.
 pub fn redis_stalled_costs_one_deadline<H: BotHarness>() {
     let counting = count_warnings();
     let prefix = format!("yuyo-test:{{stalled-{}}}", name::<H>());
     let redis = RedisServer::start();
     let mock = MockDiscord::new();
     let url = mock.start().unwrap();
-    let clients = fleet::<H>(&url, Some(&redis), &prefix);
+    let shared = SharedLimits::redis(redis.url())
+        .key_prefix(&prefix)
+        .retry_after(Duration::from_millis(300));
+    let clients = fleet_sharing::<H>(&url, Some(&shared));
     let warm = timed_get::<H>(&clients[0], "/guilds/1/roles");
     let stop = |signal: &str| {
         let status = Command::new("kill")
@@ -429,4 +451,34 @@ pub fn redis_stalled_costs_one_deadline<H: BotHarness>() {
     if counting {
         assert_eq!(warnings(&prefix), 1);
     }
+
+    // Calls (paced by the local global limit) until one has gone through Redis again:
+    // no slot of the fleet is left in flight then.
+    let global = format!("{prefix}:g");
+    let slot = |kind: u8, reply: &[u8]| reply.windows(2).any(|w| w == [b'\n', kind]);
+    let in_flight = |reply: &[u8]| slot(b'f', reply);
+    let phantom = in_flight(&redis.command(&["ZRANGE", &global, "0", "-1"]));
+    let start = Instant::now();
+    let mut calls = 0;
+    loop {
+        timed_get::<H>(&clients[0], "/guilds/4/roles");
+        calls += 1;
+        let slots = redis.command(&["ZRANGE", &global, "0", "-1"]);
+        if start.elapsed() > Duration::from_millis(300) && !in_flight(&slots) {
+            assert!(slot(b'a', &slots), "the call went through Redis");
+            break;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "{}",
+            String::from_utf8_lossy(&slots)
+        );
+    }
+    eprintln!(
+        "[redis] {}: after SIGCONT (a slot {} in flight), none left after {calls} \
+         calls, {:?}",
+        name::<H>(),
+        if phantom { "was" } else { "was not" },
+        start.elapsed()
+    );
 }

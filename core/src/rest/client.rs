@@ -26,11 +26,13 @@
 //! Dropping a call while its request is in flight hands its rate-limit permit back as
 //! a request that may have reached Discord, and wakes the calls waiting on it.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use bytes::Bytes;
 use event_listener::{Event, EventListener};
 
 use super::call::{Call, Response, Rest, Step};
@@ -38,7 +40,9 @@ use super::config::RestConfig;
 use super::error::{RestError, TransportError, TransportErrorKind};
 use super::ratelimit::{RateLimiter, later};
 use super::request::{RequestBody, RestRequest};
-use super::shared::{Failure, Grant, MAX_IDLE, Outcome, RoundTrip, SharedLimiter, Ticket};
+use super::shared::{
+    Failure, Finished, Grant, MAX_IDLE, Outcome, RoundTrip, SharedLimiter, Ticket,
+};
 use super::transport::{
     Exchange, HttpSettings, Input as IoInput, Io, Pool, Pooled, ProxySettings, Transport,
 };
@@ -90,6 +94,9 @@ struct RedisHealth<S> {
     down_until: Option<Instant>,
     /// The warning that it failed was logged (and recovery was not).
     warned: bool,
+    /// Reports (and cancels of slots whose grant was lost) Redis has not confirmed:
+    /// sent before the next command, so no slot stays held until it expires.
+    backlog: VecDeque<Bytes>,
 }
 
 impl<S> RedisHealth<S> {
@@ -111,6 +118,21 @@ impl<S> RedisHealth<S> {
         }
     }
 
+    /// Keeps `commands` for the next round trip (the oldest are dropped past
+    /// [`MAX_BACKLOG`]: their slots expire on their own).
+    fn postpone(&mut self, commands: impl IntoIterator<Item = Bytes>) {
+        self.backlog.extend(commands);
+        while self.backlog.len() > MAX_BACKLOG {
+            self.backlog.pop_front();
+        }
+    }
+
+    /// The backlog to send before the next command, at most [`BACKLOG_PER_TRIP`].
+    fn take_backlog(&mut self) -> Vec<Bytes> {
+        let n = self.backlog.len().min(BACKLOG_PER_TRIP);
+        self.backlog.drain(..n).collect()
+    }
+
     /// Redis failed at `now`: local limits only for a while, one warning.
     fn failed(&mut self, failure: &Failure, now: Instant, limits: &SharedLimiter) {
         let retry = limits.retry_delay();
@@ -128,12 +150,19 @@ impl<S> RedisHealth<S> {
     }
 }
 
+/// Unconfirmed Redis commands kept at most.
+const MAX_BACKLOG: usize = 256;
+
+/// Unconfirmed Redis commands sent before one command.
+const BACKLOG_PER_TRIP: usize = 32;
+
 /// What a Redis round trip of a call is for.
 enum RedisStep {
     /// Asking for `ticket`; `request` goes once granted.
     Acquire(Ticket, Box<http::Request<RequestBody>>),
-    /// Handing a ticket back.
-    Report,
+    /// Handing a ticket back with this command (in full, `EVAL`, to send again if
+    /// unconfirmed).
+    Report(Bytes),
 }
 
 /// A rate-limited Discord REST client over connections of type `S`: configuration,
@@ -179,6 +208,7 @@ impl<S> Client<S> {
                     idle: Vec::new(),
                     down_until: None,
                     warned: false,
+                    backlog: VecDeque::new(),
                 },
             }),
             shared_limits,
@@ -381,11 +411,16 @@ impl<T, S: PooledStream> ClientCall<T, S> {
         if let Some((origin, pooled)) = finished.and_then(Exchange::into_pooled) {
             shared.pool.put(origin, pooled, now);
         }
-        if let (Some(command), Some(limits)) = (report, &self.client.shared_limits)
-            && !shared.redis.is_down(now)
-        {
-            let stream = take_idle(&mut shared.redis.idle);
-            self.redis = Some((limits.round_trip(stream, command, now), RedisStep::Report));
+        if let (Some(command), Some(limits)) = (report, &self.client.shared_limits) {
+            let again = Bytes::from(command.1.clone());
+            if shared.redis.is_down(now) {
+                shared.redis.postpone([again]);
+            } else {
+                let stream = take_idle(&mut shared.redis.idle);
+                let backlog = shared.redis.take_backlog();
+                let trip = limits.round_trip(stream, backlog, command, now);
+                self.redis = Some((trip, RedisStep::Report(again)));
+            }
         }
         match outcome {
             Ok(response) => self.call.on_response(now, response, &mut shared.limiter),
@@ -427,15 +462,16 @@ impl<T, S: PooledStream> ClientCall<T, S> {
         if !SharedLimiter::applies(&key) {
             return None;
         }
-        let stream = {
+        let (stream, backlog) = {
             let mut shared = self.client.lock();
             if shared.redis.is_down(now) {
                 return None;
             }
-            take_idle(&mut shared.redis.idle)
+            let stream = take_idle(&mut shared.redis.idle);
+            (stream, shared.redis.take_backlog())
         };
         let (ticket, command) = limits.acquire(&key);
-        Some((limits.round_trip(stream, command, now), ticket))
+        Some((limits.round_trip(stream, backlog, command, now), ticket))
     }
 
     /// Whether a Redis round trip still needs IO; acts on a finished one.
@@ -444,7 +480,12 @@ impl<T, S: PooledStream> ClientCall<T, S> {
             return false;
         };
         trip.expire(now);
-        let Some((reply, stream)) = trip.take_outcome() else {
+        let Some(Finished {
+            reply,
+            stream,
+            unconfirmed,
+        }) = trip.take_outcome()
+        else {
             return true;
         };
         let (Some((_, step)), Some(limits)) = (self.redis.take(), &self.client.shared_limits)
@@ -453,14 +494,26 @@ impl<T, S: PooledStream> ClientCall<T, S> {
         };
         match step {
             RedisStep::Acquire(ticket, request) => {
-                let grant = reply.and_then(|reply| SharedLimiter::granted(ticket, &reply, now));
+                let grant = reply.and_then(|reply| SharedLimiter::granted(&ticket, &reply, now));
+                if grant.is_err() {
+                    let cancel = limits.report(&ticket, &Outcome::Cancelled).1;
+                    let mut shared = self.client.lock();
+                    shared
+                        .redis
+                        .postpone(unconfirmed.into_iter().chain([Bytes::from(cancel)]));
+                }
                 self.on_grant(grant, stream, *request, now);
             }
-            RedisStep::Report => {
+            RedisStep::Report(command) => {
                 let mut shared = self.client.lock();
                 match reply {
                     Ok(_) => shared.redis.answered(stream),
-                    Err(failure) => shared.redis.failed(&failure, now, limits),
+                    Err(failure) => {
+                        shared.redis.failed(&failure, now, limits);
+                        shared
+                            .redis
+                            .postpone(unconfirmed.into_iter().chain([command]));
+                    }
                 }
             }
         }

@@ -30,9 +30,10 @@ mod tests;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use redis::{Script, Value};
-pub(crate) use round_trip::{Failure, RoundTrip};
+pub(crate) use round_trip::{Failure, Finished, RoundTrip};
 
 use super::config::RestConfig;
 use super::ratelimit::{RateLimitHeaders, WaitReason, WaitUntil, later};
@@ -153,15 +154,18 @@ impl SharedLimiter {
         self.retry
     }
 
-    /// A round trip starting at `now` on `stream` (or a new connection).
+    /// A round trip starting at `now` on `stream` (or a new connection): `backlog`,
+    /// then `command`.
     pub(crate) fn round_trip<S>(
         &self,
         stream: Option<S>,
+        backlog: Vec<Bytes>,
         (command, fallback): (Vec<u8>, Vec<u8>),
         now: Instant,
     ) -> RoundTrip<S> {
         let deadline = later(now, self.timeout);
-        RoundTrip::new(&self.address, stream, command, Some(fallback), deadline)
+        let command = (command, Some(fallback));
+        RoundTrip::new(&self.address, stream, backlog, command, deadline)
     }
 
     fn keys(&self, route: &str, major: &str) -> [String; 4] {
@@ -216,11 +220,7 @@ impl SharedLimiter {
     ///
     /// # Errors
     /// A reply the script cannot have given.
-    pub(crate) fn granted(
-        mut ticket: Ticket,
-        reply: &Value,
-        now: Instant,
-    ) -> Result<Grant, Failure> {
+    pub(crate) fn granted(ticket: &Ticket, reply: &Value, now: Instant) -> Result<Grant, Failure> {
         let bad = || Failure(format!("unexpected reply to the acquire script: {reply:?}"));
         let Value::Array(items) = reply else {
             return Err(bad());
@@ -231,10 +231,10 @@ impl SharedLimiter {
             _ => None,
         };
         match (items.first(), items.get(1)) {
-            (Some(Value::Int(1)), _) => {
-                ticket.hash = text(items.get(3)).unwrap_or_default();
-                Ok(Grant::Granted(ticket))
-            }
+            (Some(Value::Int(1)), _) => Ok(Grant::Granted(Ticket {
+                hash: text(items.get(3)).unwrap_or_default(),
+                ..ticket.clone()
+            })),
             (Some(Value::Int(0)), Some(Value::Int(wait))) => {
                 let wait = Duration::from_millis(u64::try_from(*wait).unwrap_or(1).max(1));
                 let reason = match text(items.get(2)).as_deref() {

@@ -38,6 +38,10 @@ elseif ARGV[14] == '1' then
   redis.call('SET', KEYS[3], '', 'PX', ttl)
 end
 
+if granted == '' and outcome == 'cancelled' then
+  -- An acquire whose reply was lost: its slot is in the route's bucket, if any.
+  granted = redis.call('GET', KEYS[3]) or ''
+end
 if granted ~= '' then
   redis.call('ZREM', prefix .. ':bs:' .. granted .. ':' .. major, 'f' .. id)
 end

@@ -1,7 +1,8 @@
 //! One exchange with Redis, sans-IO: connect (or reuse an idle connection), log in
-//! and select the database on a fresh one, write a command, read its reply (RESP, parsed
-//! by the `redis` crate); a script unknown to the server (`NOSCRIPT`) is sent again in
-//! full. Every step is bounded by one deadline for the whole exchange.
+//! and select the database on a fresh one, send the backlog (commands an earlier
+//! exchange could not confirm), write a command, read its reply (RESP, parsed by the
+//! `redis` crate); a script unknown to the server (`NOSCRIPT`) is sent again in full.
+//! Every step is bounded by one deadline for the whole exchange.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -29,6 +30,16 @@ impl fmt::Display for Failure {
     }
 }
 
+/// How a [`RoundTrip`] ended.
+pub(crate) struct Finished<S> {
+    /// The command's reply.
+    pub(crate) reply: Result<Value, Failure>,
+    /// The connection, to keep: it is clean.
+    pub(crate) stream: Option<S>,
+    /// The backlog, when it may not have been applied: to send again.
+    pub(crate) unconfirmed: Vec<Bytes>,
+}
+
 enum Phase {
     Connect,
     Write,
@@ -42,8 +53,15 @@ pub(crate) struct RoundTrip<S> {
     port: u16,
     deadline: Instant,
     stream: Option<S>,
-    /// What to send, in order: the login on a fresh connection, then the command.
+    /// What to send, in order: the login on a fresh connection, the backlog, then the
+    /// command.
     queue: VecDeque<Bytes>,
+    /// Login commands still at the front of `queue` (their replies must be `OK`).
+    logins: usize,
+    /// Backlog commands after them (their replies are not looked at).
+    backlog_left: usize,
+    /// The backlog sent, handed back if the exchange fails.
+    backlog: Vec<Bytes>,
     /// The command again in full (`EVAL`) for a `NOSCRIPT` answer.
     fallback: Option<Bytes>,
     phase: Phase,
@@ -52,13 +70,13 @@ pub(crate) struct RoundTrip<S> {
 }
 
 impl<S> RoundTrip<S> {
-    /// `command` (with `fallback` for `NOSCRIPT`) on `stream`, or on a new connection
-    /// to `address`, before `deadline`.
+    /// `backlog`, then `command` (with `fallback` for `NOSCRIPT`) on `stream`, or on a
+    /// new connection to `address`, before `deadline`.
     pub(crate) fn new(
         address: &RedisAddress,
         stream: Option<S>,
-        command: Vec<u8>,
-        fallback: Option<Vec<u8>>,
+        backlog: Vec<Bytes>,
+        (command, fallback): (Vec<u8>, Option<Vec<u8>>),
         deadline: Instant,
     ) -> Self {
         let mut queue = VecDeque::new();
@@ -68,6 +86,8 @@ impl<S> RoundTrip<S> {
             queue.extend(login(address));
             Phase::Connect
         };
+        let logins = queue.len();
+        queue.extend(backlog.iter().cloned());
         queue.push_back(Bytes::from(command));
         Self {
             host: address.host.clone(),
@@ -75,6 +95,9 @@ impl<S> RoundTrip<S> {
             deadline,
             stream,
             queue,
+            logins,
+            backlog_left: backlog.len(),
+            backlog,
             fallback: fallback.map(Bytes::from),
             phase,
             reply: Vec::new(),
@@ -145,6 +168,15 @@ impl<S> RoundTrip<S> {
 
     fn on_reply(&mut self, value: Value) {
         self.queue.pop_front();
+        if self.logins == 0 && self.backlog_left > 0 {
+            self.backlog_left -= 1;
+            if let Value::ServerError(error) = &value {
+                tracing::debug!(%error, "Redis refused a backlogged rate-limit report");
+            }
+            self.phase = Phase::Write;
+            return;
+        }
+        self.logins = self.logins.saturating_sub(1);
         if let Value::ServerError(error) = &value {
             if error.kind() == Some(ServerErrorKind::NoScript)
                 && self.queue.is_empty()
@@ -168,16 +200,20 @@ impl<S> RoundTrip<S> {
         self.phase = Phase::Done(Some(Err(Failure(why.to_owned()))));
     }
 
-    /// The reply (once, when over), and the connection to keep if it is clean.
-    pub(crate) fn take_outcome(&mut self) -> Option<(Result<Value, Failure>, Option<S>)> {
+    /// How it ended (once, when over).
+    pub(crate) fn take_outcome(&mut self) -> Option<Finished<S>> {
         match &mut self.phase {
-            Phase::Done(outcome) => outcome.take().map(|outcome| {
-                let stream = if outcome.is_ok() {
-                    self.stream.take()
-                } else {
-                    None
-                };
-                (outcome, stream)
+            Phase::Done(outcome) => outcome.take().map(|reply| match reply {
+                Ok(reply) => Finished {
+                    reply: Ok(reply),
+                    stream: self.stream.take(),
+                    unconfirmed: Vec::new(),
+                },
+                Err(failure) => Finished {
+                    reply: Err(failure),
+                    stream: None,
+                    unconfirmed: std::mem::take(&mut self.backlog),
+                },
             }),
             Phase::Connect | Phase::Write | Phase::Read => None,
         }
@@ -259,18 +295,21 @@ mod tests {
         let mut trip = RoundTrip::new(
             &address("redis://u:pw@h:1/2"),
             None,
-            command.clone(),
-            None,
+            vec![Bytes::from_static(b"OLD")],
+            (command.clone(), None),
             now + Duration::from_secs(1),
         );
-        let written = play(&mut trip, &[b"+OK\r\n", b"+OK\r\n", b"+PONG\r\n"], now);
-        assert_eq!(written.len(), 3);
+        let replies: [&[u8]; 4] = [b"+OK\r\n", b"+OK\r\n", b"-ERR old\r\n", b"+PONG\r\n"];
+        let written = play(&mut trip, &replies, now);
+        assert_eq!(written.len(), 4);
         assert!(written[0].starts_with(b"*3\r\n$4\r\nAUTH\r\n$1\r\nu\r\n$2\r\npw"));
         assert!(written[1].starts_with(b"*2\r\n$6\r\nSELECT"));
-        assert_eq!(written[2], command);
-        let (outcome, stream) = trip.take_outcome().unwrap();
-        assert_eq!(outcome.unwrap(), Value::SimpleString("PONG".into()));
-        assert_eq!(stream, Some(Fake));
+        assert_eq!(written[2], b"OLD");
+        assert_eq!(written[3], command);
+        let finished = trip.take_outcome().unwrap();
+        assert_eq!(finished.reply.unwrap(), Value::SimpleString("PONG".into()));
+        assert_eq!(finished.stream, Some(Fake));
+        assert!(finished.unconfirmed.is_empty());
     }
 
     #[test]
@@ -279,8 +318,8 @@ mod tests {
         let mut trip = RoundTrip::new(
             &address("redis://h"),
             Some(Fake),
-            b"EVALSHA".to_vec(),
-            Some(b"EVAL".to_vec()),
+            Vec::new(),
+            (b"EVALSHA".to_vec(), Some(b"EVAL".to_vec())),
             now + Duration::from_secs(1),
         );
         let written = play(
@@ -289,9 +328,8 @@ mod tests {
             now,
         );
         assert_eq!(written, vec![b"EVALSHA".to_vec(), b"EVAL".to_vec()]);
-        let (outcome, _) = trip.take_outcome().unwrap();
         assert_eq!(
-            outcome.unwrap(),
+            trip.take_outcome().unwrap().reply.unwrap(),
             Value::Array(vec![Value::Int(1), Value::Int(0)])
         );
     }
@@ -301,27 +339,30 @@ mod tests {
         let now = Instant::now();
         let deadline = now + Duration::from_secs(1);
         let redis = address("redis://h");
-        let mut trip = RoundTrip::new(&redis, Some(Fake), b"X".to_vec(), None, deadline);
-        play(&mut trip, &[b"-ERR wrong\r\n"], now);
-        let (outcome, stream) = trip.take_outcome().unwrap();
-        assert!(outcome.unwrap_err().0.contains("wrong"));
-        assert!(stream.is_none());
+        let x = || (b"X".to_vec(), None);
+        let old = || vec![Bytes::from_static(b"OLD")];
+        let mut trip = RoundTrip::new(&redis, Some(Fake), old(), x(), deadline);
+        play(&mut trip, &[b":1\r\n", b"-ERR wrong\r\n"], now);
+        let finished = trip.take_outcome().unwrap();
+        assert!(finished.reply.unwrap_err().0.contains("wrong"));
+        assert!(finished.stream.is_none());
+        assert_eq!(finished.unconfirmed, old());
 
-        let mut trip = RoundTrip::new(&redis, Some(Fake), b"X".to_vec(), None, deadline);
+        let mut trip = RoundTrip::new(&redis, Some(Fake), Vec::new(), x(), deadline);
         play(&mut trip, &[b""], now);
-        assert!(trip.take_outcome().unwrap().0.is_err());
+        assert!(trip.take_outcome().unwrap().reply.is_err());
 
-        let mut trip = RoundTrip::<Fake>::new(&redis, None, b"X".to_vec(), None, deadline);
+        let mut trip = RoundTrip::<Fake>::new(&redis, None, Vec::new(), x(), deadline);
         assert!(matches!(trip.io(), Some(Io::Connect { port: 6379, .. })));
         trip.expire(deadline);
         assert!(trip.io().is_none());
-        assert!(trip.take_outcome().unwrap().0.is_err());
+        assert!(trip.take_outcome().unwrap().reply.is_err());
 
-        let mut trip = RoundTrip::new(&redis, Some(Fake), b"X".to_vec(), None, deadline);
+        let mut trip = RoundTrip::new(&redis, Some(Fake), Vec::new(), x(), deadline);
         assert!(matches!(trip.io(), Some(Io::Write { .. })));
         trip.handle_input(Input::Written);
         trip.handle_input(Input::TimedOut);
-        assert!(trip.take_outcome().unwrap().0.is_err());
+        assert!(trip.take_outcome().unwrap().reply.is_err());
         assert!(trip.take_outcome().is_none());
     }
 }

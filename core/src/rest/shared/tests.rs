@@ -1,6 +1,7 @@
 //! [`ClientCall`]s with shared limits, against a fake Redis and a fake Discord on a
 //! fake clock: a slot granted and handed back, a wait Redis orders, and Redis refused
-//! or silent (the call goes under the local limits, Redis is left alone for a while).
+//! or silent (the call goes under the local limits, Redis is left alone for a while,
+//! then the slot it may have granted is cancelled).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::VecDeque;
@@ -205,6 +206,7 @@ fn redis_refused_or_silent_lets_the_call_go_and_is_left_alone_until_the_retry() 
         );
 
         net.redis.extend([
+            Redis::Reply(b":1\r\n"),
             Redis::Reply(b"*4\r\n:1\r\n:0\r\n$9\r\nunlimited\r\n$0\r\n\r\n"),
             Redis::Reply(b":1\r\n"),
         ]);
@@ -216,5 +218,9 @@ fn redis_refused_or_silent_lets_the_call_go_and_is_left_alone_until_the_retry() 
             (2, 3),
             "Redis asked again"
         );
+        // The slot of the lost acquire is cancelled first, in full (the server may be new).
+        let sent = &net.redis_commands[net.redis_commands.len() - 3..];
+        assert!(sent[0].contains("\r\nEVAL\r\n") && sent[0].contains("cancelled"));
+        assert!(sent[1].contains("EVALSHA") && sent[2].contains("answered"));
     }
 }
