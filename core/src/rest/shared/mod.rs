@@ -22,6 +22,12 @@
 //! `Remaining: 0` and 429s hold the bucket (or the global limit); a request never sent
 //! removes its slots. Routes exempt from the global limit (interaction and webhook
 //! tokens) are limited locally only.
+//!
+//! # Failures
+//! A round trip that fails or passes its deadline makes the client use its local limits
+//! alone for a while (one warning). Its command may still have run: a report is kept,
+//! and a lost acquire becomes a cancel of the slot it may have been granted; both go
+//! (as `EVAL`, the server may be a new one) before the next command once Redis answers.
 
 mod round_trip;
 #[cfg(test)]
