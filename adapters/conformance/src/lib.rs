@@ -29,6 +29,8 @@
 //! - `pacing_cases`: the REST client against the mock's model of Discord's rate limits
 //!   (route buckets, the global limit, absurd waits); also in `bot_suite!`, with an
 //!   ignored stress run.
+//! - `redis_cases`: a fleet of three replicas sharing rate limits through Redis (and
+//!   Redis killed mid-run); in `bot_suite!`, ignored unless `redis-server` is there.
 //! - `reply_routing_cases`: replies through REST (deferrals, late replies, oversized
 //!   files) end to end; `reply_routing_suite!` makes a `#[test]` of each.
 //!
@@ -65,6 +67,8 @@ pub mod mock_discord;
 mod mock_validation;
 #[cfg(feature = "bot-suites")]
 pub mod pacing_cases;
+#[cfg(feature = "bot-suites")]
+pub mod redis_cases;
 #[cfg(feature = "bot-suites")]
 pub mod reply_routing_cases;
 #[cfg(feature = "tls-suites")]
@@ -224,6 +228,30 @@ macro_rules! bot_suite {
             global_limit_is_never_exceeded,
             absurd_retry_after_is_a_typed_error_and_the_next_call_works,
         );
+
+        #[test]
+        #[ignore = "needs redis-server"]
+        fn redis_fleet_shares_the_global_limit_and_buckets() {
+            $crate::redis_cases::redis_fleet_shares_the_global_limit_and_buckets::<$harness>();
+        }
+
+        #[test]
+        #[ignore = "needs redis-server"]
+        fn redis_stalled_costs_one_deadline() {
+            $crate::redis_cases::redis_stalled_costs_one_deadline::<$harness>();
+        }
+
+        #[test]
+        #[ignore = "needs redis-server"]
+        fn redis_holds_reach_every_replica() {
+            $crate::redis_cases::redis_holds_reach_every_replica::<$harness>();
+        }
+
+        #[test]
+        #[ignore = "needs redis-server"]
+        fn redis_killed_mid_run_falls_back_to_local_limits() {
+            $crate::redis_cases::redis_killed_mid_run_falls_back_to_local_limits::<$harness>();
+        }
 
         #[test]
         #[ignore = "stress: 100 runs of global_limit_is_never_exceeded, about 5 minutes"]

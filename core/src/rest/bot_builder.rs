@@ -215,6 +215,14 @@ impl<B: BuildBot> BotBuilder<B> {
         self
     }
 
+    /// Share the bot's rate limits with its other replicas through Redis
+    /// ([`RestConfigBuilder::shared_limits`]).
+    #[must_use]
+    pub fn shared_limits(mut self, limits: super::SharedLimits) -> Self {
+        self.rest = self.rest.shared_limits(limits);
+        self
+    }
+
     /// Any other REST setting (backoff, global limit…).
     #[must_use]
     pub fn map_rest(mut self, f: impl FnOnce(RestConfigBuilder) -> RestConfigBuilder) -> Self {

@@ -365,6 +365,32 @@ impl<T> Call<T> {
         }
     }
 
+    /// The limits shared with the bot's other processes hold the request of the last
+    /// `Send` back until `wait`: it goes back unsent (its permit cancelled), or fails
+    /// when that is longer than `max_rate_limit`.
+    #[cfg(feature = "transport")]
+    pub(crate) fn defer(&mut self, now: Instant, wait: WaitUntil, limiter: &mut RateLimiter) {
+        let Some((permit, _)) = self.take_sent() else {
+            return;
+        };
+        limiter.cancel(permit, now);
+        self.sends = self.sends.saturating_sub(1);
+        let delay = wait.until.saturating_duration_since(now);
+        let too_long = matches!(wait.reason, WaitReason::Bucket | WaitReason::Global)
+            && self.config.max_rate_limit.is_some_and(|max| delay > max);
+        if too_long {
+            self.finish(Err(RestError::RateLimitTooLong {
+                wait: delay,
+                route: self.route(),
+                global: wait.reason == WaitReason::Global,
+            }));
+        } else {
+            self.state = State::Ready {
+                not_before: Some((wait.until, wait.reason)),
+            };
+        }
+    }
+
     /// Retry after a failure at `now`, or give up with `error` when the
     /// retries are used up.
     fn retry_or_fail(&mut self, now: Instant, error: RestError) {

@@ -26,18 +26,23 @@
 //! Dropping a call while its request is in flight hands its rate-limit permit back as
 //! a request that may have reached Discord, and wakes the calls waiting on it.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use bytes::Bytes;
 use event_listener::{Event, EventListener};
 
 use super::call::{Call, Response, Rest, Step};
 use super::config::RestConfig;
 use super::error::{RestError, TransportError, TransportErrorKind};
-use super::ratelimit::RateLimiter;
+use super::ratelimit::{RateLimiter, later};
 use super::request::{RequestBody, RestRequest};
+use super::shared::{
+    Failure, Finished, Grant, MAX_IDLE, Outcome, RoundTrip, SharedLimiter, Ticket,
+};
 use super::transport::{
     Exchange, HttpSettings, Input as IoInput, Io, Pool, Pooled, ProxySettings, Transport,
 };
@@ -79,6 +84,85 @@ impl Changes {
 struct Shared<S> {
     limiter: RateLimiter,
     pool: Pool<Pooled<S>>,
+    redis: RedisHealth<S>,
+}
+
+/// The connections to Redis and whether it answers (shared limits only).
+struct RedisHealth<S> {
+    idle: Vec<S>,
+    /// Redis failed: it is not asked before this.
+    down_until: Option<Instant>,
+    /// The warning that it failed was logged (and recovery was not).
+    warned: bool,
+    /// Reports (and cancels of slots whose grant was lost) Redis has not confirmed:
+    /// sent before the next command, so no slot stays held until it expires.
+    backlog: VecDeque<Bytes>,
+}
+
+impl<S> RedisHealth<S> {
+    fn is_down(&self, now: Instant) -> bool {
+        self.down_until.is_some_and(|until| until > now)
+    }
+
+    /// Redis answered: keep `stream` for the next round trip.
+    fn answered(&mut self, stream: Option<S>) {
+        self.down_until = None;
+        if self.warned {
+            self.warned = false;
+            tracing::info!("Redis answers again: rate limits are shared with the other processes");
+        }
+        if let Some(stream) = stream
+            && self.idle.len() < MAX_IDLE
+        {
+            self.idle.push(stream);
+        }
+    }
+
+    /// Keeps `commands` for the next round trip (the oldest are dropped past
+    /// [`MAX_BACKLOG`]: their slots expire on their own).
+    fn postpone(&mut self, commands: impl IntoIterator<Item = Bytes>) {
+        self.backlog.extend(commands);
+        while self.backlog.len() > MAX_BACKLOG {
+            self.backlog.pop_front();
+        }
+    }
+
+    /// The backlog to send before the next command, at most [`BACKLOG_PER_TRIP`].
+    fn take_backlog(&mut self) -> Vec<Bytes> {
+        let n = self.backlog.len().min(BACKLOG_PER_TRIP);
+        self.backlog.drain(..n).collect()
+    }
+
+    /// Redis failed at `now`: local limits only for a while, one warning.
+    fn failed(&mut self, failure: &Failure, now: Instant, limits: &SharedLimiter) {
+        let retry = limits.retry_delay();
+        self.idle.clear();
+        self.down_until = Some(later(now, retry));
+        if !self.warned {
+            self.warned = true;
+            tracing::warn!(
+                error = %failure,
+                ?retry,
+                key_prefix = limits.prefix(),
+                "Redis rate limits unavailable: this process goes on under its own limits only"
+            );
+        }
+    }
+}
+
+/// Unconfirmed Redis commands kept at most.
+const MAX_BACKLOG: usize = 256;
+
+/// Unconfirmed Redis commands sent before one command.
+const BACKLOG_PER_TRIP: usize = 32;
+
+/// What a Redis round trip of a call is for.
+enum RedisStep {
+    /// Asking for `ticket`; `request` goes once granted.
+    Acquire(Ticket, Box<http::Request<RequestBody>>),
+    /// Handing a ticket back with this command (in full, `EVAL`, to send again if
+    /// unconfirmed).
+    Report(Bytes),
 }
 
 /// A rate-limited Discord REST client over connections of type `S`: configuration,
@@ -90,6 +174,8 @@ pub struct Client<S> {
     shared: Mutex<Shared<S>>,
     /// The limiter's versions announced to waiting calls.
     changes: Changes,
+    /// The rate limits shared through Redis, when on.
+    shared_limits: Option<SharedLimiter>,
 }
 
 impl<S> fmt::Debug for Client<S> {
@@ -111,13 +197,21 @@ impl<S> Client<S> {
         settings: HttpSettings,
         proxy: Option<ProxySettings>,
     ) -> Result<Self, TransportSetupError> {
+        let shared_limits = SharedLimiter::new(&config);
         let rest = Rest::new(config);
         let pool = Pool::new(&settings);
         Ok(Self {
             shared: Mutex::new(Shared {
                 limiter: rest.rate_limiter(),
                 pool,
+                redis: RedisHealth {
+                    idle: Vec::new(),
+                    down_until: None,
+                    warned: false,
+                    backlog: VecDeque::new(),
+                },
             }),
+            shared_limits,
             transport: Transport::new(settings, proxy)?,
             rest,
             changes: Changes::default(),
@@ -170,6 +264,8 @@ impl<S> Client<S> {
             call: self.rest.call(request),
             client: Arc::clone(self),
             exchange: None,
+            redis: None,
+            ticket: None,
             notify: None,
             now: None,
         }
@@ -226,6 +322,10 @@ pub struct ClientCall<T, S> {
     client: Arc<Client<S>>,
     call: Call<T>,
     exchange: Option<Exchange<S>>,
+    /// A Redis round trip in progress (shared limits).
+    redis: Option<(RoundTrip<S>, RedisStep)>,
+    /// The Redis slot of the request in flight.
+    ticket: Option<Ticket>,
     notify: Option<u64>,
     /// The last instant seen (for a drop while in flight).
     now: Option<Instant>,
@@ -247,6 +347,12 @@ impl<T, S: PooledStream> ClientCall<T, S> {
         if let Some(version) = self.notify.take() {
             return Output::Notify(version);
         }
+        if self.redis_in_progress(now) {
+            return match self.redis.as_mut().and_then(|(trip, _)| trip.io()) {
+                Some(io) => Output::Io(io),
+                None => Output::Done(Err(RestError::CallFinished)),
+            };
+        }
         if self.exchange_in_progress(now) {
             return match self.exchange.as_mut().and_then(Exchange::io) {
                 Some(io) => Output::Io(io),
@@ -263,7 +369,12 @@ impl<T, S: PooledStream> ClientCall<T, S> {
         };
         match step {
             Step::Send(request) => {
-                self.start_exchange(request, now);
+                match self.start_acquire(now) {
+                    Some((trip, ticket)) => {
+                        self.redis = Some((trip, RedisStep::Acquire(ticket, Box::new(request))));
+                    }
+                    None => self.start_exchange(request, now),
+                }
                 self.poll_output(now)
             }
             Step::Wait(wait) => Output::Sleep {
@@ -285,9 +396,31 @@ impl<T, S: PooledStream> ClientCall<T, S> {
             return true;
         };
         let finished = self.exchange.take();
+        let report = self.ticket.take().and_then(|ticket| {
+            let shared = self.client.shared_limits.as_ref()?;
+            let outcome = match &outcome {
+                Ok(response) => {
+                    Outcome::Answered(response.status(), response.headers(), response.body())
+                }
+                Err(error) if error.kind == TransportErrorKind::Connect => Outcome::Cancelled,
+                Err(_) => Outcome::Lost,
+            };
+            Some(shared.report(&ticket, &outcome))
+        });
         let mut shared = self.client.lock();
         if let Some((origin, pooled)) = finished.and_then(Exchange::into_pooled) {
             shared.pool.put(origin, pooled, now);
+        }
+        if let (Some(command), Some(limits)) = (report, &self.client.shared_limits) {
+            let again = Bytes::from(command.1.clone());
+            if shared.redis.is_down(now) {
+                shared.redis.postpone([again]);
+            } else {
+                let stream = take_idle(&mut shared.redis.idle);
+                let backlog = shared.redis.take_backlog();
+                let trip = limits.round_trip(stream, backlog, command, now);
+                self.redis = Some((trip, RedisStep::Report(again)));
+            }
         }
         match outcome {
             Ok(response) => self.call.on_response(now, response, &mut shared.limiter),
@@ -321,21 +454,139 @@ impl<T, S: PooledStream> ClientCall<T, S> {
         self.exchange = Some(exchange);
     }
 
+    /// A Redis round trip asking for the request's slot, when the shared limits apply
+    /// to it and Redis is not known to be down.
+    fn start_acquire(&mut self, now: Instant) -> Option<(RoundTrip<S>, Ticket)> {
+        let limits = self.client.shared_limits.as_ref()?;
+        let key = self.call.request().route().rate_limit_key();
+        if !SharedLimiter::applies(&key) {
+            return None;
+        }
+        let (stream, backlog) = {
+            let mut shared = self.client.lock();
+            if shared.redis.is_down(now) {
+                return None;
+            }
+            let stream = take_idle(&mut shared.redis.idle);
+            (stream, shared.redis.take_backlog())
+        };
+        let (ticket, command) = limits.acquire(&key);
+        Some((limits.round_trip(stream, backlog, command, now), ticket))
+    }
+
+    /// Whether a Redis round trip still needs IO; acts on a finished one.
+    fn redis_in_progress(&mut self, now: Instant) -> bool {
+        let Some((trip, _)) = &mut self.redis else {
+            return false;
+        };
+        trip.expire(now);
+        let Some(Finished {
+            reply,
+            stream,
+            unconfirmed,
+        }) = trip.take_outcome()
+        else {
+            return true;
+        };
+        let (Some((_, step)), Some(limits)) = (self.redis.take(), &self.client.shared_limits)
+        else {
+            return false;
+        };
+        match step {
+            RedisStep::Acquire(ticket, request) => {
+                let grant = reply.and_then(|reply| SharedLimiter::granted(&ticket, &reply, now));
+                if grant.is_err() {
+                    let cancel = limits.report(&ticket, &Outcome::Cancelled).1;
+                    let mut shared = self.client.lock();
+                    shared
+                        .redis
+                        .postpone(unconfirmed.into_iter().chain([Bytes::from(cancel)]));
+                }
+                self.on_grant(grant, stream, *request, now);
+            }
+            RedisStep::Report(command) => {
+                let mut shared = self.client.lock();
+                match reply {
+                    Ok(_) => shared.redis.answered(stream),
+                    Err(failure) => {
+                        shared.redis.failed(&failure, now, limits);
+                        shared
+                            .redis
+                            .postpone(unconfirmed.into_iter().chain([command]));
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// Acts on Redis's answer to a slot asked for `request`.
+    fn on_grant(
+        &mut self,
+        grant: Result<Grant, Failure>,
+        stream: Option<S>,
+        request: http::Request<RequestBody>,
+        now: Instant,
+    ) {
+        let mut shared = self.client.lock();
+        match grant {
+            Ok(grant) => {
+                shared.redis.answered(stream);
+                match grant {
+                    Grant::Granted(ticket) => self.ticket = Some(ticket),
+                    Grant::Wait(wait) => {
+                        self.call.defer(now, wait, &mut shared.limiter);
+                        self.notify = Some(shared.limiter.version());
+                        return;
+                    }
+                }
+            }
+            Err(failure) => {
+                if let Some(limits) = &self.client.shared_limits {
+                    shared.redis.failed(&failure, now, limits);
+                }
+            }
+        }
+        drop(shared);
+        self.start_exchange(request, now);
+    }
+
     /// Reports the outcome of the last [`Output`] at `now`.
     pub fn handle_input(&mut self, now: Instant, input: Input<S>) {
         self.now = Some(now);
-        if let (Input::Io(input), Some(exchange)) = (input, &mut self.exchange) {
+        let Input::Io(input) = input else {
+            return;
+        };
+        if let Some((trip, _)) = &mut self.redis {
+            trip.handle_input(input);
+        } else if let Some(exchange) = &mut self.exchange {
             exchange.handle_input(now, input);
         }
     }
 }
 
+/// An idle Redis connection that can carry another command.
+fn take_idle<S: PooledStream>(idle: &mut Vec<S>) -> Option<S> {
+    while let Some(stream) = idle.pop() {
+        if stream.is_reusable() {
+            return Some(stream);
+        }
+    }
+    None
+}
+
 impl<T, S> Drop for ClientCall<T, S> {
     fn drop(&mut self) {
-        let (Some(_), Some(now)) = (self.exchange.take(), self.now) else {
+        let acquiring = matches!(self.redis, Some((_, RedisStep::Acquire(..))));
+        let (true, Some(now)) = (self.exchange.take().is_some() || acquiring, self.now) else {
             return;
         };
-        let error = TransportError::new(TransportErrorKind::Io, "the call was dropped");
+        let kind = if acquiring {
+            TransportErrorKind::Connect
+        } else {
+            TransportErrorKind::Io
+        };
+        let error = TransportError::new(kind, "the call was dropped");
         let version = {
             let mut shared = self.client.lock();
             self.call

@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::{HeaderValue, Uri};
 
 use super::auth::{Auth, StaticToken, TokenError, TokenStrategy, TokenType};
+use super::shared_limits::SharedLimits;
 
 /// Discord's REST API, version 10: the default base URL.
 pub const DEFAULT_REST_URL: &str = "https://discord.com/api/v10";
@@ -101,6 +102,11 @@ pub enum ConfigError {
     Token(TokenError),
     /// `rest_url` is not an absolute `http`/`https` URL without a query.
     InvalidRestUrl(String),
+    /// The Redis URL of [`SharedLimits`] cannot be used (why; never the password).
+    InvalidRedisUrl(String),
+    /// [`SharedLimits`] without a key prefix on a client with no static token to
+    /// derive one from.
+    SharedLimitsNeedKeyPrefix,
 }
 
 impl fmt::Display for ConfigError {
@@ -113,6 +119,10 @@ impl fmt::Display for ConfigError {
             Self::TokenTypeWithoutToken => f.write_str("a token type was given without a token"),
             Self::Token(error) => write!(f, "invalid token: {error}"),
             Self::InvalidRestUrl(url) => write!(f, "invalid rest_url {url:?}"),
+            Self::InvalidRedisUrl(why) => f.write_str(why),
+            Self::SharedLimitsNeedKeyPrefix => {
+                f.write_str("shared limits need a key prefix with a token strategy")
+            }
         }
     }
 }
@@ -132,6 +142,7 @@ pub struct RestConfig {
     pub(crate) backoff: Backoff,
     pub(crate) in_flight_timeout: Duration,
     pub(crate) user_agent: HeaderValue,
+    pub(crate) shared_limits: Option<SharedLimits>,
 }
 
 impl RestConfig {
@@ -191,6 +202,12 @@ impl RestConfig {
     pub fn user_agent(&self) -> &HeaderValue {
         &self.user_agent
     }
+
+    /// The rate limits shared through Redis, if on (key prefix settled).
+    #[must_use]
+    pub fn shared_limits(&self) -> Option<&SharedLimits> {
+        self.shared_limits.as_ref()
+    }
 }
 
 /// A token string with a `Debug` that never shows it.
@@ -215,6 +232,7 @@ pub struct RestConfigBuilder {
     global_limit: Option<NonZeroU32>,
     backoff: Backoff,
     in_flight_timeout: Duration,
+    shared_limits: Option<SharedLimits>,
 }
 
 impl Default for RestConfigBuilder {
@@ -229,6 +247,7 @@ impl Default for RestConfigBuilder {
             global_limit: NonZeroU32::new(DEFAULT_GLOBAL_LIMIT),
             backoff: Backoff::default(),
             in_flight_timeout: DEFAULT_IN_FLIGHT_TIMEOUT,
+            shared_limits: None,
         }
     }
 }
@@ -306,12 +325,32 @@ impl RestConfigBuilder {
         self
     }
 
+    /// Share the bot's rate limits with its other processes through Redis (see
+    /// [`SharedLimits`]); off by default (each process limits itself alone).
+    #[must_use]
+    pub fn shared_limits(mut self, limits: SharedLimits) -> Self {
+        self.shared_limits = Some(limits);
+        self
+    }
+
     /// Check the settings and build the configuration.
     ///
     /// # Errors
     /// [`ConfigError`] for contradictory token settings, a token a header
     /// cannot carry, or an unusable `rest_url`.
     pub fn build(self) -> Result<RestConfig, ConfigError> {
+        let shared_limits = match self.shared_limits {
+            None => None,
+            Some(limits) => {
+                limits.address().map_err(ConfigError::InvalidRedisUrl)?;
+                let token = self.token.as_ref().map(|Secret(token)| token.as_str());
+                Some(
+                    limits
+                        .resolved(token)
+                        .ok_or(ConfigError::SharedLimitsNeedKeyPrefix)?,
+                )
+            }
+        };
         let auth = match (self.token, self.strategy, self.token_type) {
             (Some(_), Some(_), _) => return Err(ConfigError::TokenAndStrategy),
             (None, Some(_), Some(_)) => return Err(ConfigError::TokenTypeWithStrategy),
@@ -343,6 +382,7 @@ impl RestConfigBuilder {
             backoff: self.backoff,
             in_flight_timeout: self.in_flight_timeout,
             user_agent: HeaderValue::from_static(USER_AGENT),
+            shared_limits,
         })
     }
 }

@@ -13,7 +13,8 @@
 //! - [`Commands`]: typed requests for global and guild application commands.
 //! - [`Rest`] / [`Call`]: one call as a state machine.
 //! - [`RateLimiter`]: the rate-limit state every call of a client shares
-//!   (rules in [`ratelimit`]).
+//!   (rules in [`ratelimit`]); [`SharedLimits`] adds limits shared by the bot's
+//!   processes through Redis (`transport` feature).
 //! - [`KeyDiscovery`]: single-flight public-key discovery.
 //! - [`bot`]: what every adapter's `Bot` shares (errors, callbacks, endpoint).
 //! - `transport` (feature `transport`): what every adapter's HTTP transport shares
@@ -162,6 +163,9 @@ mod route;
 #[cfg(feature = "transport")]
 pub mod runtime;
 #[cfg(feature = "transport")]
+mod shared;
+mod shared_limits;
+#[cfg(feature = "transport")]
 pub mod transport;
 
 #[cfg(test)]
@@ -198,3 +202,4 @@ pub use request::{ApplicationUpdate, NoContent, Payload, RequestBody, RestReques
 pub use route::{InvalidPath, Major, RateLimitKey, Route, RouteKey};
 #[cfg(feature = "transport")]
 pub use runtime::{RestClient, RestReplies, SyncOutcome};
+pub use shared_limits::{DEFAULT_REDIS_RETRY, DEFAULT_REDIS_TIMEOUT, SharedLimits};

@@ -32,7 +32,9 @@
 //! - **What Discord says wins.** `X-RateLimit-Remaining: 0` holds the whole
 //!   bucket until `r + d` (something frees by then, in either kind of
 //!   window); slots Discord counts beyond ours (another process of the bot)
-//!   stay used until `r + d`.
+//!   stay used until `r + d`. Processes that share the bot's limits through
+//!   Redis ([`SharedLimits`](super::SharedLimits)) also apply these rules there,
+//!   together.
 //! - **Unknown routes.** A route whose bucket is unknown sends one request at
 //!   a time until an answer names its bucket; buckets of other routes never
 //!   delay it (it may turn out to share none of them). Its answer then
@@ -241,8 +243,25 @@ impl RateLimitHeaders {
         }
     }
 
+    /// What a 429 answer with these headers and `body` asks for; `None` for any
+    /// other status.
+    pub(crate) fn limited(&self, status: StatusCode, body: &[u8]) -> Option<RateLimited> {
+        (status == StatusCode::TOO_MANY_REQUESTS).then(|| {
+            let body = RateLimitBody::parse(body);
+            RateLimited {
+                retry_after: body
+                    .retry_after
+                    .or(self.retry_after)
+                    .or(self.reset_after)
+                    .unwrap_or(DEFAULT_RETRY_AFTER),
+                global: self.global || self.scope == Some(Scope::Global) || body.global,
+                scope: self.scope,
+            }
+        })
+    }
+
     /// The bucket facts, when all three needed are there.
-    fn window(&self) -> Option<(&str, u32, Duration)> {
+    pub(crate) fn window(&self) -> Option<(&str, u32, Duration)> {
         match (&self.bucket, self.remaining, self.reset_after) {
             (Some(bucket), Some(remaining), Some(reset_after)) => {
                 Some((bucket, remaining, reset_after))
@@ -803,18 +822,7 @@ impl RateLimiter {
         self.tick(now);
         self.version += 1;
         let parsed = RateLimitHeaders::parse(headers);
-        let limited = (status == StatusCode::TOO_MANY_REQUESTS).then(|| {
-            let body = RateLimitBody::parse(body);
-            RateLimited {
-                retry_after: body
-                    .retry_after
-                    .or(parsed.retry_after)
-                    .or(parsed.reset_after)
-                    .unwrap_or(DEFAULT_RETRY_AFTER),
-                global: parsed.global || parsed.scope == Some(Scope::Global) || body.global,
-                scope: parsed.scope,
-            }
-        });
+        let limited = parsed.limited(status, body);
         let Some(flight) = self.in_flight.remove(&permit.id) else {
             // Handed back earlier (expired): its slots are accounted for;
             // only a global hold still applies (the call itself waits).
