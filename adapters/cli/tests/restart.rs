@@ -7,17 +7,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
-use common::{BOUND, Guard, YUYO};
+use common::{BOUND, Guard, YUYO, start_serving};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use yuyo_conformance::demo::{DEMO_SECRET_SEED, sign};
@@ -137,31 +137,8 @@ fn ping(addr: SocketAddr) -> std::io::Result<()> {
 }
 
 /// Spawns `command` and waits (bounded) for its `listening on` line: the address.
-fn start(mut command: Command) -> (Guard, SocketAddr) {
-    let child = command
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn yuyo serve");
-    let mut guard = Guard(child);
-    let stdout = guard.0.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let _ = tx.send(lines.next().and_then(Result::ok));
-        for _ in lines {}
-    });
-    let first = rx
-        .recv_timeout(BOUND)
-        .expect("yuyo serve started in time")
-        .expect("yuyo serve printed its address");
-    let addr = first
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .parse()
-        .expect("an address");
+fn start(command: Command) -> (Guard, SocketAddr) {
+    let (guard, addr, _lines) = start_serving(command);
     (guard, addr)
 }
 

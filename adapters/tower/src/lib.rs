@@ -79,7 +79,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 use tracing::Instrument;
-use yuyo_core::endpoint::{BoxFuture, Endpoint, Finished, Rejection, ResponseBody as CoreBody};
+use yuyo_core::endpoint::{
+    BoxFuture, Endpoint, Exchange, Finished, Rejection, ResponseBody as CoreBody,
+};
 use yuyo_core::metrics::RequestKind;
 use yuyo_core::multipart::{FileSource, Segment};
 use yuyo_core::server::{record_dispatch, record_response, request_span};
@@ -382,36 +384,17 @@ impl Inner {
         B::Data: Send,
         B::Error: fmt::Display,
     {
-        let mut exchange = match self.endpoint.begin(&parts) {
+        let exchange = match self.endpoint.begin(&parts) {
             Ok(exchange) => exchange,
             Err(immediate) => {
                 *kind = RequestKind::of_immediate(&immediate);
                 return plain(immediate.into_response());
             }
         };
-        let deadline = tokio::time::Instant::now() + body_timeout;
-        let mut body = std::pin::pin!(body);
-        loop {
-            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-                Ok(Some(Ok(frame))) => frame,
-                Ok(None) => break,
-                Ok(Some(Err(error))) => {
-                    tracing::debug!(%error, "could not read the request body");
-                    return plain(Rejection::UnreadableBody.into_response());
-                }
-                Err(_elapsed) => {
-                    tracing::debug!("request body timed out");
-                    return plain(Rejection::BodyTimeout.into_response());
-                }
-            };
-            if let Ok(mut data) = frame.into_data() {
-                let chunk = data.copy_to_bytes(data.remaining());
-                exchange = match exchange.push(chunk) {
-                    Ok(exchange) => exchange,
-                    Err(rejection) => return plain(rejection.into_response()),
-                };
-            }
-        }
+        let exchange = match read_body(exchange, body, body_timeout).await {
+            Ok(exchange) => exchange,
+            Err(rejection) => return plain(rejection.into_response()),
+        };
         let finished = match exchange.end() {
             Err(immediate) => Finished::Respond(immediate),
             Ok(signed) => {
@@ -451,6 +434,38 @@ impl Inner {
             .map(|body| ResponseBody::from_core(body, Some(guard)));
         response.body_mut().after = completed.after;
         response
+    }
+}
+
+/// Pushes `body` into `exchange` frame by frame, all of it within `body_timeout`.
+async fn read_body<B>(
+    mut exchange: Exchange,
+    body: B,
+    body_timeout: Duration,
+) -> Result<Exchange, Rejection>
+where
+    B: Body + Send,
+    B::Data: Send,
+    B::Error: fmt::Display,
+{
+    let deadline = tokio::time::Instant::now() + body_timeout;
+    let mut body = std::pin::pin!(body);
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(None) => return Ok(exchange),
+            Ok(Some(Err(error))) => {
+                tracing::debug!(%error, "could not read the request body");
+                return Err(Rejection::UnreadableBody);
+            }
+            Err(_elapsed) => {
+                tracing::debug!("request body timed out");
+                return Err(Rejection::BodyTimeout);
+            }
+        };
+        if let Ok(mut data) = frame.into_data() {
+            exchange = exchange.push(data.copy_to_bytes(data.remaining()))?;
+        }
     }
 }
 

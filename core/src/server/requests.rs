@@ -214,18 +214,7 @@ impl Requests {
                 }
             };
             match event {
-                Event::Head(parts) => {
-                    self.span = request_span(&parts);
-                    self.started = Some(now.instant);
-                    self.kind = RequestKind::Rejected;
-                    match self.endpoint.begin(&parts) {
-                        Ok(exchange) => self.stage = Stage::Body(exchange),
-                        Err(immediate) => {
-                            self.kind = RequestKind::of_immediate(&immediate);
-                            self.respond(now, immediate.into_response(), None);
-                        }
-                    }
-                }
+                Event::Head(parts) => self.begin(now, &parts),
                 Event::Data(chunk) => {
                     if let Stage::Body(exchange) = std::mem::replace(&mut self.stage, Stage::Idle) {
                         match exchange.push(chunk) {
@@ -274,6 +263,20 @@ impl Requests {
                 // Let the session count the answer against its output bound before
                 // parsing any further pipelined request.
                 return Step::Answered;
+            }
+        }
+    }
+
+    /// Starts a request from its head: its body is read next, or it is answered at once.
+    fn begin(&mut self, now: Now, parts: &http::request::Parts) {
+        self.span = request_span(parts);
+        self.started = Some(now.instant);
+        self.kind = RequestKind::Rejected;
+        match self.endpoint.begin(parts) {
+            Ok(exchange) => self.stage = Stage::Body(exchange),
+            Err(immediate) => {
+                self.kind = RequestKind::of_immediate(&immediate);
+                self.respond(now, immediate.into_response(), None);
             }
         }
     }

@@ -50,9 +50,14 @@ pub fn serve(runtime: &str) -> (Guard, SocketAddr) {
 
 /// `yuyo serve --bind 127.0.0.1:0 --runtime RUNTIME EXTRA…`, as [`serve`] (http or https).
 pub fn serve_with(runtime: &str, extra: &[&str]) -> (Guard, SocketAddr) {
-    let child = Command::new(YUYO)
-        .args(["serve", "--bind", "127.0.0.1:0", "--runtime", runtime])
-        .args(extra)
+    let (guard, addr, _lines) = serve_lines(runtime, extra);
+    (guard, addr)
+}
+
+/// Spawns `command` (a `yuyo serve`) and waits (bounded) for its first stdout line:
+/// the guard, the address it listens on and the next lines, each one as it is printed.
+pub fn start_serving(mut command: Command) -> (Guard, SocketAddr, mpsc::Receiver<String>) {
+    let child = command
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -63,27 +68,21 @@ pub fn serve_with(runtime: &str, extra: &[&str]) -> (Guard, SocketAddr) {
     let stdout = guard.0.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().and_then(Result::ok);
-        let _ = tx.send(first);
-        // Keep draining so the server never blocks on a full pipe.
-        for _ in lines {}
+        // Drains stdout to its end, so the server never blocks on a full pipe.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
     });
     let first = rx
         .recv_timeout(BOUND)
-        .unwrap_or_else(|_| {
-            panic!("yuyo serve --runtime {runtime} printed nothing within {BOUND:?}")
-        })
-        .unwrap_or_else(|| {
-            panic!("yuyo serve --runtime {runtime} exited without printing its address")
-        });
+        .unwrap_or_else(|_| panic!("{command:?} printed nothing within {BOUND:?}"));
     let addr = first
         .strip_prefix("listening on http://")
         .or_else(|| first.strip_prefix("listening on https://"))
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
         .parse()
         .expect("a socket address");
-    (guard, addr)
+    (guard, addr, rx)
 }
 
 /// Runs `yuyo ARGS` to completion (bounded) and returns its output.
@@ -337,30 +336,9 @@ pub fn events_endpoint() -> SocketAddr {
 /// `yuyo serve --bind 127.0.0.1:0 --runtime RUNTIME EXTRA…`: the guard, the address of
 /// the first stdout line and the next lines, each one as it is printed.
 pub fn serve_lines(runtime: &str, extra: &[&str]) -> (Guard, SocketAddr, mpsc::Receiver<String>) {
-    let child = Command::new(YUYO)
+    let mut command = Command::new(YUYO);
+    command
         .args(["serve", "--bind", "127.0.0.1:0", "--runtime", runtime])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn yuyo serve");
-    let mut guard = Guard(child);
-    let stdout = guard.0.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let first = rx
-        .recv_timeout(BOUND)
-        .unwrap_or_else(|_| panic!("yuyo serve --runtime {runtime} printed nothing"));
-    let addr = first
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .parse()
-        .expect("a socket address");
-    (guard, addr, rx)
+        .args(extra);
+    start_serving(command)
 }
