@@ -138,7 +138,9 @@ pub struct ShutdownHandle {
 }
 
 impl ShutdownHandle {
-    /// Requests a graceful shutdown: stop accepting, close idle connections, let busy
+    /// Requests a graceful shutdown: the health check answers 503, and after the drain
+    /// period ([`ServeOptions::drain_period`]) stop accepting (taking the connections
+    /// queued in the backlog), close idle connections, let busy
     /// ones finish. Idempotent and non-blocking; before `serve` it makes `serve` stop
     /// right after startup.
     pub fn shutdown(&self) {

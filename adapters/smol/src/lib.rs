@@ -132,8 +132,9 @@ pub struct ShutdownHandle {
 }
 
 impl ShutdownHandle {
-    /// Stops accepting connections and lets in-flight requests finish (idempotent,
-    /// non-blocking). `serve` returns once they did or the grace period ran out.
+    /// Turns the health check to 503 and, after [`ServeOptions::drain_period`], stops
+    /// accepting (taking the connections queued in the backlog) and lets in-flight
+    /// requests finish (idempotent, non-blocking). `serve` returns once they did or the grace period ran out.
     pub fn shutdown(&self) {
         self.flag.set();
     }

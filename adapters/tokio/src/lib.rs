@@ -34,8 +34,9 @@
 //! once); while every connection is busy on the server's side (verifying, running a
 //! handler), the accepted connection waits for a free slot and further ones wait in the
 //! listen backlog. On shutdown — [`ShutdownHandle::shutdown`], or Ctrl-C / SIGTERM when
-//! [`ServeOptions::handle_signals`] is set — it stops accepting, asks every connection to
-//! close after its request in flight, waits up to [`ServeOptions::grace_period`] for
+//! [`ServeOptions::handle_signals`] is set — its health check answers 503 at once; after
+//! [`ServeOptions::drain_period`] it stops accepting, takes the connections queued in the
+//! listen backlog, asks every connection to close after its request in flight, waits up to [`ServeOptions::grace_period`] for
 //! connections and after-response work (then cancels what is left), runs the shutdown
 //! callbacks and returns their result.
 //!

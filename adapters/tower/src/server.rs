@@ -39,9 +39,10 @@ const MAX_HEADERS_CAP: usize = 256;
 /// [`Server::serve`] starts the service (startup callbacks) before accepting anything,
 /// accepts at most [`ServeOptions::max_connections`](crate::ServeOptions) connections at
 /// once, and on shutdown — [`ShutdownHandle::shutdown`], or Ctrl-C / SIGTERM when
-/// `handle_signals` is set — stops accepting, lets hyper finish the requests in flight
-/// (idle connections close at once), waits for after-response work within the grace
-/// period and runs the shutdown callbacks.
+/// `handle_signals` is set — answers 503 to health checks, after the drain period stops
+/// accepting (taking the connections queued in the backlog), lets hyper finish the
+/// requests in flight (idle connections close at once), waits for after-response work
+/// within the grace period and runs the shutdown callbacks.
 ///
 /// Every connection gets the core's HTTP/1.1 limits from the [`ServeOptions`] (for the
 /// connections open when it was accepted, as [`ServeOptions::connection_config`] says):
