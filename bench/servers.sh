@@ -37,9 +37,20 @@ start_server() { # $1 = server name, [$2 = https: with TLS_CERT and TLS_KEY]; ec
 }
 
 scrape_metrics() { # the /metrics text of the server started last (with --metrics)
-    local url
+    # In bash itself, from wrk's core: a Prometheus server scrapes from elsewhere, so the
+    # only cost measured is the server's rendering, not a scraper process on its core.
+    local url addr line
     url=$(awk '/^metrics: / {print $2}' "$work/server.log")
-    [ -n "$url" ] && python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' "$url"
+    [ -n "$url" ] || return 1
+    taskset -cp 1 "$BASHPID" >/dev/null
+    addr=${url#http://}
+    addr=${addr%%/*}
+    exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}" || return 1
+    printf 'GET /metrics HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$addr" >&3
+    while IFS= read -r -t 10 line <&3; do
+        printf '%s\n' "${line%$'\r'}"
+    done
+    exec 3<&-
 }
 
 stop_server() { # $1 = pid; returns once it is gone (it is not this shell's child)
