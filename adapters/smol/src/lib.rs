@@ -273,8 +273,8 @@ impl Server {
             shared.stop.clone(),
         ));
 
-        accept_loop(&shared, &listener, &self.service, &options).await;
-        let queued = accept_queued(&shared, &listener, &self.service, &options);
+        let unadmitted = accept_loop(&shared, &listener, &self.service, &options).await;
+        let queued = accept_queued(&shared, &listener, unadmitted, &self.service, &options);
         if future::or(async { queued.await.then_some(()) }, async {
             Timer::after(options.grace_period).await;
             None
@@ -508,7 +508,7 @@ async fn accept_loop(
     listener: &TcpListener,
     service: &Service,
     options: &ServeOptions,
-) {
+) -> Option<async_net::TcpStream> {
     let slots = service.slots().clone();
     let max = options.max_connections;
     let stopped = || shared.stop.wait();
@@ -523,7 +523,7 @@ async fn accept_loop(
         )
         .await;
         let stream = match accepted {
-            None => return,
+            None => return None,
             Some(Ok((stream, _peer))) => stream,
             Some(Err(error)) if AcceptError::classify(&error) == AcceptError::Retry => {
                 tracing::debug!(%error, "accept failed");
@@ -550,10 +550,8 @@ async fn accept_loop(
                         },
                     );
                     if !vacancy.await {
-                        // Accepted, so it is served: its slot comes like the backlog's do.
-                        let admitted = admit(&slots, max).await;
-                        serve_stream(shared, service, options, stream, admitted);
-                        return;
+                        // Accepted, so it must be served: it goes first in `accept_queued`.
+                        return Some(stream);
                     }
                 }
             }
@@ -572,16 +570,22 @@ async fn admit(slots: &Slots, max: usize) -> Admitted {
     }
 }
 
-/// Takes every connection already queued in `listener`'s backlog, without waiting, and
-/// serves each; `true` once the backlog is empty. Called once accepting stopped, before
+/// Serves `unadmitted` (accepted when accepting stopped), then takes every connection
+/// already queued in `listener`'s backlog, without waiting, and serves each; `true` once
+/// the backlog is empty. Called once accepting stopped, before
 /// the listener is closed: Linux resets the connections still queued on a closed
 /// listener, and each may carry an interaction.
 async fn accept_queued(
     shared: &Arc<Shared>,
     listener: &TcpListener,
+    unadmitted: Option<async_net::TcpStream>,
     service: &Service,
     options: &ServeOptions,
 ) -> bool {
+    if let Some(stream) = unadmitted {
+        let admitted = admit(service.slots(), options.max_connections).await;
+        serve_stream(shared, service, options, stream, admitted);
+    }
     // Straight to the socket: the reactor may not have seen the newest arrivals yet.
     let socket = socket2::SockRef::from(listener);
     loop {

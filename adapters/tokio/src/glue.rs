@@ -19,41 +19,47 @@ use yuyo_core::service::{ACCEPT_BACKOFF, AcceptError};
 /// waited longest on its peer, and when every connection is busy on the server's side the
 /// accepted stream waits for [`Slots::vacancy`]. Each stream (with `TCP_NODELAY` set) goes
 /// to `serve` with its [`Admitted`] slot, which must live as long as the connection (give
-/// it to the connection's [`Session`](yuyo_core::server::Session)).
+/// it to the connection's [`Session`](yuyo_core::server::Session)). Returns a stream
+/// accepted but not admitted when `stop` came, for [`accept_queued`].
 pub async fn accept_into_slots<F>(
     listener: &TcpListener,
     slots: &Slots,
     max_connections: usize,
     stop: impl Future<Output = ()>,
     mut serve: F,
-) where
+) -> Option<TcpStream>
+where
     F: FnMut(TcpStream, Admitted),
 {
     tokio::pin!(stop);
     while let Some(stream) = accept(listener, stop.as_mut()).await {
-        let admitted = match admit(slots, max_connections, stop.as_mut()).await {
-            Some(admitted) => Some(admitted),
-            // Accepted, so it is served: its slot comes like the backlog's do.
-            None => admit(slots, max_connections, std::future::pending::<()>()).await,
-        };
-        if let Some(admitted) = admitted {
-            serve(stream, admitted);
+        match admit(slots, max_connections, stop.as_mut()).await {
+            Some(admitted) => serve(stream, admitted),
+            // Accepted, so it must be served: it goes first in `accept_queued`.
+            None => return Some(stream),
         }
     }
+    None
 }
 
-/// Takes every connection already queued in `listener`'s backlog, without waiting, and
-/// gives each to `serve` like [`accept_into_slots`] (waiting for a vacancy if every slot
-/// is busy). Called once accepting stopped, before the listener is closed: Linux resets
+/// Serves `unadmitted` (what [`accept_into_slots`] returned), then takes every
+/// connection already queued in `listener`'s backlog, without waiting, and gives each to
+/// `serve` like [`accept_into_slots`] (waiting for a vacancy if every slot is busy). Called once accepting stopped, before the listener is closed: Linux resets
 /// the connections still queued on a closed listener, and each may carry an interaction.
 pub async fn accept_queued<F>(
     listener: &TcpListener,
+    unadmitted: Option<TcpStream>,
     slots: &Slots,
     max_connections: usize,
     mut serve: F,
 ) where
     F: FnMut(TcpStream, Admitted),
 {
+    if let Some(stream) = unadmitted
+        && let Some(admitted) = admit(slots, max_connections, std::future::pending::<()>()).await
+    {
+        serve(stream, admitted);
+    }
     // Straight to the socket: the reactor may not have seen the newest arrivals yet.
     let socket = socket2::SockRef::from(listener);
     let mut taken = 0_usize;

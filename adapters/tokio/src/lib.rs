@@ -323,8 +323,8 @@ async fn accept(
         // own, and the session is the largest part of a connection's memory.
         shared.spawn(Box::pin(serve_connection(Arc::clone(shared), conn)));
     };
-    glue::accept_into_slots(listener, slots, max_connections, stop, serve).await;
-    let queued = glue::accept_queued(listener, slots, max_connections, serve);
+    let unadmitted = glue::accept_into_slots(listener, slots, max_connections, stop, serve).await;
+    let queued = glue::accept_queued(listener, unadmitted, slots, max_connections, serve);
     if tokio::time::timeout(shared.options.grace_period, queued)
         .await
         .is_err()

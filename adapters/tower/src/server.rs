@@ -175,8 +175,11 @@ impl Connections {
                 force.run_until_cancelled(connection).await;
             });
         };
-        yuyo_tokio::glue::accept_into_slots(listener, slots, max_connections, stop, serve).await;
-        let queued = yuyo_tokio::glue::accept_queued(listener, slots, max_connections, serve);
+        let unadmitted =
+            yuyo_tokio::glue::accept_into_slots(listener, slots, max_connections, stop, serve)
+                .await;
+        let queued =
+            yuyo_tokio::glue::accept_queued(listener, unadmitted, slots, max_connections, serve);
         if tokio::time::timeout(self.options.grace_period, queued)
             .await
             .is_err()
