@@ -58,7 +58,7 @@ fn interaction() -> Interaction {
 
 /// Runs `f(0)`, …, `f(n - 1)` on `n` threads released together, bounded; returns the
 /// time from their release until the last finished, and their results.
-fn together<E: Send + 'static>(
+pub(crate) fn together<E: Send + 'static>(
     n: usize,
     f: impl Fn(usize) -> Result<(), E> + Send + Sync + 'static,
 ) -> (Duration, Vec<Result<(), E>>) {

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::num::NonZeroU32;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Barrier, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -257,23 +257,13 @@ fn path(i: usize) -> String {
 /// Sends the 30 calls, call `i` from replica `i % 3`, released together; returns how
 /// long they took and their results.
 fn send_all<H: BotHarness>(clients: Vec<H::Client>) -> (Duration, Vec<Result<(), RequestError>>) {
-    bounded(move || {
-        let clients = Arc::new(clients);
-        let barrier = Arc::new(Barrier::new(CALLS + 1));
-        let threads: Vec<_> = (0..CALLS)
-            .map(|i| {
-                let (clients, barrier) = (Arc::clone(&clients), Arc::clone(&barrier));
-                thread::spawn(move || {
-                    barrier.wait();
-                    let client = &clients[i % REPLICAS];
-                    H::request(client, Method::GET, &path(i), RequestBody::Empty)
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        let results = threads.into_iter().map(|t| t.join().unwrap()).collect();
-        (start.elapsed(), results)
+    crate::pacing_cases::together(CALLS, move |i| {
+        H::request(
+            &clients[i % REPLICAS],
+            Method::GET,
+            &path(i),
+            RequestBody::Empty,
+        )
     })
 }
 
@@ -322,7 +312,7 @@ pub fn redis_fleet_shares_the_global_limit_and_buckets<H: BotHarness>() {
 }
 
 /// Redis killed while the fleet sends: every call still succeeds, under the replicas'
-/// own limits, and each replica logs the one warning.
+/// own limits, and no replica logs more than the one warning.
 pub fn redis_killed_mid_run_falls_back_to_local_limits<H: BotHarness>() {
     let counting = count_warnings();
     let prefix = format!("yuyo-test:{{killed-{}}}", name::<H>());
@@ -346,7 +336,12 @@ pub fn redis_killed_mid_run_falls_back_to_local_limits<H: BotHarness>() {
     all_ok(&results);
     assert!(mock.requests().len() >= CALLS);
     if counting {
-        assert_eq!(warned, REPLICAS, "one warning per replica");
+        // A replica whose remaining calls all held their grants before the kill may never
+        // ask Redis again; none warns twice.
+        assert!(
+            (1..=REPLICAS).contains(&warned),
+            "at most one warning per replica, and some: {warned}"
+        );
     }
 }
 

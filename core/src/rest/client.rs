@@ -104,8 +104,14 @@ impl<S> RedisHealth<S> {
         self.down_until.is_some_and(|until| until > now)
     }
 
-    /// Redis answered: keep `stream` for the next round trip.
-    fn answered(&mut self, stream: Option<S>) {
+    /// Redis answered at `now`: keep `stream` for the next round trip. An answer while
+    /// Redis counts as down is to a command sent before it failed (none is sent while it
+    /// is down): it says nothing of Redis now, so it neither ends the pause nor logs a
+    /// recovery that a next failure would warn about again.
+    fn answered(&mut self, stream: Option<S>, now: Instant) {
+        if self.is_down(now) {
+            return;
+        }
         self.down_until = None;
         if self.warned {
             self.warned = false;
@@ -507,7 +513,7 @@ impl<T, S: PooledStream> ClientCall<T, S> {
             RedisStep::Report(command) => {
                 let mut shared = self.client.lock();
                 match reply {
-                    Ok(_) => shared.redis.answered(stream),
+                    Ok(_) => shared.redis.answered(stream, now),
                     Err(failure) => {
                         shared.redis.failed(&failure, now, limits);
                         shared
@@ -531,7 +537,7 @@ impl<T, S: PooledStream> ClientCall<T, S> {
         let mut shared = self.client.lock();
         match grant {
             Ok(grant) => {
-                shared.redis.answered(stream);
+                shared.redis.answered(stream, now);
                 match grant {
                     Grant::Granted(ticket) => self.ticket = Some(ticket),
                     Grant::Wait(wait) => {
